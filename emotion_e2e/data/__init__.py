@@ -1,0 +1,1 @@
+"""Corpora → TFRecords → tf.data: schema, media, faces, labels, converters, reader."""

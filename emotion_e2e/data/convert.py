@@ -1,0 +1,270 @@
+"""Recordings → sharded TFRecords, one shard per recording, plus ``metadata.json``.
+
+The conversion streams frame by frame (decode → detect → crop → encode → write)
+so memory does not grow with recording length or video resolution. Shards are
+written under temporary names and renamed only when every recording of the run
+has converted, then ``metadata.json`` is written last: an interrupted or failed
+run leaves the previous output as it was and nothing a reader could mistake for
+a shard.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import multiprocessing
+import os
+import typing
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase
+from emotion_e2e.data import schema
+from emotion_e2e.errors import DataError
+
+METADATA = "metadata.json"
+_TMP_PREFIX = ".tmp-"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertConfig:
+    time_base: TimeBase = TimeBase()
+    face: FaceConfig = FaceConfig()
+    modalities: tuple[str, ...] = MODALITIES
+    # Labels and media may differ by this many frames (then both are trimmed to
+    # the shorter); a larger difference is an error.
+    max_length_mismatch: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        if not self.modalities or any(m not in MODALITIES for m in self.modalities):
+            raise ValueError(f"ConvertConfig: modalities must be a non-empty subset of {MODALITIES}. "
+                             f"Received: modalities={self.modalities}")
+        if self.max_length_mismatch < 0:
+            raise ValueError(f"ConvertConfig: max_length_mismatch must be >= 0. "
+                             f"Received: {self.max_length_mismatch}")
+
+
+class Frame(typing.NamedTuple):
+    """One 40 ms frame ready to write: audio ``(samples_per_frame,)`` float32 or None,
+    the face crop's JPEG bytes or None, whether the face was found in this frame,
+    and labels ``(dims,)`` or None for unlabelled recordings."""
+
+    audio: np.ndarray | None
+    face_jpeg: bytes | None
+    face_found: bool
+    labels: np.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording(abc.ABC):
+    """One recording of a corpus. Subclasses are plain picklable dataclasses so
+    that ``--workers`` processes can open them."""
+
+    recording_id: str
+    partition: str
+
+    @abc.abstractmethod
+    def open(self, cfg: ConvertConfig) -> tuple[int, tuple[str, ...], Iterator[Frame]]:
+        """``(num_frames, label_names, frames)``; ``label_names`` is empty when unlabelled."""
+
+
+@dataclasses.dataclass
+class _Summary:
+    recording_id: str
+    partition: str
+    label_names: tuple[str, ...]
+    num_frames: int = 0
+    faces_found: int = 0
+    label_sum: np.ndarray | None = None
+    label_sumsq: np.ndarray | None = None
+    label_min: np.ndarray | None = None
+    label_max: np.ndarray | None = None
+
+    def add(self, frame: Frame):
+        self.num_frames += 1
+        self.faces_found += bool(frame.face_found)
+        if frame.labels is not None:
+            x = np.asarray(frame.labels, np.float64)
+            if self.label_sum is None:
+                self.label_sum, self.label_sumsq = np.zeros_like(x), np.zeros_like(x)
+                self.label_min, self.label_max = x.copy(), x.copy()
+            self.label_sum += x
+            self.label_sumsq += x * x
+            np.minimum(self.label_min, x, out=self.label_min)
+            np.maximum(self.label_max, x, out=self.label_max)
+
+
+def write_recording(recording: Recording, cfg: ConvertConfig, path: str) -> _Summary:
+    """Streams one recording's frames into the TFRecord file ``path``."""
+    import tensorflow as tf  # noqa: PLC0415 - workers import TF only when they write
+
+    num_frames, label_names, frames = recording.open(cfg)
+    summary = _Summary(recording.recording_id, recording.partition, tuple(label_names))
+    with tf.io.TFRecordWriter(path) as writer:
+        for i, frame in enumerate(frames, start=1):
+            if i > num_frames:
+                raise DataError(f"recording {recording.recording_id}: more than {num_frames} frames produced")
+            labels = None if frame.labels is None else dict(zip(label_names, frame.labels.tolist()))
+            writer.write(schema.encode_frame(
+                recording_id=recording.recording_id, partition=recording.partition, frame=i,
+                num_frames=num_frames, time=float(cfg.time_base.frame_time(i)), audio=frame.audio,
+                face_jpeg=frame.face_jpeg, face_found=frame.face_found, labels=labels))
+            summary.add(frame)
+    if summary.num_frames != num_frames:
+        raise DataError(f"recording {recording.recording_id}: expected {num_frames} frames, "
+                        f"produced {summary.num_frames}")
+    return summary
+
+
+def _work(job):
+    recording, cfg, path = job
+    return write_recording(recording, cfg, path)
+
+
+def _shard_plan(recordings: Sequence[Recording], output_dir: str):
+    """``[(recording, final_path)]``: per partition, one shard per recording in id order."""
+    by_partition: dict[str, list[Recording]] = {}
+    for r in recordings:
+        by_partition.setdefault(r.partition, []).append(r)
+    plan = []
+    for partition, recs in sorted(by_partition.items()):
+        recs.sort(key=lambda r: r.recording_id)
+        ids = [r.recording_id for r in recs]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise DataError(f"partition {partition}: duplicate recording ids {dupes}")
+        for index, r in enumerate(recs):
+            plan.append((r, os.path.join(output_dir, schema.shard_name(partition, index, len(recs)))))
+    return plan
+
+
+def _stats(summaries: list[_Summary], label_names) -> dict:
+    n = sum(s.num_frames for s in summaries)
+    out = {"num_recordings": len(summaries), "num_frames": n,
+           "face_found_ratio": sum(s.faces_found for s in summaries) / max(n, 1)}
+    labelled = [s for s in summaries if s.label_sum is not None]
+    if labelled:
+        total = sum(s.num_frames for s in labelled)
+        mean = sum(s.label_sum for s in labelled) / total
+        var = np.maximum(sum(s.label_sumsq for s in labelled) / total - mean ** 2, 0.0)
+        lo = np.min([s.label_min for s in labelled], axis=0)
+        hi = np.max([s.label_max for s in labelled], axis=0)
+        out["labels"] = {name: {"mean": float(mean[d]), "std": float(np.sqrt(var[d])),
+                                "min": float(lo[d]), "max": float(hi[d])}
+                         for d, name in enumerate(label_names)}
+    return out
+
+
+def _progress(total):
+    from tqdm import tqdm  # noqa: PLC0415
+
+    return tqdm(total=total, unit="rec", desc="converting", dynamic_ncols=True,
+                disable=None if os.environ.get("CI") else False)
+
+
+def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str, *,
+            workers: int = 1, source: str = "") -> dict:
+    """Converts ``recordings`` into ``output_dir``; returns the metadata it wrote.
+
+    Args:
+      recordings: the corpus; one shard per recording, grouped by partition.
+      workers: processes converting recordings in parallel (1: in this process).
+      source: the corpus kind, recorded in the metadata.
+    """
+    if not recordings:
+        raise DataError(f"no recordings to convert into {output_dir}")
+    os.makedirs(output_dir, exist_ok=True)
+    for name in os.listdir(output_dir):  # leftovers of an interrupted run
+        if name.startswith(_TMP_PREFIX):
+            os.remove(os.path.join(output_dir, name))
+    plan = _shard_plan(recordings, output_dir)
+    jobs = [(r, cfg, os.path.join(output_dir, _TMP_PREFIX + os.path.basename(p))) for r, p in plan]
+    summaries = []
+    try:
+        with _progress(len(jobs)) as bar:
+            if workers > 1:
+                ctx = multiprocessing.get_context("spawn")  # TF and fork do not mix
+                with ctx.Pool(min(workers, len(jobs))) as pool:
+                    for s in pool.imap(_work, jobs):
+                        summaries.append(s)
+                        bar.update()
+            else:
+                for job in jobs:
+                    summaries.append(_work(job))
+                    bar.update()
+    finally:
+        if len(summaries) != len(jobs):
+            for _, _, tmp in jobs:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+    label_sets = {s.label_names for s in summaries if s.label_names}
+    if len(label_sets) > 1:
+        for _, _, tmp in jobs:
+            os.remove(tmp)
+        raise DataError(f"recordings disagree on label names: {sorted(label_sets)}")
+    label_names = next(iter(label_sets), ())
+    metadata = _metadata(summaries, plan, cfg, label_names, source, output_dir)
+    _commit(output_dir, jobs, plan, metadata)
+    return metadata
+
+
+def _metadata(summaries, plan, cfg, label_names, source, output_dir) -> dict:
+    previous = read_metadata(output_dir, missing_ok=True) or {}
+    partitions = sorted({s.partition for s in summaries})
+    kept = {k: v for k, v in previous.get("partitions", {}).items() if k not in partitions}
+    if kept and (previous.get("label_names") != list(label_names)
+                 or previous.get("time_base") != dataclasses.asdict(cfg.time_base)):
+        kept = {}  # an older conversion with another schema: its partitions are dropped below
+    recordings = [r for r in previous.get("recordings", []) if r["partition"] in kept]
+    for s, (_, path) in zip(summaries, plan):
+        entry = {"recording_id": s.recording_id, "partition": s.partition, "shard": os.path.basename(path),
+                 "num_frames": s.num_frames}
+        if "video" in cfg.modalities:
+            entry["face_found_ratio"] = s.faces_found / max(s.num_frames, 1)
+        if s.label_sum is not None:
+            entry["label_means"] = dict(zip(label_names, (s.label_sum / s.num_frames).tolist()))
+        recordings.append(entry)
+    new = {p: dict(_stats([s for s in summaries if s.partition == p], label_names),
+                   labelled=any(s.label_sum is not None for s in summaries if s.partition == p))
+           for p in partitions}
+    return {
+        "schema_version": schema.SCHEMA_VERSION,
+        "source": source,
+        "modalities": list(cfg.modalities),
+        "label_names": list(label_names),
+        "time_base": dataclasses.asdict(cfg.time_base),
+        "samples_per_frame": cfg.time_base.samples_per_frame,
+        "face": dataclasses.asdict(cfg.face),
+        "partitions": dict(sorted({**kept, **new}.items())),
+        "recordings": sorted(recordings, key=lambda r: (r["partition"], r["recording_id"])),
+    }
+
+
+def _commit(output_dir, jobs, plan, metadata):
+    """Replaces the converted partitions' shards and writes ``metadata.json`` last."""
+    keep_partitions = set(metadata["partitions"])
+    new_names = {os.path.basename(p) for _, p in plan}
+    for name in os.listdir(output_dir):
+        parsed = schema.parse_shard_name(name)
+        if parsed and name not in new_names and (
+                parsed[0] in {r.partition for r, _ in plan} or parsed[0] not in keep_partitions):
+            os.remove(os.path.join(output_dir, name))
+    for (_, _, tmp), (_, final) in zip(jobs, plan):
+        os.replace(tmp, final)
+    tmp = os.path.join(output_dir, _TMP_PREFIX + METADATA)
+    with open(tmp, "w") as f:
+        json.dump(metadata, f, indent=2)
+    os.replace(tmp, os.path.join(output_dir, METADATA))
+
+
+def read_metadata(directory: str, missing_ok: bool = False) -> dict | None:
+    path = os.path.join(directory, METADATA)
+    if not os.path.exists(path):
+        if missing_ok:
+            return None
+        raise DataError(f"{path} not found: is {directory} the output of emotion_e2e.prepare?")
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,221 @@
+"""Face crops (SPEC "Face crops"): detect, crop a square with margin, JPEG-encode.
+
+Frames are RGB ``(H, W, 3)`` uint8 throughout; crops are ``(size, size, 3)``
+uint8. ``face_crops`` streams one recording in constant memory: frames without
+a face hold the last box, frames before the first face get the first box.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from typing import Callable, Iterator, NamedTuple
+
+import cv2
+import numpy as np
+
+from emotion_e2e.config import FaceConfig
+from emotion_e2e.errors import DataError
+
+HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+# detectMultiScale: 10 % pyramid steps and 5 overlapping hits are OpenCV's usual
+# trade-off between missed faces and false positives on frontal faces.
+HAAR_SCALE_FACTOR = 1.1
+HAAR_MIN_NEIGHBORS = 5
+# A face smaller than this fraction of the (downscaled) frame's shorter side is
+# not the speaker; the cascade's own 24 px window is the hard floor.
+HAAR_MIN_FACE_FRACTION = 0.1
+HAAR_MIN_FACE_PX = 24
+MEDIAPIPE_MIN_CONFIDENCE = 0.5
+MEDIAPIPE_INSTALL_HINT = "pip install 'emotion_e2e[mediapipe]'"
+
+
+class Box(NamedTuple):
+    """A face box in full-frame pixel coordinates: top-left ``(x, y)``, size ``(w, h)``."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+def _check_rgb(rgb, what="frame"):
+    if not (isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.dtype == np.uint8):
+        got = f"{type(rgb).__name__} {getattr(rgb, 'shape', '')} {getattr(rgb, 'dtype', '')}"
+        raise ValueError(f"{what} must be an (H, W, 3) uint8 RGB array. Received: {got}")
+
+
+def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """``rgb`` shrunk so its longer side is at most ``max_side``, and the factor back to full size."""
+    h, w = rgb.shape[:2]
+    scale = max(h, w) / max_side
+    if scale <= 1:
+        return rgb, 1.0
+    small = cv2.resize(rgb, (max(1, round(w / scale)), max(1, round(h / scale))), interpolation=cv2.INTER_AREA)
+    return small, w / small.shape[1]
+
+
+class FaceDetector(abc.ABC):
+    """Finds the largest face of an RGB frame ``(H, W, 3)`` uint8."""
+
+    @abc.abstractmethod
+    def detect(self, rgb: np.ndarray) -> Box | None:
+        """The largest face's ``Box`` in full-frame pixels, or ``None`` if there is none."""
+
+
+class HaarDetector(FaceDetector):
+    """OpenCV's bundled frontal-face Haar cascade (the default: no weights to fetch)."""
+
+    def __init__(self, cfg: FaceConfig = FaceConfig()):
+        self.cfg = cfg
+        root = getattr(getattr(cv2, "data", None), "haarcascades", None)
+        path = os.path.join(root, HAAR_CASCADE) if root else None
+        if not path or not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"OpenCV {cv2.__version__} ships no Haar cascade {HAAR_CASCADE} (looked at {path}); "
+                f"install opencv-python-headless==4.11.0.86 (OpenCV 5.x ships none) or use detector='mediapipe'")
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():
+            raise FileNotFoundError(f"OpenCV could not load the Haar cascade {path}")
+
+    def detect(self, rgb):
+        _check_rgb(rgb)
+        small, scale = _downscale(rgb, self.cfg.detect_max_side)
+        # Equalising the histogram makes the cascade robust to dim or washed-out video.
+        gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
+        min_px = max(HAAR_MIN_FACE_PX, round(HAAR_MIN_FACE_FRACTION * min(gray.shape)))
+        faces = self._cascade.detectMultiScale(gray, scaleFactor=HAAR_SCALE_FACTOR,
+                                               minNeighbors=HAAR_MIN_NEIGHBORS, minSize=(min_px, min_px))
+        if len(faces) == 0:
+            return None
+        x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
+        return Box(round(x * scale), round(y * scale), round(w * scale), round(h * scale))
+
+
+class MediaPipeDetector(FaceDetector):
+    """MediaPipe's face detection (legacy ``solutions`` API; its model ships inside the wheel)."""
+
+    def __init__(self, cfg: FaceConfig = FaceConfig()):
+        try:
+            from mediapipe.python.solutions import face_detection
+        except ImportError as e:
+            raise ImportError(f"detector='mediapipe' needs mediapipe: {MEDIAPIPE_INSTALL_HINT} ({e})") from e
+        self.cfg = cfg
+        # model_selection=0: the short-range model, made for faces within ~2 m of the camera.
+        self._mp = face_detection.FaceDetection(model_selection=0,
+                                                min_detection_confidence=MEDIAPIPE_MIN_CONFIDENCE)
+
+    def detect(self, rgb):
+        _check_rgb(rgb)
+        small, _ = _downscale(rgb, self.cfg.detect_max_side)
+        result = self._mp.process(np.ascontiguousarray(small))
+        boxes = [d.location_data.relative_bounding_box for d in result.detections or ()]
+        if not boxes:
+            return None
+        # Relative coordinates: scale straight to the full frame. Boxes may reach past the
+        # border; crop_face pads, so the face stays centred.
+        H, W = rgb.shape[:2]
+        b = max(boxes, key=lambda b: b.width * b.height)
+        box = Box(round(b.xmin * W), round(b.ymin * H), round(b.width * W), round(b.height * H))
+        return box if box.w > 0 and box.h > 0 else None
+
+    def close(self):
+        self._mp.close()
+
+
+def make_detector(cfg: FaceConfig) -> FaceDetector:
+    """The detector named by ``cfg.detector``."""
+    return {"haar": HaarDetector, "mediapipe": MediaPipeDetector}[cfg.detector](cfg)
+
+
+def crop_face(rgb: np.ndarray, box: Box, cfg: FaceConfig) -> np.ndarray:
+    """The ``(cfg.size, cfg.size, 3)`` uint8 square of side ``(1 + margin)·max(w, h)`` centred on ``box``.
+
+    Parts of the square outside the frame are black, so the face stays centred.
+    """
+    _check_rgb(rgb)
+    H, W = rgb.shape[:2]
+    side = max(1, round((1 + cfg.margin) * max(box.w, box.h)))
+    x0 = round(box.x + box.w / 2 - side / 2)
+    y0 = round(box.y + box.h / 2 - side / 2)
+    square = np.zeros((side, side, 3), np.uint8)
+    xa, xb, ya, yb = max(x0, 0), min(x0 + side, W), max(y0, 0), min(y0 + side, H)
+    if xa < xb and ya < yb:
+        square[ya - y0:yb - y0, xa - x0:xb - x0] = rgb[ya:yb, xa:xb]
+    if side == cfg.size:
+        return square
+    interp = cv2.INTER_AREA if side > cfg.size else cv2.INTER_LINEAR
+    return cv2.resize(square, (cfg.size, cfg.size), interpolation=interp)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    """JPEG bytes of an RGB ``(H, W, 3)`` uint8 image."""
+    _check_rgb(rgb, "image")
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError(f"OpenCV could not JPEG-encode an image of shape {rgb.shape}")
+    return buf.tobytes()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """The RGB ``(H, W, 3)`` uint8 image of JPEG bytes."""
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DataError(f"not a decodable JPEG ({len(data)} bytes starting {bytes(data[:8])!r})")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _close(it):
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
+
+
+def face_crops(open_frames: Callable[[], Iterator[np.ndarray]], detector: FaceDetector, cfg: FaceConfig,
+               source: str) -> Iterator[tuple[np.ndarray, bool]]:
+    """``(crop, face_found)`` for every frame of one recording, in order; crop is ``(size, size, 3)`` uint8.
+
+    ``open_frames()`` yields the recording's RGB frames; it is called a second
+    time only if the first frames have no face, to re-decode those frames (so
+    no frame is ever buffered). ``source`` names the recording in errors.
+    """
+    frames = iter(open_frames())
+    try:
+        leading = 0  # frames before the first face: counted, never kept
+        box = None
+        for frame in frames:
+            _check_frame(frame, source, leading + 1)
+            box = detector.detect(frame)
+            if box is not None:
+                first = crop_face(frame, box, cfg)
+                del frame  # hold no full frame while re-decoding the leading ones
+                break
+            leading += 1
+        if box is None:
+            raise DataError(f"no face found in any of {leading} frames of {source}")
+        if leading:
+            replay = iter(open_frames())
+            try:
+                n = 0
+                for n, early in zip(range(1, leading + 1), replay):
+                    yield crop_face(early, box, cfg), False
+            finally:
+                _close(replay)
+            if n < leading:
+                raise DataError(f"re-opening {source} gave {n} frames, but {leading} came before "
+                                f"the first face at frame {leading + 1}; the decoder is not deterministic")
+        yield first, True
+        for i, frame in enumerate(frames, start=leading + 2):
+            _check_frame(frame, source, i)
+            found = detector.detect(frame)
+            box = found or box  # hold-last: the previous box on the current frame
+            yield crop_face(frame, box, cfg), found is not None
+    finally:
+        _close(frames)
+
+
+def _check_frame(frame, source, index):
+    try:
+        _check_rgb(frame)
+    except ValueError as e:
+        raise DataError(f"{source}, frame {index}: {e}") from None

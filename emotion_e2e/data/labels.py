@@ -1,0 +1,162 @@
+"""Label tracks: AVEC ARFF gold standards and CSV annotations → the 40 ms frame grid.
+
+Frame ``i = 1..N`` takes the label value at time ``frame_step·i`` (SPEC); a file
+at another rate is linearly interpolated onto that grid and its row at t = 0,
+which belongs to no frame, is dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import shlex
+
+import numpy as np
+import pandas as pd
+
+from emotion_e2e.config import TimeBase
+from emotion_e2e.errors import DataError
+
+# The AVEC 2016 gold-standard attributes, in order: (name, type).
+ARFF_ATTRIBUTES = (("instance_name", "string"), ("frametime", "numeric"), ("goldstandard", "numeric"))
+_ARFF_NUMERIC = ("numeric", "real", "integer")
+TIME_COLUMN = "time"
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelTrack:
+    """Labels on the frame grid: ``values[i - 1]`` belongs to frame ``i``.
+
+    Attributes:
+      names: dimension names, e.g. ``('arousal', 'valence')``.
+      values: ``(num_frames, len(names))`` float32, all finite.
+    """
+
+    names: tuple[str, ...]
+    values: np.ndarray
+
+    @property
+    def num_frames(self) -> int:
+        return self.values.shape[0]
+
+    def trimmed(self, num_frames: int) -> "LabelTrack":
+        return LabelTrack(self.names, self.values[:num_frames])
+
+
+def read_arff(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(frame_times, gold_standard)`` of an AVEC gold-standard ARFF file, both ``(rows,)``.
+
+    The header is parsed, not skipped: blank lines, ``%`` comments, quoted names
+    and CRLF line ends are accepted; any attribute set other than AVEC's is an error.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            text = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read label file {path}: {e}") from e
+    attributes, data_lines, in_data = [], [], False
+    for number, raw in enumerate(io.StringIO(text, newline=None), start=1):
+        line = raw.strip()
+        if not line or line.startswith("%"):
+            continue
+        if in_data:
+            data_lines.append((number, line))
+            continue
+        keyword = line.split(None, 1)[0].lower()
+        if keyword == "@attribute":
+            try:
+                parts = shlex.split(line, posix=True)
+            except ValueError as e:
+                raise DataError(f"{path}, line {number}: malformed @attribute line {line!r}") from e
+            if len(parts) < 3:
+                raise DataError(f"{path}, line {number}: malformed @attribute line {line!r}")
+            attributes.append((parts[1].lower(), " ".join(parts[2:]).lower()))
+        elif keyword == "@data":
+            in_data = True
+        elif keyword != "@relation":
+            raise DataError(f"{path}, line {number}: unexpected header line {line!r}")
+    types_ok = len(attributes) == len(ARFF_ATTRIBUTES) and all(
+        name == want_name and (kind == want_kind or (want_kind == "numeric" and kind in _ARFF_NUMERIC))
+        for (name, kind), (want_name, want_kind) in zip(attributes, ARFF_ATTRIBUTES))
+    if not types_ok:
+        raise DataError(f"{path}: unexpected ARFF attributes; expected {list(ARFF_ATTRIBUTES)}, "
+                        f"received {attributes}")
+    if not in_data:
+        raise DataError(f"{path}: no @data section")
+    times, values = np.empty(len(data_lines)), np.empty(len(data_lines))
+    for row, (number, line) in enumerate(data_lines):
+        fields = next(csv.reader([line], quotechar="'", skipinitialspace=True))
+        if len(fields) != len(ARFF_ATTRIBUTES):
+            raise DataError(f"{path}, line {number}: expected {len(ARFF_ATTRIBUTES)} values, "
+                            f"received {len(fields)}: {line!r}")
+        try:
+            times[row], values[row] = (float("nan") if v.strip() == "?" else float(v) for v in fields[1:])
+        except ValueError as e:
+            raise DataError(f"{path}, line {number}: non-numeric value in {line!r}") from e
+    return times, values
+
+
+def to_grid(times: np.ndarray, values: np.ndarray, time_base: TimeBase, source: str) -> np.ndarray:
+    """Interpolates ``values`` ``(rows, dims)`` at ``times`` ``(rows,)`` onto frames ``1..N``.
+
+    ``N`` is the number of grid times ``frame_step·i`` not after the last row's
+    time. Returns ``(N, dims)`` float32. Non-finite values are an error naming the frame.
+    """
+    times = np.asarray(times, np.float64)
+    values = np.asarray(values, np.float64).reshape(len(times), -1)
+    if len(times) < 2 or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        raise DataError(f"{source}: label times must be finite and strictly increasing with at least "
+                        f"two rows; received {len(times)} rows starting {times[:3].tolist()}")
+    bad_rows, bad_dims = np.nonzero(~np.isfinite(values))
+    if len(bad_rows):
+        r, d = bad_rows[0], bad_dims[0]
+        frame = max(1, math.ceil(times[r] / time_base.frame_step - 1e-6))
+        raise DataError(f"{source}: label value {values[r, d]} (dimension {d}) at time {times[r]:.3f} s, "
+                        f"frame {frame}; labels must be finite")
+    num_frames = int(math.floor(times[-1] / time_base.frame_step + 1e-6))
+    grid = time_base.frame_time(np.arange(1, num_frames + 1))
+    if num_frames < 1 or grid[0] < times[0] - 1e-6:
+        raise DataError(f"{source}: labels cover {times[0]:.3f}–{times[-1]:.3f} s, which does not "
+                        f"contain the frame grid {time_base.frame_step}·i for i = 1..{num_frames}")
+    out = np.stack([np.interp(grid, times, values[:, d]) for d in range(values.shape[1])], axis=1)
+    return out.astype(np.float32)
+
+
+def _combine(tracks: dict[str, np.ndarray], source: str) -> LabelTrack:
+    """Dimensions of one recording, trimmed to the shortest when within one frame."""
+    lengths = {name: len(v) for name, v in tracks.items()}
+    if max(lengths.values()) - min(lengths.values()) > 1:
+        raise DataError(f"{source}: label dimensions differ in length by more than one frame: {lengths}")
+    n = min(lengths.values())
+    return LabelTrack(tuple(tracks), np.stack([v[:n, 0] for v in tracks.values()], axis=1))
+
+
+def arff_labels(paths: dict[str, str], time_base: TimeBase, recording_id: str) -> LabelTrack:
+    """One AVEC gold-standard ARFF per dimension, e.g. ``{'arousal': ..., 'valence': ...}``."""
+    tracks = {}
+    for name, path in paths.items():
+        times, values = read_arff(path)
+        tracks[name] = to_grid(times, values, time_base, f"{path} (recording {recording_id}, {name})")
+    return _combine(tracks, f"recording {recording_id}")
+
+
+def csv_labels(path: str, time_base: TimeBase, recording_id: str) -> LabelTrack:
+    """A CSV with a ``time`` column in seconds and one column per dimension (any names, any rate)."""
+    source = f"{path} (recording {recording_id})"
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read label file {source}: {e}") from e
+    table.columns = [str(c).strip() for c in table.columns]
+    names = [c for c in table.columns if c != TIME_COLUMN]
+    if TIME_COLUMN not in table.columns or not names:
+        raise DataError(f"{source}: expected a '{TIME_COLUMN}' column and at least one label column; "
+                        f"received columns {list(table.columns)}")
+    try:
+        numeric = table.astype(np.float64)
+    except ValueError as e:
+        raise DataError(f"{source}: non-numeric label value: {e}") from e
+    values = to_grid(numeric[TIME_COLUMN].to_numpy(), numeric[names].to_numpy(), time_base, source)
+    return LabelTrack(tuple(names), values)

@@ -1,0 +1,205 @@
+"""The tf.data reader: sharded frame records → windows of ``seq_len`` frames.
+
+Pipeline (each step a small function, testable alone)::
+
+    files → shard by input pipeline → shuffle → per file: records → window → parse → check
+          → interleave → shuffle windows → decode faces (+ augment) → pad → batch → prefetch
+
+A shard holds one recording, so windows never straddle two recordings. Every
+window is checked against the record metadata (one recording, consecutive
+frames, the file ends at the recording's last frame): a truncated or corrupt
+shard stops the pipeline with an error naming the file, never fewer frames.
+
+Each element is a dict:
+  ``audio`` (batch, seq_len, samples_per_frame) float32 — when audio is read;
+  ``face`` (batch, seq_len, face_size, face_size, 3) float32 in [0, 1] and
+  ``face_found`` (batch, seq_len) int32 — when video is read;
+  ``labels`` (batch, seq_len, len(label_names)) float32 — when labels are read;
+  ``mask`` (batch, seq_len) float32, 1 for real frames, 0 for padding;
+  ``frame`` (batch, seq_len) int64, 1-based frame index (0 for padding);
+  ``recording_id`` (batch,) string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from emotion_e2e.config import AugmentConfig, ReaderConfig
+from emotion_e2e.data import schema
+from emotion_e2e.errors import DataError
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def list_shards(file_pattern: str | Sequence[str]) -> list[str]:
+    """Sorted files matching one pattern or several (local paths or ``gs://``)."""
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
+    if not files:
+        raise DataError(f"no TFRecord files match {patterns}")
+    return files
+
+
+def parse_window(serialized: tf.Tensor, cfg: ReaderConfig) -> dict:
+    """Parses a window of serialized frame records ``(n,)`` with the shared schema.
+
+    Returns ``frame`` (n,) int64, ``num_frames`` and ``recording_id`` scalars
+    (``recording_ids`` (n,) for the check), and per modality ``audio``
+    (n, samples_per_frame), ``face_jpeg`` (n,) string, ``face_found`` (n,) int32,
+    ``labels`` (n, dims).
+    """
+    spec = schema.feature_spec(samples_per_frame=cfg.samples_per_frame, modalities=cfg.modalities,
+                               label_names=cfg.label_names)
+    f = tf.io.parse_example(serialized, spec)
+    first = lambda x, empty: tf.concat([x[:1], [empty]], 0)[0]  # noqa: E731 - windows may be empty
+    out = {"frame": f[schema.FRAME], "recording_ids": f[schema.RECORDING_ID],
+           "num_frames": first(f[schema.NUM_FRAMES], tf.constant(-1, tf.int64)),
+           "recording_id": first(f[schema.RECORDING_ID], "")}
+    if "audio" in cfg.modalities:
+        out["audio"] = f[schema.AUDIO]
+    if "video" in cfg.modalities:
+        out["face_jpeg"] = f[schema.FACE]
+        out["face_found"] = tf.cast(f[schema.FACE_FOUND], tf.int32)
+    if cfg.label_names:
+        out["labels"] = tf.stack([f[schema.label_key(n)] for n in cfg.label_names], axis=-1)
+    return out
+
+
+def _check_windows(windows: tf.data.Dataset, path: tf.Tensor) -> tf.data.Dataset:
+    """Fails, naming the file, unless the parsed windows are consecutive frames
+    ``1..num_frames`` of one recording. The last window must be an empty sentinel,
+    where the end of the file is checked."""
+
+    def step(state, w):
+        expected, num_frames = state
+        n = tf.shape(w["frame"], out_type=tf.int64)[0]
+        is_end = tf.equal(n, 0)
+        consecutive = tf.logical_and(
+            tf.reduce_all(tf.equal(w["frame"], expected + tf.range(n, dtype=tf.int64))),
+            tf.reduce_all(tf.equal(w["recording_ids"], w["recording_id"])))
+        num_frames = tf.where(is_end, num_frames, w["num_frames"])
+        complete = tf.logical_or(tf.logical_not(is_end),
+                                 tf.logical_and(num_frames > 0, tf.equal(expected - 1, num_frames)))
+        checks = [
+            tf.debugging.Assert(consecutive, [
+                "TFRecord file", path, "is not one recording's consecutive frames: expected frame",
+                expected, "received", w["frame"][:3], "of recording(s)", w["recording_ids"][:2]]),
+            tf.debugging.Assert(complete, [
+                "TFRecord file", path, "is truncated or corrupt: its frames end at", expected - 1,
+                "but the recording has", num_frames, "frames"]),
+        ]
+        with tf.control_dependencies(checks):
+            return (expected + n, num_frames), w
+
+    return windows.scan((tf.constant(1, tf.int64), tf.constant(-1, tf.int64)), step)
+
+
+def _file_windows(path: tf.Tensor, offset: tf.Tensor, cfg: ReaderConfig, training: bool) -> tf.data.Dataset:
+    """Windows of one shard, parsed and checked: a head of ``offset`` frames,
+    then ``seq_len`` frames at a time. Training keeps the full windows only.
+
+    Corrupt records end the file early (``ignore_errors``) so that the end check
+    fails naming the file; TF's own DataLossError does not name it.
+    """
+    records = tf.data.TFRecordDataset(path).ignore_errors()
+    windows = (records.take(offset).batch(cfg.seq_len)
+               .concatenate(records.skip(offset).batch(cfg.seq_len))
+               .concatenate(tf.data.Dataset.from_tensors(tf.zeros([0], tf.string))))
+    checked = _check_windows(windows.map(lambda s: parse_window(s, cfg)), path)
+    min_len = cfg.seq_len if training else 1
+    return checked.filter(lambda w: tf.shape(w["frame"])[0] >= min_len)
+
+
+def decode_faces(jpegs: tf.Tensor, face_size: int) -> tf.Tensor:
+    """JPEG strings ``(n,)`` → float32 faces ``(n, face_size, face_size, 3)`` in [0, 1]."""
+    images = tf.map_fn(lambda s: tf.io.decode_jpeg(s, channels=3), jpegs,
+                       fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+    images = tf.ensure_shape(images, [None, face_size, face_size, 3])
+    return tf.image.convert_image_dtype(images, tf.float32)
+
+
+def augment_faces(faces: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
+    """SPEC training augmentation of one window ``(n, size, size, 3)`` in [0, 1].
+
+    Resize to ``cfg.resize``, random crop back to ``size``, random saturation and
+    brightness, clip. One draw per window: the crop and colour stay steady over
+    the frames of a sequence, as a camera's would. ``seed`` is a stateless
+    ``(2,)`` int seed.
+    """
+    n, size = tf.shape(faces)[0], faces.shape[1]
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    x = tf.image.resize(faces, [cfg.resize, cfg.resize])
+    x = tf.image.stateless_random_crop(x, tf.stack([n, size, size, 3]), seed=seeds[0])
+    x = tf.image.stateless_random_saturation(x, cfg.saturation_lower, cfg.saturation_upper, seed=seeds[1])
+    x = tf.image.stateless_random_brightness(x, cfg.brightness_delta, seed=seeds[2])
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
+def finish_window(w: dict, cfg: ReaderConfig, training: bool, seed: tf.Tensor | None = None) -> dict:
+    """Parsed window → model-ready window padded to ``seq_len`` with a mask."""
+    n = tf.shape(w["frame"])[0]
+    pad = cfg.seq_len - n
+    out = {"frame": w["frame"], "mask": tf.ones([n], tf.float32), "recording_id": w["recording_id"]}
+    if "audio" in w:
+        out["audio"] = w["audio"]
+    if "face_jpeg" in w:
+        faces = decode_faces(w["face_jpeg"], cfg.face_size)
+        if training and cfg.augment is not None:
+            faces = augment_faces(faces, cfg.augment, seed)
+        out["face"] = faces
+        out["face_found"] = w["face_found"]
+    if "labels" in w:
+        out["labels"] = w["labels"]
+    for key, value in out.items():
+        if key != "recording_id":
+            padded = tf.pad(value, [[0, pad]] + [[0, 0]] * (value.shape.rank - 1))
+            out[key] = tf.ensure_shape(padded, [cfg.seq_len] + value.shape[1:].as_list())
+    return out
+
+
+def make_dataset(file_pattern: str | Sequence[str], cfg: ReaderConfig, *, training: bool,
+                 input_context: tf.distribute.InputContext | None = None, repeat: bool = False,
+                 seed: int | None = None) -> tf.data.Dataset:
+    """Windows of ``cfg.seq_len`` frames from the shards matching ``file_pattern``.
+
+    Training: random start offset per recording and pass, full windows only,
+    shuffled, face augmentation, incomplete batches dropped. Evaluation: every
+    frame of every recording exactly once and in order, the last window of a
+    recording padded (``mask`` 0), recordings in file order.
+
+    With ``input_context`` the shards are split by input pipeline id and each
+    pipeline batches ``cfg.batch_size`` split over the replicas in sync.
+    """
+    files = list_shards(file_pattern)
+    batch_size = cfg.batch_size
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if input_context is not None:
+        if len(files) < input_context.num_input_pipelines:
+            raise DataError(f"{len(files)} shard(s) cannot feed {input_context.num_input_pipelines} "
+                            f"input pipelines: {file_pattern}")
+        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        batch_size = input_context.get_per_replica_batch_size(cfg.batch_size)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if training:
+        offsets = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
+            lambda r: tf.math.floormod(r, cfg.seq_len))
+        ds = tf.data.Dataset.zip(ds, offsets)
+    else:
+        ds = ds.map(lambda f: (f, tf.constant(0, tf.int64)))
+    ds = ds.interleave(lambda f, o: _file_windows(f, o, cfg, training),
+                       cycle_length=cfg.cycle_length if training else 1,
+                       num_parallel_calls=AUTOTUNE, deterministic=not training)
+    if training:
+        ds = ds.shuffle(cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda w, s: finish_window(w, cfg, True, s),
+                                                num_parallel_calls=AUTOTUNE, deterministic=False)
+    else:
+        ds = ds.map(lambda w: finish_window(w, cfg, False), num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=training)
+    return ds.prefetch(AUTOTUNE)

@@ -1,0 +1,176 @@
+"""The three corpus sources: the AVEC 2016 / RECOLA layout, a manifest CSV, the demo generator.
+
+Each turns a corpus on disk (or a seed) into ``Recording`` objects for
+``convert.convert``; nothing is decoded until a recording is opened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import os
+import re
+from collections.abc import Iterator
+
+import pandas as pd
+
+from emotion_e2e.data import demo, faces, labels, media
+from emotion_e2e.data.convert import ConvertConfig, Frame, Recording
+from emotion_e2e.errors import DataError
+
+RECOLA_PARTITIONS = ("train", "dev", "test")
+RECOLA_LABELLED = ("train", "dev")  # AVEC withholds the test labels
+RECOLA_DIMENSIONS = ("arousal", "valence")
+_RECOLA_ID = re.compile(r"^(?P<partition>train|dev|test)_\d+$")
+MANIFEST_COLUMNS = ("recording_id", "partition", "audio", "video", "labels")
+
+
+@functools.lru_cache(maxsize=None)
+def _detector(face_cfg):
+    # One detector per process: the cascade or model is loaded once.
+    return faces.make_detector(face_cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaRecording(Recording):
+    """A recording from media files, labelled by ARFF files (one per dimension) or a CSV.
+
+    ``audio`` may name the video file itself: its audio track is then used.
+    """
+
+    audio: str | None = None
+    video: str | None = None
+    arff_labels: tuple[tuple[str, str], ...] = ()
+    csv_labels: str | None = None
+
+    def _labels(self, cfg):
+        if self.arff_labels:
+            return labels.arff_labels(dict(self.arff_labels), cfg.time_base, self.recording_id)
+        if self.csv_labels:
+            return labels.csv_labels(self.csv_labels, cfg.time_base, self.recording_id)
+        return None
+
+    def open(self, cfg: ConvertConfig):
+        tb, rid = cfg.time_base, self.recording_id
+        track = self._labels(cfg)
+        lengths = {}
+        for modality, path in (("audio", self.audio), ("video", self.video)):
+            if modality not in cfg.modalities:
+                continue
+            if not path:
+                raise DataError(f"recording {rid}: {modality} is needed (modalities {list(cfg.modalities)}) "
+                                f"but no {modality} file was given")
+            duration = media.audio_duration(path) if modality == "audio" else media.video_duration(path)
+            lengths[f"{modality} ({path})"] = tb.frames_in(duration)
+        if track is not None:
+            lengths["labels"] = track.num_frames
+        if max(lengths.values()) - min(lengths.values()) > cfg.max_length_mismatch:
+            raise DataError(f"recording {rid}: lengths in frames differ by more than "
+                            f"{cfg.max_length_mismatch}: {lengths}")
+        n = min(lengths.values())
+        return n, (track.names if track else ()), self._frames(cfg, n, track)
+
+    def _frames(self, cfg, n, track) -> Iterator[Frame]:
+        tb = cfg.time_base
+        audio = (media.audio_frames(self.audio, tb, n) if "audio" in cfg.modalities
+                 else itertools.repeat(None))
+        if "video" in cfg.modalities:
+            crops = faces.face_crops(lambda: media.video_frames(self.video, tb, n), _detector(cfg.face),
+                                     cfg.face, source=f"video {self.video} (recording {self.recording_id})")
+        else:
+            crops = itertools.repeat((None, False))
+        for i, (a, (crop, found)) in enumerate(zip(audio, crops)):
+            jpeg = None if crop is None else faces.encode_jpeg(crop, cfg.face.jpeg_quality)
+            yield Frame(a, jpeg, found, None if track is None else track.values[i])
+
+
+def recola_recordings(root: str, partitions=RECOLA_PARTITIONS, dimensions=RECOLA_DIMENSIONS):
+    """The AVEC 2016 package layout (SPEC "Datasets"); the partition is the file-name prefix.
+
+    The audio comes from ``recordings_audio/ID.wav`` or, when that is missing,
+    from the track of ``recordings_video/ID.mp4``.
+    """
+    audio_dir, video_dir = os.path.join(root, "recordings_audio"), os.path.join(root, "recordings_video")
+    if not os.path.isdir(audio_dir) and not os.path.isdir(video_dir):
+        raise DataError(f"{root} is not an AVEC 2016 package: neither recordings_audio/ nor "
+                        f"recordings_video/ exists")
+    ids = set()
+    for folder, ext in ((audio_dir, ".wav"), (video_dir, ".mp4")):
+        if os.path.isdir(folder):
+            ids |= {f[: -len(ext)] for f in os.listdir(folder) if f.endswith(ext) and _RECOLA_ID.match(f[: -len(ext)])}
+    out = []
+    for rid in sorted(ids):
+        partition = _RECOLA_ID.match(rid)["partition"]
+        if partition not in partitions:
+            continue
+        wav, mp4 = os.path.join(audio_dir, rid + ".wav"), os.path.join(video_dir, rid + ".mp4")
+        video = mp4 if os.path.exists(mp4) else None
+        gold = ()
+        if partition in RECOLA_LABELLED:
+            gold = tuple((d, os.path.join(root, "ratings_gold_standard", d, rid + ".arff")) for d in dimensions)
+            missing = [p for _, p in gold if not os.path.exists(p)]
+            if missing:
+                raise DataError(f"recording {rid}: gold-standard file(s) missing: {missing}")
+        out.append(MediaRecording(rid, partition, audio=wav if os.path.exists(wav) else video,
+                                  video=video, arff_labels=gold))
+    if not out:
+        raise DataError(f"{root}: no recordings named {{{','.join(partitions)}}}_N found")
+    return out
+
+
+def manifest_recordings(path: str, partitions=None):
+    """Rows ``recording_id, partition, audio, video, labels`` of a manifest CSV.
+
+    Relative paths are relative to the manifest's folder. An empty ``audio``
+    takes the video's own track; an empty ``labels`` marks an unlabelled recording.
+    """
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read manifest {path}: {e}") from e
+    table.columns = [c.strip() for c in table.columns]
+    if list(table.columns) != list(MANIFEST_COLUMNS):
+        raise DataError(f"manifest {path}: expected columns {list(MANIFEST_COLUMNS)}, "
+                        f"received {list(table.columns)}")
+    base = os.path.dirname(os.path.abspath(path))
+
+    def resolve(p):
+        p = p.strip()
+        return os.path.normpath(os.path.join(base, p)) if p else None
+
+    out = []
+    for row_number, row in enumerate(table.itertuples(index=False), start=2):
+        rid, partition = row.recording_id.strip(), row.partition.strip()
+        if not rid or not partition:
+            raise DataError(f"manifest {path}, line {row_number}: recording_id and partition are required")
+        if partitions and partition not in partitions:
+            continue
+        audio, video = resolve(row.audio), resolve(row.video)
+        if not audio and not video:
+            raise DataError(f"manifest {path}, line {row_number} (recording {rid}): neither audio nor video given")
+        out.append(MediaRecording(rid, partition, audio=audio or video, video=video,
+                                  csv_labels=resolve(row.labels)))
+    if not out:
+        raise DataError(f"manifest {path}: no recordings" + (f" in partitions {list(partitions)}" if partitions else ""))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSourceRecording(Recording):
+    """A recording of the synthetic demo corpus (already a face crop: every face is found)."""
+
+    config: demo.DemoConfig = None
+    spec: demo.DemoRecording = None
+
+    def open(self, cfg: ConvertConfig):
+        frames = demo.frames(self.spec, self.config, cfg.time_base, cfg.face, modalities=cfg.modalities)
+        n = demo.num_frames(self.config, cfg.time_base)
+        return n, demo.LABEL_NAMES, (
+            Frame(f.audio, None if f.face is None else faces.encode_jpeg(f.face, cfg.face.jpeg_quality),
+                  f.face is not None, f.labels) for f in frames)
+
+
+def demo_recordings(config: "demo.DemoConfig", partitions=None):
+    return [DemoSourceRecording(r.recording_id, r.partition, config=config, spec=r)
+            for r in demo.demo_recordings(config) if not partitions or r.partition in partitions]

@@ -1,0 +1,39 @@
+"""Tiny synthetic shards written with the shared schema, for reader and tool tests."""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from emotion_e2e.data import faces as faces_lib
+from emotion_e2e.data import schema
+
+SPF = 8  # samples per frame: small shapes keep the tests fast
+FACE = 16
+LABELS = ("arousal", "valence")
+
+
+def frame_content(rid_index, i):
+    """Audio, a face and labels that encode (recording, frame) so tests can check them."""
+    audio = (np.arange(SPF, dtype=np.float32) + 1000 * rid_index + i) / 1e4
+    face = np.full((FACE, FACE, 3), (10 * rid_index + 3 * i) % 256, np.uint8)
+    labels = np.array([rid_index + i / 1000, -i / 1000], np.float32)
+    return audio, face, labels
+
+
+def write_shards(directory, lengths, partition="train", labelled=True, video=True, audio=True):
+    """One shard per recording ``{partition}_{k}`` with ``lengths[k]`` frames; returns the paths."""
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for k, n in enumerate(lengths):
+        path = os.path.join(str(directory), schema.shard_name(partition, k, len(lengths)))
+        with tf.io.TFRecordWriter(path) as w:
+            for i in range(1, n + 1):
+                a, face, y = frame_content(k, i)
+                w.write(schema.encode_frame(
+                    recording_id=f"{partition}_{k}", partition=partition, frame=i, num_frames=n, time=0.04 * i,
+                    audio=a if audio else None,
+                    face_jpeg=faces_lib.encode_jpeg(face, 95) if video else None, face_found=i % 3 != 0,
+                    labels=dict(zip(LABELS, y.tolist())) if labelled else None))
+        paths.append(path)
+    return paths
