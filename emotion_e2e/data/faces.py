@@ -97,9 +97,13 @@ class MediaPipeDetector(FaceDetector):
 
     def __init__(self, cfg: FaceConfig = FaceConfig()):
         try:
-            from mediapipe.python.solutions import face_detection
+            import mediapipe as mp
         except ImportError as e:
             raise ImportError(f"detector='mediapipe' needs mediapipe: {MEDIAPIPE_INSTALL_HINT} ({e})") from e
+        face_detection = getattr(getattr(mp, "solutions", None), "face_detection", None)
+        if face_detection is None:  # newer releases dropped the legacy API that ships its model
+            raise ImportError(f"mediapipe {getattr(mp, '__version__', '?')} has no mediapipe.solutions."
+                              f"face_detection; {MEDIAPIPE_INSTALL_HINT} installs mediapipe==0.10.21")
         self.cfg = cfg
         # model_selection=0: the short-range model, made for faces within ~2 m of the camera.
         self._mp = face_detection.FaceDetection(model_selection=0,
@@ -194,24 +198,30 @@ def face_crops(open_frames: Callable[[], Iterator[np.ndarray]], detector: FaceDe
         if box is None:
             raise DataError(f"no face found in any of {leading} frames of {source}")
         if leading:
-            replay = iter(open_frames())
-            try:
-                n = 0
-                for n, early in zip(range(1, leading + 1), replay):
-                    yield crop_face(early, box, cfg), False
-            finally:
-                _close(replay)
-            if n < leading:
-                raise DataError(f"re-opening {source} gave {n} frames, but {leading} came before "
-                                f"the first face at frame {leading + 1}; the decoder is not deterministic")
+            yield from _replay(open_frames, leading, box, cfg, source)
         yield first, True
         for i, frame in enumerate(frames, start=leading + 2):
             _check_frame(frame, source, i)
             found = detector.detect(frame)
-            box = found or box  # hold-last: the previous box on the current frame
+            box = box if found is None else found  # hold-last: the previous box on this frame
             yield crop_face(frame, box, cfg), found is not None
     finally:
         _close(frames)
+
+
+def _replay(open_frames, leading, box, cfg, source):
+    """Crops of the ``leading`` frames before the first face, re-decoded, with the first ``box``."""
+    replay = iter(open_frames())
+    try:
+        n = 0
+        for n, frame in zip(range(1, leading + 1), replay):  # range first: never pulls a frame too many
+            _check_frame(frame, source, n)
+            yield crop_face(frame, box, cfg), False
+    finally:
+        _close(replay)
+    if n < leading:
+        raise DataError(f"re-opening {source} gave {n} frames, but {leading} came before "
+                        f"the first face at frame {leading + 1}; the decoder is not deterministic")
 
 
 def _check_frame(frame, source, index):

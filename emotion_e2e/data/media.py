@@ -286,8 +286,9 @@ def compare_resamplers(seconds: float = 10.0) -> dict:
     """Speed and accuracy of scipy polyphase vs ``tensorflow_io.audio.resample``.
 
     Returns {method: {"44100->16000"/"48000->16000": {"sec_per_audio_sec",
-    "amp_err", "freq_err_hz", "snr_db"}}} for a 1 kHz, 0.5-amplitude sine;
-    SNR is against the analytic 16 kHz sine, 10 % of each edge excluded.
+    "amp_err" (relative), "freq_err_hz", "delay_out_samples", "snr_db",
+    "snr_db_delay_aligned", "len_out"}}} for a 1 kHz, 0.5-amplitude sine; SNR is
+    against the analytic 16 kHz sine with 10 % of each edge excluded.
     """
     import tensorflow as tf
     import tensorflow_io as tfio
@@ -310,15 +311,18 @@ def compare_resamplers(seconds: float = 10.0) -> dict:
             n = np.arange(len(y))
             mid = slice(len(y) // 10, len(y) - len(y) // 10)
             ref = amp * np.sin(2 * np.pi * f0 * n / out_rate)
-            # Least-squares sine fit on the middle part gives amplitude; frequency
-            # from the phase drift between the two halves' fits.
-            a, f = _fit_sine(y[mid], n[mid], out_rate, f0)
-            err = y[mid] - ref[mid]
+            # Least-squares sine fits on the middle part: amplitude, phase (-> delay
+            # against the analytic sine) and frequency (phase drift between halves).
+            a, f, phase = _fit_sine(y[mid], n[mid], out_rate, f0)
+            delay = -phase / (2 * np.pi * f0) * out_rate
+            shifted = amp * np.sin(2 * np.pi * f0 * (n - delay) / out_rate)
             report[name][f"{rate}->{out_rate}"] = {
                 "sec_per_audio_sec": wall / seconds,
                 "amp_err": abs(a - amp) / amp,
                 "freq_err_hz": abs(f - f0),
-                "snr_db": 10 * np.log10(np.sum(ref[mid] ** 2) / max(np.sum(err ** 2), 1e-30)),
+                "delay_out_samples": delay,
+                "snr_db": _snr(ref[mid], y[mid]),
+                "snr_db_delay_aligned": _snr(shifted[mid], y[mid]),
                 "len_out": len(y),
             }
     return report
@@ -329,14 +333,18 @@ def _stream_all(x, rate_in, rate_out, chunk):
     return np.concatenate([r.push(x[i:i + chunk]) for i in range(0, len(x), chunk)] + [r.flush()])
 
 
+def _snr(ref, y):
+    return float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((y - ref) ** 2), 1e-30)))
+
+
 def _fit_sine(y, n, rate, f_guess):
-    """(amplitude, frequency) of y ≈ a·sin(2πf n/rate + φ), refined around f_guess."""
+    """(amplitude, frequency, phase φ) of y ≈ a·sin(2πf n/rate + φ), refined around f_guess."""
     def fit(yy, nn):
         w = 2 * np.pi * f_guess * nn / rate
         (c, s), *_ = np.linalg.lstsq(np.stack([np.sin(w), np.cos(w)], 1), yy, rcond=None)
         return np.hypot(c, s), np.arctan2(s, c)
     h = len(y) // 2
-    a, _ = fit(y, n)
+    a, phase = fit(y, n)
     (_, p1), (_, p2) = fit(y[:h], n[:h]), fit(y[h:], n[h:])
     dphi = (p2 - p1 + np.pi) % (2 * np.pi) - np.pi
-    return a, f_guess + dphi * rate / (2 * np.pi * (n[h] - n[0]))
+    return a, f_guess + dphi * rate / (2 * np.pi * (n[h] - n[0])), phase

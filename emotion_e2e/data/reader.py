@@ -84,8 +84,8 @@ def _check_windows(windows: tf.data.Dataset, path: tf.Tensor) -> tf.data.Dataset
                                  tf.logical_and(num_frames > 0, tf.equal(expected - 1, num_frames)))
         checks = [
             tf.debugging.Assert(consecutive, [
-                "TFRecord file", path, "is not one recording's consecutive frames: expected frame",
-                expected, "received", w["frame"][:3], "of recording(s)", w["recording_ids"][:2]]),
+                "TFRecord file", path, "does not hold consecutive frames of one recording: expected frame",
+                expected, "and on, received", w["frame"][:8], "of recordings", w["recording_ids"][:8]]),
             tf.debugging.Assert(complete, [
                 "TFRecord file", path, "is truncated or corrupt: its frames end at", expected - 1,
                 "but the recording has", num_frames, "frames"]),

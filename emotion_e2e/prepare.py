@@ -1,0 +1,80 @@
+r"""Converts a corpus into sharded TFRecords.
+
+  python -m emotion_e2e.prepare --source=demo --output_dir=tfrecords/demo
+  python -m emotion_e2e.prepare --source=recola --input=/data/AVEC2016 --workers=2
+  python -m emotion_e2e.prepare --source=manifest --input=corpus.csv --modalities=audio
+
+Writes, per partition, ``{partition}-{i:05d}-of-{n:05d}.tfrecord`` (one shard
+per recording) and, last, ``metadata.json``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase
+from emotion_e2e.data import convert, demo, sources
+
+_SOURCE = flags.DEFINE_enum("source", None, ["demo", "recola", "manifest"], "The corpus kind.")
+_INPUT = flags.DEFINE_string("input", None, "recola: the AVEC 2016 package folder; manifest: the manifest CSV.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where shards go. Default: tfrecords/{source}.")
+_PARTITIONS = flags.DEFINE_list("partitions", [], "Partitions to convert (default: all).")
+_MODALITIES = flags.DEFINE_list("modalities", list(MODALITIES), "Modalities to write: audio, video.")
+_WORKERS = flags.DEFINE_integer("workers", 1, "Processes converting recordings in parallel.")
+_DIMENSIONS = flags.DEFINE_list("recola_dimensions", list(sources.RECOLA_DIMENSIONS),
+                                "recola: gold-standard folders to read, one label dimension each.")
+_MISMATCH = flags.DEFINE_integer("max_length_mismatch", 1,
+                                 "Frames by which labels and media may differ (then trimmed to the shorter).")
+# Time base and face crops (SPEC defaults).
+_FRAME_STEP = flags.DEFINE_float("frame_step", 0.04, "Seconds per frame.")
+_SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16000, "Audio sample rate in Hz.")
+_FACE_SIZE = flags.DEFINE_integer("face_size", 96, "Side of the square face crop in pixels.")
+_FACE_MARGIN = flags.DEFINE_float("face_margin", 0.2, "Crop side = (1 + margin) × the face box's longer side.")
+_JPEG_QUALITY = flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the stored crops (90-100).")
+_DETECTOR = flags.DEFINE_enum("face_detector", "haar", ["haar", "mediapipe"],
+                              "haar: OpenCV's bundled cascade; mediapipe: needs the mediapipe extra.")
+_DETECT_MAX_SIDE = flags.DEFINE_integer("detect_max_side", 320, "Frames are downscaled to this side for detection.")
+# Demo corpus size.
+_SEED = flags.DEFINE_integer("seed", 0, "demo: random seed; the corpus is a function of it.")
+_DEMO_TRAIN = flags.DEFINE_integer("demo_train", demo.DemoConfig.num_train, "demo: training recordings.")
+_DEMO_DEV = flags.DEFINE_integer("demo_dev", demo.DemoConfig.num_dev, "demo: dev recordings (unseen identities).")
+_DEMO_SECONDS = flags.DEFINE_float("demo_seconds", demo.DemoConfig.seconds, "demo: seconds per recording.")
+
+flags.mark_flag_as_required("source")
+
+
+def _recordings(partitions):
+    source = _SOURCE.value
+    if source == "demo":
+        cfg = demo.DemoConfig(seed=_SEED.value, num_train=_DEMO_TRAIN.value, num_dev=_DEMO_DEV.value,
+                              seconds=_DEMO_SECONDS.value)
+        return sources.demo_recordings(cfg, partitions)
+    if not _INPUT.value:
+        raise app.UsageError(f"--source={source} needs --input (received none)")
+    if source == "recola":
+        return sources.recola_recordings(_INPUT.value, partitions or sources.RECOLA_PARTITIONS,
+                                         tuple(_DIMENSIONS.value))
+    return sources.manifest_recordings(_INPUT.value, partitions)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cfg = convert.ConvertConfig(
+        time_base=TimeBase(frame_step=_FRAME_STEP.value, sample_rate=_SAMPLE_RATE.value),
+        face=FaceConfig(size=_FACE_SIZE.value, margin=_FACE_MARGIN.value, jpeg_quality=_JPEG_QUALITY.value,
+                        detector=_DETECTOR.value, detect_max_side=_DETECT_MAX_SIDE.value),
+        modalities=tuple(_MODALITIES.value), max_length_mismatch=_MISMATCH.value)
+    output_dir = _OUTPUT_DIR.value or os.path.join("tfrecords", _SOURCE.value)
+    metadata = convert.convert(_recordings(tuple(_PARTITIONS.value)), cfg, output_dir,
+                               workers=_WORKERS.value, source=_SOURCE.value)
+    for name, p in metadata["partitions"].items():
+        print(f"{name}: {p['num_recordings']} recordings, {p['num_frames']} frames -> "
+              f"{os.path.join(output_dir, name)}-*.tfrecord")
+    print(f"metadata: {os.path.join(output_dir, convert.METADATA)}")
+
+
+if __name__ == "__main__":
+    app.run(main)

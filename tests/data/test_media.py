@@ -1,0 +1,244 @@
+"""emotion_e2e.data.media on real files written with PyAV in tmp_path."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from emotion_e2e.config import TimeBase
+from emotion_e2e.data import media
+from emotion_e2e.errors import DataError
+
+TB = TimeBase()
+SR, SPF, STEP = TB.sample_rate, TB.samples_per_frame, Fraction(1, 25)
+
+
+# ------------------------------------------------------------------ writers
+
+def write_audio(path, x, rate, codec="pcm_s16le", fmt="s16"):
+    """x: (n,) mono or (n, 2) stereo float in [-1, 1]."""
+    x = np.asarray(x, np.float64)
+    x = x[:, None] if x.ndim == 1 else x
+    layout = "mono" if x.shape[1] == 1 else "stereo"
+    scale, offset, dtype = {"s16": (32767, 0, np.int16), "s32": (2**31 - 1, 0, np.int32), "u8": (127, 128, np.uint8),
+                            "flt": (1, 0, np.float32), "fltp": (1, 0, np.float32)}[fmt]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=rate, layout=layout)
+        block = 1024  # aac wants exactly frame_size samples per frame
+        for i in range(0, len(x), block):
+            part = x[i:i + block]
+            if codec == "aac" and len(part) < block:
+                part = np.pad(part, ((0, block - len(part)), (0, 0)))
+            arr = part * scale + offset
+            arr = (np.round(arr) if np.issubdtype(dtype, np.integer) else arr).astype(dtype)
+            arr = arr.T.copy() if fmt.endswith("p") else arr.reshape(1, -1)  # planar vs interleaved
+            f = av.AudioFrame.from_ndarray(arr, format=fmt, layout=layout)
+            f.sample_rate, f.pts = rate, i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return str(path)
+
+
+def colour(k):
+    """Frame k's uniform RGB colour, robust to lossy YUV coding (levels 8 apart)."""
+    return np.array([8 * (k % 32), 8 * (k // 32), 128], np.uint8)
+
+
+def decode_k(img):
+    r, g, _ = img[img.shape[0] // 2, img.shape[1] // 2].astype(int)
+    return round(r / 8) + 32 * round(g / 8)
+
+
+def write_video(path, pts, time_base, codec="png", pix_fmt="rgb24", size=(48, 64)):
+    """Frame k has timestamp pts[k]·time_base and colour(k); returns the path."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=1 / time_base)  # codec time base = the pts unit: no rounding
+        s.height, s.width = size
+        s.pix_fmt = pix_fmt
+        if codec == "libx264":
+            s.options = {"qp": "0", "bf": "2"}
+        for k, p in enumerate(pts):
+            f = av.VideoFrame.from_ndarray(np.broadcast_to(colour(k), size + (3,)).copy(), format="rgb24")
+            f.pts, f.time_base = p, time_base
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode(None):
+            c.mux(pk)
+    return str(path)
+
+
+def sine(freq, n, rate, amp=0.5):
+    return amp * np.sin(2 * np.pi * freq * np.arange(n) / rate)
+
+
+def dominant(x, rate):
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return np.argmax(spec) * rate / len(x)
+
+
+# ------------------------------------------------------------------ resampling
+
+@pytest.mark.parametrize("rate_in,rate_out", [(44100, 16000), (48000, 16000), (8000, 16000),
+                                              (22050, 16000), (16000, 16000), (16000, 44100)])
+@pytest.mark.parametrize("chunking", ["1", "7", "640", "huge", "random"])
+def test_streaming_resampler_equals_one_shot(rate_in, rate_out, chunking):
+    rng = np.random.default_rng(0)
+    n = 1500 if chunking == "1" else 9001
+    x = rng.uniform(-1, 1, n).astype(np.float32)
+    sizes = {"1": [1] * n, "7": [7] * (n // 7 + 1), "640": [640] * (n // 640 + 1), "huge": [10 * n],
+             "random": list(rng.integers(0, 3000, 40))}[chunking]
+    r, pos, outs = media.StreamingResampler(rate_in, rate_out), 0, []
+    for size in sizes:
+        outs.append(r.push(x[pos:pos + size]))
+        pos += size
+    outs.append(r.push(x[pos:]))
+    outs.append(r.flush())
+    got, want = np.concatenate(outs), media.resample(x, rate_in, rate_out)
+    assert got.dtype == want.dtype == np.float32
+    assert len(want) == math.ceil(n * rate_out / rate_in)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_audio_frames_resample_keeps_frequency_and_amplitude(tmp_path, rate):
+    n = rate  # 1 s
+    path = write_audio(tmp_path / f"sine{rate}.wav", sine(1000, n, rate), rate)
+    frames = list(media.audio_frames(path, TB))
+    assert all(f.shape == (SPF,) and f.dtype == np.float32 for f in frames)
+    assert len(frames) == math.ceil(math.ceil(n * SR / rate) / SPF)
+    y = np.concatenate(frames)[SR // 4: 3 * SR // 4]  # away from the edges
+    assert abs(dominant(y, SR) - 1000) <= 2
+    assert abs(np.sqrt(2 * np.mean(y ** 2)) - 0.5) < 0.005
+    assert np.max(np.abs(y)) <= 1
+
+
+@pytest.mark.parametrize("codec,fmt,ext,tol", [("pcm_s32le", "s32", "wav", 0.01), ("pcm_f32le", "flt", "wav", 0.01),
+                                               ("pcm_u8", "u8", "wav", 0.02), ("flac", "s16", "flac", 0.01),
+                                               ("aac", "fltp", "mp4", 0.05)])
+def test_audio_sample_formats_and_containers(tmp_path, codec, fmt, ext, tol):
+    path = write_audio(tmp_path / f"a.{ext}", sine(1000, 44100, 44100), 44100, codec=codec, fmt=fmt)
+    y = np.concatenate(list(media.audio_frames(path, TB)))[SR // 4: 3 * SR // 4]
+    assert abs(dominant(y, SR) - 1000) <= 2
+    assert abs(np.sqrt(2 * np.mean(y ** 2)) / 0.5 - 1) < tol
+
+
+def test_stereo_is_averaged(tmp_path):
+    x = np.stack([sine(1000, 48000, 48000, 0.6), sine(1000, 48000, 48000, 0.2)], 1)
+    path = write_audio(tmp_path / "stereo.wav", x, 48000)
+    y = np.concatenate(list(media.audio_frames(path, TB)))[SR // 4: 3 * SR // 4]
+    assert abs(np.sqrt(2 * np.mean(y ** 2)) - 0.4) < 0.004  # mean of channels, not an FFmpeg downmix
+
+
+# ------------------------------------------------------------------ alignment
+
+def stepped_tone(rate, segments):
+    """Segment k (0-based) lasts one grid step and has frequency 500 + 250 k."""
+    seg = int(rate * STEP)
+    return np.concatenate([sine(500 + 250 * k, seg, rate) for k in range(segments)])
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_audio_frame_i_holds_segment_i(tmp_path, rate):
+    path = write_audio(tmp_path / f"steps{rate}.wav", stepped_tone(rate, 20), rate)
+    frames = list(media.audio_frames(path, TB))
+    assert len(frames) == 20
+    for i, f in enumerate(frames, 1):
+        assert dominant(f, SR) == 500 + 250 * (i - 1), f"frame {i}"
+    if rate == SR:  # no resampling: frame i is exactly segment i
+        ref = stepped_tone(rate, 20).astype(np.float32).reshape(20, SPF)
+        np.testing.assert_allclose(np.stack(frames), ref, atol=1 / 32767 + 1e-6)
+
+
+def expected_indices(times, n):
+    """For grid i = 1..n: index of the last frame with time <= i/25 (first frame if none)."""
+    out = []
+    for i in range(1, n + 1):
+        ks = [k for k, t in enumerate(times) if t <= i * STEP]
+        out.append(ks[-1] if ks else 0)
+    return out
+
+
+@pytest.mark.parametrize("fps", [Fraction(25), Fraction(30), Fraction(24000, 1001)])
+def test_video_grid_uses_last_earlier_frame(tmp_path, fps):
+    count = 61
+    time_base = 1 / fps
+    path = write_video(tmp_path / "v.mov", list(range(count)), time_base)
+    times = [k * time_base for k in range(count)]
+    duration = count * time_base
+    assert media.video_duration(path) == pytest.approx(float(duration), abs=1e-9)
+    n = TB.frames_in(float(duration))
+    got = [decode_k(f) for f in media.video_frames(path, TB)]
+    assert got == expected_indices(times, n)
+    # Past the end the last frame is held; asking for fewer stops early.
+    more = [decode_k(f) for f in media.video_frames(path, TB, num_frames=n + 5)]
+    assert more == got + [count - 1] * 5
+    assert [decode_k(f) for f in media.video_frames(path, TB, num_frames=7)] == got[:7]
+
+
+def test_video_variable_frame_rate_and_late_first_frame(tmp_path):
+    # Irregular timestamps (nominal 25 fps is wrong) and a first frame at 0 while
+    # the second jumps: the decoded timestamps alone decide.
+    pts = [0, 3000, 3600, 9000, 9001, 12000, 21600, 21700, 36000]  # 1/90000 s units
+    tb = Fraction(1, 90000)
+    path = write_video(tmp_path / "vfr.mov", pts, tb)
+    times = [p * tb for p in pts]
+    got = [decode_k(f) for f in media.video_frames(path, TB, num_frames=12)]
+    assert got == expected_indices(times, 12)
+
+
+def test_video_h264_with_b_frames(tmp_path):
+    path = write_video(tmp_path / "x.mp4", list(range(45)), Fraction(1, 30), codec="libx264", pix_fmt="yuv444p")
+    frames = list(media.video_frames(path, TB))
+    assert frames[0].shape == (48, 64, 3) and frames[0].dtype == np.uint8
+    assert [decode_k(f) for f in frames] == expected_indices([Fraction(k, 30) for k in range(45)], len(frames))
+    assert len(frames) == TB.frames_in(1.5)
+
+
+# ------------------------------------------------------------------ lengths and num_frames
+
+def test_durations_and_num_frames(tmp_path):
+    wav = write_audio(tmp_path / "a.wav", sine(440, 22050 + 100, 22050), 22050)
+    assert media.audio_duration(wav) == pytest.approx((22050 + 100) / 22050)
+    assert media.media_num_frames(wav, TB, "audio") == 26
+    assert media.has_stream(wav, "audio") and not media.has_stream(wav, "video")
+    frames = list(media.audio_frames(wav, TB))
+    assert len(frames) == 26 and not frames[-1][200:].any() and frames[-1][:100].any()
+    padded = list(media.audio_frames(wav, TB, num_frames=30))
+    assert len(padded) == 30 and not np.concatenate(padded[26:]).any()
+    np.testing.assert_array_equal(np.stack(padded[:26]), np.stack(frames))
+    short = list(media.audio_frames(wav, TB, num_frames=3))
+    np.testing.assert_array_equal(np.stack(short), np.stack(frames[:3]))
+    assert list(media.audio_frames(wav, TB, num_frames=0)) == []
+
+
+# ------------------------------------------------------------------ errors
+
+def test_errors_name_the_file(tmp_path):
+    missing = str(tmp_path / "nope.wav")
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    video_only = write_video(tmp_path / "silent.mp4", list(range(5)), Fraction(1, 25), codec="libx264",
+                             pix_fmt="yuv420p")
+    audio_only = write_audio(tmp_path / "voice.wav", sine(440, 1600, 16000), 16000)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    cases = [(missing, lambda p: list(media.audio_frames(p, TB))),
+             (missing, media.video_duration),
+             (str(text), lambda p: list(media.audio_frames(p, TB))),
+             (str(text), lambda p: list(media.video_frames(p, TB))),
+             (str(empty), media.audio_duration),
+             (video_only, lambda p: list(media.audio_frames(p, TB))),
+             (video_only, media.audio_duration),
+             (audio_only, lambda p: list(media.video_frames(p, TB))),
+             (audio_only, lambda p: list(media.video_frames(p, TB, num_frames=3)))]
+    for path, fn in cases:
+        with pytest.raises(DataError) as e:
+            fn(path)
+        assert path in str(e.value)
+    assert media.has_stream(video_only, "video") and not media.has_stream(video_only, "audio")

@@ -1,0 +1,181 @@
+"""The tf.data reader: eval coverage, training windows, checks, sharding, augmentation."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from emotion_e2e.config import AugmentConfig, ReaderConfig
+from emotion_e2e.data import reader
+from emotion_e2e.errors import DataError
+from records import FACE, LABELS, SPF, frame_content, write_shards
+
+LENGTHS = [7, 10, 4, 1]
+SEQ = 4
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    d = tmp_path_factory.mktemp("shards")
+    write_shards(d, LENGTHS)
+    return os.path.join(str(d), "train-*.tfrecord")
+
+
+def cfg(**kw):
+    base = dict(seq_len=SEQ, batch_size=2, face_size=FACE, samples_per_frame=SPF, label_names=LABELS,
+                shuffle_buffer=8, cycle_length=2)
+    return ReaderConfig(**{**base, **kw})
+
+
+def frames_of(ds):
+    """Yields (recording_id, frame, audio, face, labels) for every unmasked frame."""
+    for b in ds:
+        for j in range(b["mask"].shape[0]):
+            rid = b["recording_id"][j].numpy().decode()
+            for t in range(SEQ):
+                if b["mask"][j, t]:
+                    yield (rid, int(b["frame"][j, t]), b["audio"][j, t].numpy(), b["face"][j, t].numpy(),
+                           b["labels"][j, t].numpy())
+
+
+def test_eval_yields_every_frame_once_in_order_with_exact_content(shards):
+    seen = list(frames_of(reader.make_dataset(shards, cfg(), training=False)))
+    expected = [(f"train_{k}", i) for k, n in enumerate(LENGTHS) for i in range(1, n + 1)]
+    assert [(r, i) for r, i, *_ in seen] == expected
+    for rid, i, audio, face, labels in seen:
+        a, f, y = frame_content(int(rid.split("_")[1]), i)
+        np.testing.assert_array_equal(audio, a)  # audio and labels round-trip exactly
+        np.testing.assert_array_equal(labels, y)
+        assert np.abs(face * 255 - f).max() <= 3  # faces within JPEG tolerance
+
+
+def test_eval_pads_the_last_window_and_masks_it(shards):
+    batches = list(reader.make_dataset(shards, cfg(batch_size=1), training=False))
+    masks = [b["mask"][0].numpy().tolist() for b in batches]
+    # 7 frames → 4 + 3, 10 → 4 + 4 + 2, 4 → 4, 1 → 1
+    assert [int(sum(m)) for m in masks] == [4, 3, 4, 4, 2, 4, 1]
+    last = batches[1]
+    assert last["frame"][0].numpy().tolist() == [5, 6, 7, 0]
+    assert np.all(last["audio"][0, 3].numpy() == 0) and np.all(last["labels"][0, 3].numpy() == 0)
+    assert batches[0]["audio"].shape == (1, SEQ, SPF) and batches[0]["face"].shape == (1, SEQ, FACE, FACE, 3)
+
+
+def test_training_windows_stay_inside_one_recording_and_move_between_passes(shards):
+    ds = reader.make_dataset(shards, cfg(), training=True, seed=3, repeat=True)
+    starts = {}
+    for b in ds.take(60):
+        assert b["mask"].numpy().min() == 1  # training windows are full
+        for j in range(2):
+            frames = b["frame"][j].numpy()
+            rid = b["recording_id"][j].numpy().decode()
+            np.testing.assert_array_equal(frames, np.arange(frames[0], frames[0] + SEQ))
+            assert frames[-1] <= LENGTHS[int(rid.split("_")[1])]
+            a, _, y = frame_content(int(rid.split("_")[1]), int(frames[0]))
+            np.testing.assert_array_equal(b["audio"][j, 0].numpy(), a)
+            starts.setdefault(rid, set()).add(int(frames[0]) % SEQ)
+    assert set(starts) <= {"train_0", "train_1", "train_2"}  # train_3 is shorter than a window
+    assert len(starts["train_1"]) > 1  # random offsets: windows begin at different phases
+
+
+def test_modalities_and_labels_are_decoded_only_when_asked(shards):
+    b = next(iter(reader.make_dataset(shards, cfg(modalities=("audio",), label_names=()), training=False)))
+    assert set(b) == {"audio", "mask", "frame", "recording_id"}
+    b = next(iter(reader.make_dataset(shards, cfg(modalities=("video",)), training=True, seed=0)))
+    assert set(b) == {"face", "face_found", "labels", "mask", "frame", "recording_id"}
+    assert b["face_found"].dtype == tf.int32
+
+
+def test_unlabelled_records_fail_when_labels_are_asked(tmp_path):
+    write_shards(tmp_path, [3], partition="test", labelled=False)
+    pattern = str(tmp_path / "test-*.tfrecord")
+    b = next(iter(reader.make_dataset(pattern, cfg(label_names=()), training=False)))
+    assert "labels" not in b
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label/arousal"):
+        next(iter(reader.make_dataset(pattern, cfg(), training=False)))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "drop_tail_records"])
+def test_damaged_shard_fails_naming_the_file(tmp_path, damage):
+    paths = write_shards(tmp_path, [6, 9])
+    data = open(paths[1], "rb").read()
+    if damage == "truncate":
+        data = data[:-37]
+    elif damage == "flip":
+        data = bytearray(data)
+        data[len(data) // 2] ^= 0xFF
+        data = bytes(data)
+    else:  # cut at a record boundary: no TF error at all, only our frame count sees it
+        records = list(tf.data.TFRecordDataset(paths[1]).as_numpy_iterator())
+        with tf.io.TFRecordWriter(paths[1]) as w:
+            for r in records[:5]:
+                w.write(r)
+        data = open(paths[1], "rb").read()
+    open(paths[1], "wb").write(data)
+    for training in (False, True):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"train-00001-of-00002\.tfrecord.*truncated or corrupt"):
+            for _ in reader.make_dataset(str(tmp_path / "*.tfrecord"), cfg(), training=training, seed=1):
+                pass
+
+
+def test_two_recordings_in_one_file_are_refused(tmp_path):
+    a, b = write_shards(tmp_path, [3, 3])
+    with open(a, "ab") as f:
+        f.write(open(b, "rb").read())
+    os.remove(b)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="does not hold consecutive frames of one recording"):
+        list(reader.make_dataset(a, cfg(), training=False))
+
+
+def test_no_matching_files():
+    with pytest.raises(DataError, match="no TFRecord files match"):
+        reader.make_dataset("/nonexistent/dev-*.tfrecord", cfg(), training=False)
+
+
+def test_input_context_shards_files_and_batches_per_replica(shards):
+    seen = []
+    for pipeline in range(2):
+        ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
+                                         num_replicas_in_sync=2)
+        ds = reader.make_dataset(shards, cfg(batch_size=4), training=False, input_context=ctx)
+        batches = list(ds)
+        assert max(b["mask"].shape[0] for b in batches) == 2  # global 4 over 2 replicas
+        seen.append({r.decode() for b in batches for r in b["recording_id"].numpy()})
+    assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == {f"train_{k}" for k in range(4)}
+    with pytest.raises(DataError, match="cannot feed 5 input pipelines"):
+        reader.make_dataset(shards, cfg(), training=False,
+                            input_context=tf.distribute.InputContext(5, 0, 5))
+
+
+def test_augmentation_eagerly_and_inside_tf_data_agree():
+    faces = tf.random.stateless_uniform([3, FACE, FACE, 3], seed=[1, 2])
+    aug = AugmentConfig(resize=20)
+    seed = tf.constant([7, 8], tf.int64)
+    eager = reader.augment_faces(faces, aug, seed)
+    graph = next(iter(tf.data.Dataset.from_tensors((faces, seed)).map(
+        lambda f, s: reader.augment_faces(f, aug, s))))
+    np.testing.assert_allclose(eager.numpy(), graph.numpy(), atol=1e-6)
+    assert eager.shape == faces.shape and 0 <= eager.numpy().min() and eager.numpy().max() <= 1
+    assert np.abs(eager.numpy() - faces.numpy()).mean() > 1e-3  # it does change the faces
+    other = reader.augment_faces(faces, aug, tf.constant([9, 9], tf.int64))
+    assert not np.allclose(eager.numpy(), other.numpy())
+
+
+def test_parse_window_eagerly_and_inside_tf_data_agree(shards):
+    path = sorted(tf.io.gfile.glob(shards))[0]
+    serialized = next(iter(tf.data.TFRecordDataset(path).batch(5)))
+    eager = reader.parse_window(serialized, cfg())
+    graph = next(iter(tf.data.TFRecordDataset(path).batch(5).map(lambda s: reader.parse_window(s, cfg()))))
+    assert eager.keys() == graph.keys()
+    for k in eager:
+        np.testing.assert_array_equal(eager[k].numpy(), graph[k].numpy())
+    assert eager["frame"].numpy().tolist() == [1, 2, 3, 4, 5] and eager["labels"].shape == (5, 2)
+
+
+def test_training_faces_are_augmented_and_eval_faces_are_not(shards):
+    c = cfg(modalities=("video",), augment=AugmentConfig(resize=20))
+    b = next(iter(reader.make_dataset(shards, c, training=False)))
+    _, f, _ = frame_content(0, 1)
+    assert np.abs(b["face"][0, 0].numpy() * 255 - f).max() <= 3
+    tb = next(iter(reader.make_dataset(shards, c, training=True, seed=5)))
+    assert tb["face"].shape == (2, SEQ, FACE, FACE, 3)
