@@ -103,10 +103,14 @@ def write_recording(recording: Recording, cfg: ConvertConfig, path: str) -> _Sum
 
     num_frames, label_names, frames = recording.open(cfg)
     summary = _Summary(recording.recording_id, recording.partition, tuple(label_names))
+    spf = cfg.time_base.samples_per_frame
     with tf.io.TFRecordWriter(path) as writer:
         for i, frame in enumerate(frames, start=1):
             if i > num_frames:
                 raise DataError(f"recording {recording.recording_id}: more than {num_frames} frames produced")
+            if frame.audio is not None and np.shape(frame.audio) != (spf,):
+                raise DataError(f"recording {recording.recording_id}, frame {i}: audio of shape "
+                                f"{np.shape(frame.audio)}, expected ({spf},)")
             labels = None if frame.labels is None else dict(zip(label_names, frame.labels.tolist()))
             writer.write(schema.encode_frame(
                 recording_id=recording.recording_id, partition=recording.partition, frame=i,

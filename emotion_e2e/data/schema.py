@@ -27,7 +27,7 @@ FACE_FOUND = "face_found"  # int64: 1 where a face was detected in this frame, 0
 LABEL_PREFIX = "label/"  # float per label dimension: label/arousal, label/valence, ...
 
 SHARD_PATTERN = "{partition}-{index:05d}-of-{count:05d}.tfrecord"
-_SHARD_RE = re.compile(r"^(?P<partition>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
+_SHARD_RE = re.compile(r"^(?P<partition>[^.].*)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord$")
 
 # Features that every frame carries, whatever the modalities.
 _META_SPEC = {

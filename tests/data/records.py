@@ -1,5 +1,6 @@
 """Tiny synthetic shards written with the shared schema, for reader and tool tests."""
 
+import dataclasses
 import os
 
 import numpy as np
@@ -7,6 +8,8 @@ import tensorflow as tf
 
 from emotion_e2e.data import faces as faces_lib
 from emotion_e2e.data import schema
+from emotion_e2e.data.convert import Frame, Recording
+from emotion_e2e.errors import DataError
 
 SPF = 8  # samples per frame: small shapes keep the tests fast
 FACE = 16
@@ -37,3 +40,22 @@ def write_shards(directory, lengths, partition="train", labelled=True, video=Tru
                     labels=dict(zip(LABELS, y.tolist())) if labelled else None))
         paths.append(path)
     return paths
+
+
+@dataclasses.dataclass(frozen=True)
+class FakeRecording(Recording):
+    """In-memory recording with the content of ``frame_content``; fails at ``fail_at`` if set."""
+
+    index: int = 0
+    length: int = 5
+    fail_at: int = 0
+    labelled: bool = True
+
+    def open(self, cfg):
+        def frames():
+            for i in range(1, self.length + 1):
+                if i == self.fail_at:
+                    raise DataError(f"recording {self.recording_id}, frame {i}: injected failure")
+                a, face, y = frame_content(self.index, i)
+                yield Frame(a, faces_lib.encode_jpeg(face, 95), i % 2 == 1, y if self.labelled else None)
+        return self.length, (LABELS if self.labelled else ()), frames()

@@ -192,6 +192,13 @@ def test_video_variable_frame_rate_and_late_first_frame(tmp_path):
     assert got == expected_indices(times, 12)
 
 
+def test_video_times_are_relative_to_stream_start(tmp_path):
+    # First frame at 0.4 s and a missing frame: time 0 is the stream start.
+    path = write_video(tmp_path / "late.nut", [10, 11, 12, 14, 15], Fraction(1, 25), codec="ffv1", pix_fmt="bgr0")
+    assert media.video_duration(path) == pytest.approx(0.24)
+    assert [decode_k(f) for f in media.video_frames(path, TB)] == [1, 2, 2, 3, 4, 4]
+
+
 def test_video_h264_with_b_frames(tmp_path):
     path = write_video(tmp_path / "x.mp4", list(range(45)), Fraction(1, 30), codec="libx264", pix_fmt="yuv444p")
     frames = list(media.video_frames(path, TB))
@@ -242,3 +249,13 @@ def test_errors_name_the_file(tmp_path):
             fn(path)
         assert path in str(e.value)
     assert media.has_stream(video_only, "video") and not media.has_stream(video_only, "audio")
+
+
+def test_compare_resamplers_reports_figures():
+    report = media.compare_resamplers(seconds=0.5)
+    for method in ("scipy_resample_poly", "tfio_audio_resample"):
+        for pair in ("44100->16000", "48000->16000"):
+            fig = report[method][pair]
+            assert fig["sec_per_audio_sec"] > 0 and fig["len_out"] == 8000
+            assert fig["freq_err_hz"] < 0.1 and fig["amp_err"] < 0.01
+    assert report["scipy_resample_poly"]["44100->16000"]["snr_db"] > 50

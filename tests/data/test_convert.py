@@ -1,0 +1,106 @@
+"""The conversion engine: shards, metadata, atomic replacement, workers."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from emotion_e2e.config import ReaderConfig, TimeBase
+from emotion_e2e.data import convert, reader
+from emotion_e2e.errors import DataError
+from records import FACE, LABELS, SPF, FakeRecording, frame_content
+
+CFG = convert.ConvertConfig(time_base=TimeBase(frame_step=0.04, sample_rate=SPF * 25))
+
+
+def corpus(**overrides):
+    recs = [FakeRecording("train_b", "train", index=1, length=6), FakeRecording("train_a", "train", index=0, length=4),
+            FakeRecording("dev_a", "dev", index=2, length=3), FakeRecording("test_a", "test", index=3, length=2,
+                                                                             labelled=False)]
+    return [overrides.get(r.recording_id, r) for r in recs]
+
+
+def listing(d):
+    return sorted(os.listdir(d))
+
+
+def test_shards_metadata_and_round_trip(tmp_path):
+    meta = convert.convert(corpus(), CFG, str(tmp_path), source="fake")
+    assert listing(tmp_path) == ["dev-00000-of-00001.tfrecord", "metadata.json", "test-00000-of-00001.tfrecord",
+                                 "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+    assert meta == json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["label_names"] == list(LABELS) and meta["source"] == "fake"
+    train = meta["partitions"]["train"]
+    assert train["num_recordings"] == 2 and train["num_frames"] == 10 and train["labelled"]
+    assert meta["partitions"]["test"]["labelled"] is False and "labels" not in meta["partitions"]["test"]
+    # statistics against NumPy over the frames written
+    y = np.array([frame_content(k, i)[2] for k, n in ((0, 4), (1, 6)) for i in range(1, n + 1)])
+    for d, name in enumerate(LABELS):
+        s = train["labels"][name]
+        assert s["mean"] == pytest.approx(y[:, d].mean(), abs=1e-6)
+        assert s["std"] == pytest.approx(y[:, d].std(), abs=1e-6)
+        assert (s["min"], s["max"]) == pytest.approx((y[:, d].min(), y[:, d].max()), abs=1e-6)
+    rec = {r["recording_id"]: r for r in meta["recordings"]}
+    assert rec["train_a"]["shard"] == "train-00000-of-00002.tfrecord"  # id order within a partition
+    assert rec["train_b"]["num_frames"] == 6 and rec["train_b"]["face_found_ratio"] == pytest.approx(0.5)
+    # written → read back through the reader: every frame, exact audio and labels
+    rc = ReaderConfig(seq_len=4, batch_size=1, face_size=FACE, samples_per_frame=SPF, label_names=LABELS)
+    got = [(b["recording_id"][0].numpy().decode(), int(f), b["audio"][0, t].numpy(), b["labels"][0, t].numpy())
+           for b in reader.make_dataset(str(tmp_path / "train-*.tfrecord"), rc, training=False)
+           for t, f in enumerate(b["frame"][0].numpy()) if f]
+    assert [(r, f) for r, f, _, _ in got] == [("train_a", i) for i in range(1, 5)] + [("train_b", i) for i in range(1, 7)]
+    for r, f, audio, labels in got:
+        a, _, y = frame_content(0 if r == "train_a" else 1, f)
+        np.testing.assert_array_equal(audio, a)
+        np.testing.assert_array_equal(labels, y)
+
+
+def test_failure_leaves_previous_output_intact_and_no_partial_shard(tmp_path):
+    convert.convert(corpus(), CFG, str(tmp_path))
+    before = {n: (tmp_path / n).read_bytes() for n in listing(tmp_path)}
+    bad = corpus(train_b=FakeRecording("train_b", "train", index=1, length=6, fail_at=4))
+    with pytest.raises(DataError, match="recording train_b, frame 4: injected failure"):
+        convert.convert(bad, CFG, str(tmp_path))
+    assert {n: (tmp_path / n).read_bytes() for n in listing(tmp_path)} == before
+
+
+def test_rerun_replaces_shards_and_removes_stale_ones(tmp_path):
+    convert.convert(corpus(), CFG, str(tmp_path))
+    (tmp_path / ".tmp-train-00000-of-00002.tfrecord").write_bytes(b"left by a killed run")
+    fewer = [FakeRecording("train_a", "train", index=0, length=4)]
+    meta = convert.convert(fewer, CFG, str(tmp_path))
+    # train now has one shard; dev and test, not re-converted, are kept with their metadata
+    assert listing(tmp_path) == ["dev-00000-of-00001.tfrecord", "metadata.json", "test-00000-of-00001.tfrecord",
+                                 "train-00000-of-00001.tfrecord"]
+    assert sorted(meta["partitions"]) == ["dev", "test", "train"]
+    assert [r["recording_id"] for r in meta["recordings"]] == ["dev_a", "test_a", "train_a"]
+    again = convert.convert(fewer, CFG, str(tmp_path))
+    assert again == meta
+
+
+def test_workers_give_the_same_bytes(tmp_path):
+    convert.convert(corpus(), CFG, str(tmp_path / "one"))
+    convert.convert(corpus(), CFG, str(tmp_path / "two"), workers=2)
+    for name in listing(tmp_path / "one"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_worker_failure_is_reported_with_its_message(tmp_path):
+    bad = corpus(dev_a=FakeRecording("dev_a", "dev", index=2, length=3, fail_at=2))
+    with pytest.raises(DataError, match="recording dev_a, frame 2"):
+        convert.convert(bad, CFG, str(tmp_path), workers=2)
+    assert not [n for n in listing(tmp_path) if n.endswith(".tfrecord") or n.startswith(".tmp")]
+
+
+def test_duplicate_ids_and_empty_corpus(tmp_path):
+    dupes = [FakeRecording("x", "train"), FakeRecording("x", "train", index=1)]
+    with pytest.raises(DataError, match=r"partition train: duplicate recording ids \['x'\]"):
+        convert.convert(dupes, CFG, str(tmp_path))
+    with pytest.raises(DataError, match="no recordings"):
+        convert.convert([], CFG, str(tmp_path))
+
+
+def test_audio_of_the_wrong_length_is_refused(tmp_path):
+    with pytest.raises(DataError, match=r"recording train_a, frame 1: audio of shape \(8,\), expected \(640,\)"):
+        convert.convert([FakeRecording("train_a", "train")], convert.ConvertConfig(), str(tmp_path))

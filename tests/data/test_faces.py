@@ -1,0 +1,258 @@
+"""emotion_e2e.data.faces: detectors on a real face, crop geometry, JPEG, streaming face_crops."""
+
+from __future__ import annotations
+
+import sys
+import weakref
+
+import cv2
+import numpy as np
+import pytest
+
+from emotion_e2e.config import FaceConfig
+from emotion_e2e.data import faces
+from emotion_e2e.data.faces import Box, FaceDetector, HaarDetector, crop_face, face_crops
+from emotion_e2e.errors import DataError
+from face_fixtures import (ASTRONAUT_FACE, PATCH_FACE, astronaut, face_patch, iou, noise_frame, paste,
+                           shift)
+
+CFG = FaceConfig()
+
+
+@pytest.fixture(scope="module")
+def haar():
+    return HaarDetector(CFG)
+
+
+# ------------------------------------------------------------------ detectors
+
+def test_haar_finds_the_astronaut(haar):
+    box = haar.detect(astronaut())
+    assert isinstance(box, Box)
+    assert iou(box, ASTRONAUT_FACE) > 0.6, box
+
+
+@pytest.mark.parametrize("x, y, background", [(0, 0, "black"), (600, 100, "gray"), (37, 91, "noise")])
+def test_haar_box_is_scaled_back_from_a_720p_frame(haar, x, y, background):
+    # 1280×720 is detected at 320×180; the face (2× the astronaut's) must come back in full-frame pixels.
+    patch = cv2.resize(face_patch(), (600, 600), interpolation=cv2.INTER_LINEAR)
+    frame = {"black": np.zeros((720, 1280, 3), np.uint8), "gray": np.full((720, 1280, 3), 128, np.uint8),
+             "noise": noise_frame(1, 720, 1280)}[background]
+    box = haar.detect(paste(frame, patch, x, y))
+    assert box is not None and iou(box, shift(PATCH_FACE, x, y, scale=2)) > 0.5, box
+
+
+@pytest.mark.parametrize("frame", [np.zeros((720, 1280, 3), np.uint8), noise_frame(0, 720, 1280),
+                                   np.full((50, 40, 3), 200, np.uint8)])
+def test_haar_finds_nothing_without_a_face(haar, frame):
+    assert haar.detect(frame) is None
+
+
+def test_detector_rejects_non_rgb_frames(haar):
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        haar.detect(np.zeros((10, 10), np.uint8))
+
+
+def test_haar_without_a_bundled_cascade_fails_clearly(monkeypatch, tmp_path):
+    monkeypatch.setattr(cv2.data, "haarcascades", str(tmp_path) + "/")
+    with pytest.raises(FileNotFoundError, match="ships no Haar cascade.*opencv-python-headless"):
+        HaarDetector(CFG)
+
+
+def test_make_detector():
+    assert isinstance(faces.make_detector(CFG), HaarDetector)
+
+
+def test_mediapipe_missing_names_the_extra(monkeypatch):
+    # Runs whether or not mediapipe is installed: a None entry makes any import of it fail.
+    for name in [m for m in sys.modules if m == "mediapipe" or m.startswith("mediapipe.")] + ["mediapipe"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match=r"pip install 'emotion_e2e\[mediapipe\]'"):
+        faces.make_detector(FaceConfig(detector="mediapipe"))
+
+
+def test_mediapipe_finds_the_astronaut():
+    pytest.importorskip("mediapipe", reason="the optional mediapipe extra is not installed")
+    det = faces.MediaPipeDetector(CFG)
+    try:
+        assert iou(det.detect(astronaut()), ASTRONAUT_FACE) > 0.5
+        assert det.detect(np.zeros((720, 1280, 3), np.uint8)) is None
+    finally:
+        det.close()
+
+
+# ------------------------------------------------------------------ crop geometry
+
+def _rect_image(h=300, w=400, box=Box(100, 50, 40, 20)):
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:] = (0, 0, 255)
+    img[box.y:box.y + box.h, box.x:box.x + box.w] = 255
+    return img, box
+
+
+def test_crop_is_a_square_centred_on_the_box():
+    img, box = _rect_image()
+    # side = 1.2 · max(40, 20) = 48 = size: no resampling, so the geometry is exact.
+    crop = crop_face(img, box, FaceConfig(size=48))
+    white = np.argwhere((crop == 255).all(-1))
+    assert crop.shape == (48, 48, 3) and crop.dtype == np.uint8
+    np.testing.assert_array_equal(white.min(0), [14, 4])  # (48 - 20) / 2, (48 - 40) / 2
+    np.testing.assert_array_equal(white.max(0), [33, 43])
+    assert (crop[0, 0] == (0, 0, 255)).all()  # the rest is the image, not padding
+
+
+def test_crop_is_resized_keeping_the_centre():
+    img, box = _rect_image()
+    crop = crop_face(img, box, FaceConfig(size=96))  # 48 → 96: upscaled 2×
+    white = np.argwhere((crop > 200).all(-1))
+    assert crop.shape == (96, 96, 3) and crop.dtype == np.uint8
+    np.testing.assert_allclose(white.mean(0), [47.5, 47.5], atol=0.6)
+    np.testing.assert_allclose(white.max(0) - white.min(0) + 1, [40, 80], atol=2)
+    small = crop_face(img, box, FaceConfig(size=24, margin=0.2))  # 48 → 24: downscaled
+    assert small.shape == (24, 24, 3)
+
+
+def test_crop_pads_outside_the_frame_with_black():
+    img = np.full((100, 100, 3), 255, np.uint8)
+    crop = crop_face(img, Box(0, 0, 40, 40), FaceConfig(size=48))  # square (-4, -4)..(44, 44)
+    assert (crop[:4] == 0).all() and (crop[:, :4] == 0).all()
+    assert (crop[4:, 4:] == 255).all()
+    # A box entirely off the frame (possible from MediaPipe) gives an all-black crop, not an error.
+    assert (crop_face(img, Box(500, 500, 40, 40), FaceConfig(size=48)) == 0).all()
+
+
+# ------------------------------------------------------------------ JPEG
+
+def test_jpeg_round_trip_keeps_colours_and_channel_order():
+    red = np.zeros((96, 96, 3), np.uint8)
+    red[..., 0] = 255
+    back = faces.decode_jpeg(faces.encode_jpeg(red, 95))
+    assert back.shape == red.shape and back.dtype == np.uint8
+    assert back[..., 0].min() > 240 and back[..., 1:].max() < 15
+    face = crop_face(astronaut(), ASTRONAUT_FACE, CFG)
+    data = faces.encode_jpeg(face, 95)
+    assert data[:2] == b"\xff\xd8"
+    assert np.abs(faces.decode_jpeg(data).astype(int) - face).mean() < 3
+
+
+def test_decode_jpeg_rejects_garbage():
+    with pytest.raises(DataError, match="not a decodable JPEG"):
+        faces.decode_jpeg(b"not a jpeg")
+
+
+# ------------------------------------------------------------------ face_crops
+
+H, W = 360, 640
+FACE_AT = {3: (40, 20), 4: (70, 25), 5: (100, 30), 6: (300, 50)}  # 1-based frame → paste offset
+
+
+def _frame(i):
+    """Frame i of an 8-frame recording: noise, with the astronaut's face in frames 3..6 only."""
+    frame = noise_frame(i, H, W)
+    return paste(frame, face_patch(), *FACE_AT[i]) if i in FACE_AT else frame
+
+
+class Opener:
+    """``open_frames`` for face_crops: counts how often the recording is (re-)opened."""
+
+    def __init__(self, make, n):
+        self.make, self.n, self.calls = make, n, 0
+
+    def __call__(self):
+        self.calls += 1
+        return (self.make(i) for i in range(1, self.n + 1))
+
+
+def test_face_crops_holds_boxes_before_and_after_the_face(haar):
+    opener = Opener(_frame, 8)
+    out = list(face_crops(opener, haar, CFG, "video x.mp4 (recording r)"))
+    assert [found for _, found in out] == [0, 0, 1, 1, 1, 1, 0, 0]
+    assert opener.calls == 2  # the 2 leading frames were re-decoded, not buffered
+    boxes = {i: haar.detect(_frame(i)) for i in FACE_AT}
+    for i, (x, y) in FACE_AT.items():
+        assert iou(boxes[i], shift(PATCH_FACE, x, y)) > 0.5, (i, boxes[i])
+    expected_box = {1: boxes[3], 2: boxes[3], 7: boxes[6], 8: boxes[6], **boxes}
+    for i, (crop, _) in enumerate(out, start=1):
+        assert crop.shape == (96, 96, 3) and crop.dtype == np.uint8
+        np.testing.assert_array_equal(crop, crop_face(_frame(i), expected_box[i], CFG), err_msg=f"frame {i}")
+
+
+def test_face_crops_opens_once_when_the_first_frame_has_a_face(haar):
+    opener = Opener(lambda i: _frame(i + 2), 4)
+    assert [found for _, found in face_crops(opener, haar, CFG, "r")] == [1, 1, 1, 1]
+    assert opener.calls == 1
+
+
+def test_face_crops_without_any_face_is_an_error(haar):
+    opener = Opener(lambda i: noise_frame(i, H, W), 5)
+    with pytest.raises(DataError, match=r"no face found in any of 5 frames of video /x/y\.mp4 \(recording train_1\)"):
+        list(face_crops(opener, haar, CFG, "video /x/y.mp4 (recording train_1)"))
+    assert opener.calls == 1
+
+
+class StubDetector(FaceDetector):
+    """A pluggable detector: a fixed box in the frames listed in ``hits`` (1-based), counted by call."""
+
+    def __init__(self, hits, box=Box(10, 12, 20, 16)):
+        self.hits, self.box, self.calls = set(hits), box, 0
+
+    def detect(self, rgb):
+        self.calls += 1
+        return self.box if self.calls in self.hits else None
+
+
+def test_detector_interface_is_pluggable():
+    with pytest.raises(TypeError):
+        FaceDetector()
+    frames = [np.full((40, 50, 3), i, np.uint8) for i in range(1, 6)]
+    out = list(face_crops(lambda: iter(frames), StubDetector({2, 4}), FaceConfig(size=24), "stub"))
+    assert [f for _, f in out] == [False, True, False, True, False]
+    for frame, (crop, _) in zip(frames, out):
+        np.testing.assert_array_equal(crop, crop_face(frame, Box(10, 12, 20, 16), FaceConfig(size=24)))
+
+
+def test_face_crops_streams_in_constant_memory():
+    n, first_face = 2000, 10
+    alive, stats = [0], {"max_alive": 0, "pulled": 0}
+
+    def gone():
+        alive[0] -= 1
+
+    def make(i):
+        frame = np.full((32, 32, 3), i % 256, np.uint8)
+        weakref.finalize(frame, gone)
+        alive[0] += 1
+        stats["max_alive"] = max(stats["max_alive"], alive[0])
+        stats["pulled"] += 1
+        return frame
+
+    opener = Opener(make, n)
+    # A face from frame 10 on, missed in every 7th frame.
+    det = StubDetector({i for i in range(first_face, n + 1) if i % 7})
+    got = 0
+    for crop, found in face_crops(opener, det, FaceConfig(size=16), "long"):
+        got += 1
+        # Lazy: frames up to the first face are pulled (and dropped) before anything is handed
+        # out and then re-decoded; after that exactly one frame is pulled per crop handed out.
+        assert stats["pulled"] == got + (first_face if got < first_face else first_face - 1)
+        assert crop.shape == (16, 16, 3)
+    assert got == n and opener.calls == 2
+    assert stats["pulled"] == n + first_face - 1
+    assert stats["max_alive"] <= 3, stats
+
+
+def test_face_crops_fails_if_reopening_gives_fewer_frames():
+    calls = []
+
+    def open_frames():
+        calls.append(1)
+        return iter([np.zeros((8, 8, 3), np.uint8)] * (4 if len(calls) == 1 else 1))
+
+    with pytest.raises(DataError, match="re-opening src gave 1 frames, but 3 came before the first face at frame 4"):
+        list(face_crops(open_frames, StubDetector({4}), FaceConfig(size=8), "src"))
+
+
+def test_face_crops_names_source_and_frame_of_a_bad_frame():
+    frames = [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8)]
+    with pytest.raises(DataError, match=r"src, frame 2: frame must be an \(H, W, 3\) uint8"):
+        list(face_crops(lambda: iter(frames), StubDetector({1}), FaceConfig(size=8), "src"))
