@@ -98,7 +98,16 @@ class _Summary:
 
 
 def write_recording(recording: Recording, cfg: ConvertConfig, path: str) -> _Summary:
-    """Streams one recording's frames into the TFRecord file ``path``."""
+    """Streams one recording's frames into the TFRecord file ``path``; errors name the recording."""
+    try:
+        return _write(recording, cfg, path)
+    except DataError as e:
+        if recording.recording_id in str(e):
+            raise
+        raise DataError(f"recording {recording.recording_id} ({recording.partition}): {e}") from e
+
+
+def _write(recording, cfg, path):
     import tensorflow as tf  # noqa: PLC0415 - workers import TF only when they write
 
     num_frames, label_names, frames = recording.open(cfg)

@@ -36,7 +36,7 @@ VOICE_NOISE = (0.002, 0.008)  # std of the additive white noise (full scale = 1)
 SKIN_LIGHT, SKIN_DARK = (235, 200, 175), (120, 80, 60)  # RGB; skin tone interpolates
 FACE_AXES = ((0.30, 0.37), (0.38, 0.44))  # ellipse half-axes (x, y) as fractions of the image side
 FACE_OFFSET = 0.05  # identity offset of the face centre, ± fraction of the side
-IMAGE_NOISE = (2.0, 7.0)  # std of the Gaussian pixel noise in grey levels
+IMAGE_NOISE = (2.0, 7.0)  # std of the (uniform) pixel noise in grey levels
 FLICKER = 0.03  # per-frame illumination gain std
 _SHIFT = 4  # cv2 fractional bits: sub-pixel, anti-aliased drawing
 _ONE = 1 << _SHIFT
@@ -74,15 +74,18 @@ class DemoConfig:
         if not 0 < lo <= hi or self.label_components < 1:
             _fail(f"need 0 < label_periods[0] <= label_periods[1] and label_components >= 1. Received: "
                   f"label_periods={self.label_periods}, label_components={self.label_components}")
-        if not (0 < self.voice_rms[0] < self.voice_rms[1] <= 0.3 and 0 < self.syllable_rate_hz[0] <= self.syllable_rate_hz[1]):
-            _fail(f"need 0 < voice_rms[0] < voice_rms[1] <= 0.3 (room for peaks) and 0 < syllable_rate_hz[0] <= "
-                  f"syllable_rate_hz[1]. Received: voice_rms={self.voice_rms}, syllable_rate_hz={self.syllable_rate_hz}")
+        (r0, r1), (s0, s1) = self.voice_rms, self.syllable_rate_hz
+        if not (0 < r0 < r1 <= 0.3 and 0 < s0 <= s1):  # RMS <= 0.3 leaves room for the voice's peaks
+            _fail(f"need 0 < voice_rms[0] < voice_rms[1] <= 0.3 and 0 < syllable_rate_hz[0] <= syllable_rate_hz[1]. "
+                  f"Received: voice_rms={self.voice_rms}, syllable_rate_hz={self.syllable_rate_hz}")
         if not 0 <= self.pitch_octaves <= 1 or not 0 <= self.envelope_depth < 1:
             _fail(f"need 0 <= pitch_octaves <= 1 and 0 <= envelope_depth < 1. Received: "
                   f"pitch_octaves={self.pitch_octaves}, envelope_depth={self.envelope_depth}")
+        # Upper bounds keep the mouth, brows and face inside the image.
         if not (0 <= self.mouth_curvature <= 0.2 and 0 <= self.brow_slant <= 0.1 and 0 <= self.face_jitter <= 0.05):
-            _fail(f"need mouth_curvature in [0, 0.2], brow_slant in [0, 0.1], face_jitter in [0, 0.05]. Received: "
-                  f"mouth_curvature={self.mouth_curvature}, brow_slant={self.brow_slant}, face_jitter={self.face_jitter}")
+            _fail(f"need mouth_curvature in [0, 0.2], brow_slant in [0, 0.1], face_jitter in [0, 0.05]. "
+                  f"Received: mouth_curvature={self.mouth_curvature}, brow_slant={self.brow_slant}, "
+                  f"face_jitter={self.face_jitter}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +138,7 @@ def _identity(rng, recording_id, partition):
         face_axes=(float(rng.uniform(*FACE_AXES[0])), float(rng.uniform(*FACE_AXES[1]))),
         face_offset=tuple(float(v) for v in rng.uniform(-FACE_OFFSET, FACE_OFFSET, 2)),
         skin_rgb=tuple(int(v) for v in skin + rng.integers(-8, 9, 3)),
-        hair_rgb=rgb(10, 120), lip_rgb=(int(rng.integers(60, 110)), int(rng.integers(5, 30)), int(rng.integers(15, 40))),
+        hair_rgb=rgb(10, 120), lip_rgb=tuple(int(v) for v in rng.integers((60, 5, 15), (110, 30, 40))),  # dark red
         background_rgb=rgb(30, 226), image_noise=float(rng.uniform(*IMAGE_NOISE)))
 
 
@@ -189,7 +192,8 @@ def audio(rec: DemoRecording, cfg: DemoConfig, time_base: TimeBase = TimeBase())
     f0 = rec.base_pitch_hz * 2 ** (cfg.pitch_octaves * a) * (1 + 0.03 * np.sin(syl))
     phase = 2 * np.pi * np.cumsum(f0) / sr  # continuous phase: no clicks when f0 changes
     rng = np.random.default_rng([rec.label_seed, _STREAM_AUDIO])
-    # voice = sum_k w_k sin(k·phase + p_k) = Im(sum_k c_k z^k), z = e^{i·phase}: Horner is 3x faster than K sines.
+    # voice = sum_k w_k sin(k·phase + p_k) = Im(sum_k c_k z^k) with z = e^{i·phase};
+    # Horner's rule costs one complex exp instead of NUM_HARMONICS sines (3x faster).
     coef = np.asarray(rec.harmonic_weights) * np.exp(1j * rng.uniform(0, 2 * np.pi, NUM_HARMONICS))
     z = np.exp(1j * phase)
     acc = np.full(t.shape, coef[-1])
@@ -232,8 +236,9 @@ def face(rec: DemoRecording, valence: float, frame_index: int, cfg: DemoConfig,
         by, lift = ey - 0.2 * ay, cfg.brow_slant * s * v
         cv2.line(img, _pt(cx + side * 0.15 * ax, by - lift), _pt(cx + side * 0.62 * ax, by - 0.4 * lift),
                  rec.hair_rgb, thick, aa, _SHIFT)
-    cv2.line(img, _pt(cx, cy + 0.05 * ay), _pt(cx - 0.06 * ax, cy + 0.28 * ay), (0.7 * np.array(rec.skin_rgb)).tolist(),
-             max(1, thick // 2), aa, _SHIFT)  # nose
+    nose_rgb = (0.7 * np.array(rec.skin_rgb)).tolist()  # a shade of the skin
+    cv2.line(img, _pt(cx, cy + 0.05 * ay), _pt(cx - 0.06 * ax, cy + 0.28 * ay), nose_rgb, max(1, thick // 2),
+             aa, _SHIFT)
     # Mouth: parabola, corners up / centre down for a smile (v > 0), the reverse for a frown.
     u = np.linspace(-1, 1, 15)
     my = cy + 0.52 * ay - cfg.mouth_curvature * s * v * (u ** 2 - 1 / 3)  # mean height stays put

@@ -45,14 +45,14 @@ def _check_rgb(rgb, what="frame"):
         raise ValueError(f"{what} must be an (H, W, 3) uint8 RGB array. Received: {got}")
 
 
-def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """``rgb`` shrunk so its longer side is at most ``max_side``, and the factor back to full size."""
+def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float]:
+    """``rgb`` shrunk so its longer side is at most ``max_side``, and the x, y factors back to full size."""
     h, w = rgb.shape[:2]
     scale = max(h, w) / max_side
     if scale <= 1:
-        return rgb, 1.0
+        return rgb, 1.0, 1.0
     small = cv2.resize(rgb, (max(1, round(w / scale)), max(1, round(h / scale))), interpolation=cv2.INTER_AREA)
-    return small, w / small.shape[1]
+    return small, w / small.shape[1], h / small.shape[0]
 
 
 class FaceDetector(abc.ABC):
@@ -80,7 +80,7 @@ class HaarDetector(FaceDetector):
 
     def detect(self, rgb):
         _check_rgb(rgb)
-        small, scale = _downscale(rgb, self.cfg.detect_max_side)
+        small, sx, sy = _downscale(rgb, self.cfg.detect_max_side)
         # Equalising the histogram makes the cascade robust to dim or washed-out video.
         gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
         min_px = max(HAAR_MIN_FACE_PX, round(HAAR_MIN_FACE_FRACTION * min(gray.shape)))
@@ -89,7 +89,7 @@ class HaarDetector(FaceDetector):
         if len(faces) == 0:
             return None
         x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
-        return Box(round(x * scale), round(y * scale), round(w * scale), round(h * scale))
+        return Box(round(x * sx), round(y * sy), round(w * sx), round(h * sy))
 
 
 class MediaPipeDetector(FaceDetector):
@@ -111,7 +111,7 @@ class MediaPipeDetector(FaceDetector):
 
     def detect(self, rgb):
         _check_rgb(rgb)
-        small, _ = _downscale(rgb, self.cfg.detect_max_side)
+        small = _downscale(rgb, self.cfg.detect_max_side)[0]
         result = self._mp.process(np.ascontiguousarray(small))
         boxes = [d.location_data.relative_bounding_box for d in result.detections or ()]
         if not boxes:

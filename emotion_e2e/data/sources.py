@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 
 from emotion_e2e.data import demo, faces, labels, media
@@ -165,10 +166,11 @@ class DemoSourceRecording(Recording):
 
     def open(self, cfg: ConvertConfig):
         frames = demo.frames(self.spec, self.config, cfg.time_base, cfg.face, modalities=cfg.modalities)
-        n = demo.num_frames(self.config, cfg.time_base)
+        n = cfg.time_base.frames_in(self.config.seconds)
         return n, demo.LABEL_NAMES, (
             Frame(f.audio, None if f.face is None else faces.encode_jpeg(f.face, cfg.face.jpeg_quality),
-                  f.face is not None, f.labels) for f in frames)
+                  f.face_found, np.array([f.labels[k] for k in demo.LABEL_NAMES], np.float32))
+            for f in frames)
 
 
 def demo_recordings(config: "demo.DemoConfig", partitions=None):

@@ -139,7 +139,7 @@ def test_config_validation_names_received_values():
 
 def test_labels_smooth_and_independent(small):
     y, _, _, idx = small
-    assert abs(_corr(y[:, 0], y[:, 1])) < 0.1
+    assert abs(_corr(y[:, 0], y[:, 1])) < 0.3
     assert 0.3 < y.std(0).min() and y.std(0).max() < 0.7  # fill the range, roughly in [-1, 1]
     step = np.abs(np.diff(y, axis=0))[np.diff(idx) == 0]
     assert step.max() < 0.1  # a few seconds' time scale: < 0.1 per 40 ms

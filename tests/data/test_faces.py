@@ -90,14 +90,15 @@ def _rect_image(h=300, w=400, box=Box(100, 50, 40, 20)):
     return img, box
 
 
-def test_crop_is_a_square_centred_on_the_box():
-    img, box = _rect_image()
-    # side = 1.2 · max(40, 20) = 48 = size: no resampling, so the geometry is exact.
+@pytest.mark.parametrize("box, top_left", [(Box(100, 50, 40, 20), (14, 4)), (Box(100, 50, 20, 40), (4, 14))])
+def test_crop_is_a_square_centred_on_the_box(box, top_left):
+    img, box = _rect_image(box=box)
+    # side = 1.2 · max(w, h) = 48 = size: no resampling, so the geometry is exact.
     crop = crop_face(img, box, FaceConfig(size=48))
     white = np.argwhere((crop == 255).all(-1))
     assert crop.shape == (48, 48, 3) and crop.dtype == np.uint8
-    np.testing.assert_array_equal(white.min(0), [14, 4])  # (48 - 20) / 2, (48 - 40) / 2
-    np.testing.assert_array_equal(white.max(0), [33, 43])
+    np.testing.assert_array_equal(white.min(0), top_left)  # row (48 - h) / 2, column (48 - w) / 2
+    np.testing.assert_array_equal(white.max(0), np.array(top_left) + [box.h - 1, box.w - 1])
     assert (crop[0, 0] == (0, 0, 255)).all()  # the rest is the image, not padding
 
 

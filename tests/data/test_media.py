@@ -12,74 +12,10 @@ import pytest
 from emotion_e2e.config import TimeBase
 from emotion_e2e.data import media
 from emotion_e2e.errors import DataError
+from media_fixtures import colour, decode_k, dominant, sine, stepped_tone, write_audio, write_video
 
 TB = TimeBase()
 SR, SPF, STEP = TB.sample_rate, TB.samples_per_frame, Fraction(1, 25)
-
-
-# ------------------------------------------------------------------ writers
-
-def write_audio(path, x, rate, codec="pcm_s16le", fmt="s16"):
-    """x: (n,) mono or (n, 2) stereo float in [-1, 1]."""
-    x = np.asarray(x, np.float64)
-    x = x[:, None] if x.ndim == 1 else x
-    layout = "mono" if x.shape[1] == 1 else "stereo"
-    scale, offset, dtype = {"s16": (32767, 0, np.int16), "s32": (2**31 - 1, 0, np.int32), "u8": (127, 128, np.uint8),
-                            "flt": (1, 0, np.float32), "fltp": (1, 0, np.float32)}[fmt]
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=rate, layout=layout)
-        block = 1024  # aac wants exactly frame_size samples per frame
-        for i in range(0, len(x), block):
-            part = x[i:i + block]
-            if codec == "aac" and len(part) < block:
-                part = np.pad(part, ((0, block - len(part)), (0, 0)))
-            arr = part * scale + offset
-            arr = (np.round(arr) if np.issubdtype(dtype, np.integer) else arr).astype(dtype)
-            arr = arr.T.copy() if fmt.endswith("p") else arr.reshape(1, -1)  # planar vs interleaved
-            f = av.AudioFrame.from_ndarray(arr, format=fmt, layout=layout)
-            f.sample_rate, f.pts = rate, i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return str(path)
-
-
-def colour(k):
-    """Frame k's uniform RGB colour, robust to lossy YUV coding (levels 8 apart)."""
-    return np.array([8 * (k % 32), 8 * (k // 32), 128], np.uint8)
-
-
-def decode_k(img):
-    r, g, _ = img[img.shape[0] // 2, img.shape[1] // 2].astype(int)
-    return round(r / 8) + 32 * round(g / 8)
-
-
-def write_video(path, pts, time_base, codec="png", pix_fmt="rgb24", size=(48, 64)):
-    """Frame k has timestamp pts[k]·time_base and colour(k); returns the path."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=1 / time_base)  # codec time base = the pts unit: no rounding
-        s.height, s.width = size
-        s.pix_fmt = pix_fmt
-        if codec == "libx264":
-            s.options = {"qp": "0", "bf": "2"}
-        for k, p in enumerate(pts):
-            f = av.VideoFrame.from_ndarray(np.broadcast_to(colour(k), size + (3,)).copy(), format="rgb24")
-            f.pts, f.time_base = p, time_base
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode(None):
-            c.mux(pk)
-    return str(path)
-
-
-def sine(freq, n, rate, amp=0.5):
-    return amp * np.sin(2 * np.pi * freq * np.arange(n) / rate)
-
-
-def dominant(x, rate):
-    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
-    return np.argmax(spec) * rate / len(x)
 
 
 # ------------------------------------------------------------------ resampling
@@ -136,12 +72,6 @@ def test_stereo_is_averaged(tmp_path):
 
 
 # ------------------------------------------------------------------ alignment
-
-def stepped_tone(rate, segments):
-    """Segment k (0-based) lasts one grid step and has frequency 500 + 250 k."""
-    seg = int(rate * STEP)
-    return np.concatenate([sine(500 + 250 * k, seg, rate) for k in range(segments)])
-
 
 @pytest.mark.parametrize("rate", [16000, 48000])
 def test_audio_frame_i_holds_segment_i(tmp_path, rate):

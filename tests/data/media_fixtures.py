@@ -1,0 +1,110 @@
+"""Media files written with PyAV for the tests: content encodes time."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import av
+import numpy as np
+
+STEP = Fraction(1, 25)  # the default 40 ms grid
+
+def write_audio(path, x, rate, codec="pcm_s16le", fmt="s16"):
+    """x: (n,) mono or (n, 2) stereo float in [-1, 1]."""
+    x = np.asarray(x, np.float64)
+    x = x[:, None] if x.ndim == 1 else x
+    layout = "mono" if x.shape[1] == 1 else "stereo"
+    scale, offset, dtype = {"s16": (32767, 0, np.int16), "s32": (2**31 - 1, 0, np.int32), "u8": (127, 128, np.uint8),
+                            "flt": (1, 0, np.float32), "fltp": (1, 0, np.float32)}[fmt]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=rate, layout=layout)
+        block = 1024  # aac wants exactly frame_size samples per frame
+        for i in range(0, len(x), block):
+            part = x[i:i + block]
+            if codec == "aac" and len(part) < block:
+                part = np.pad(part, ((0, block - len(part)), (0, 0)))
+            arr = part * scale + offset
+            arr = (np.round(arr) if np.issubdtype(dtype, np.integer) else arr).astype(dtype)
+            arr = arr.T.copy() if fmt.endswith("p") else arr.reshape(1, -1)  # planar vs interleaved
+            f = av.AudioFrame.from_ndarray(arr, format=fmt, layout=layout)
+            f.sample_rate, f.pts = rate, i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return str(path)
+
+
+def colour(k):
+    """Frame k's uniform RGB colour, robust to lossy YUV coding (levels 8 apart)."""
+    return np.array([8 * (k % 32), 8 * (k // 32), 128], np.uint8)
+
+
+def decode_k(img):
+    r, g, _ = img[img.shape[0] // 2, img.shape[1] // 2].astype(int)
+    return round(r / 8) + 32 * round(g / 8)
+
+
+def write_video(path, pts, time_base, codec="png", pix_fmt="rgb24", size=(48, 64)):
+    """Frame k has timestamp pts[k]·time_base and colour(k); returns the path."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=1 / time_base)  # codec time base = the pts unit: no rounding
+        s.height, s.width = size
+        s.pix_fmt = pix_fmt
+        if codec == "libx264":
+            s.options = {"qp": "0", "bf": "2"}
+        for k, p in enumerate(pts):
+            f = av.VideoFrame.from_ndarray(np.broadcast_to(colour(k), size + (3,)).copy(), format="rgb24")
+            f.pts, f.time_base = p, time_base
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode(None):
+            c.mux(pk)
+    return str(path)
+
+
+def sine(freq, n, rate, amp=0.5):
+    return amp * np.sin(2 * np.pi * freq * np.arange(n) / rate)
+
+
+def dominant(x, rate):
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return np.argmax(spec) * rate / len(x)
+
+
+def stepped_tone(rate, segments):
+    """Segment k (0-based) lasts one grid step and has frequency 500 + 250 k."""
+    seg = int(rate * STEP)
+    return np.concatenate([sine(500 + 250 * k, seg, rate) for k in range(segments)])
+
+
+
+
+def write_av(path, frames, fps, audio=None, audio_rate=44100, video_codec="libx264"):
+    """An MP4/MOV with ``frames`` (RGB uint8 arrays) at ``fps`` (a Fraction) and an optional
+    mono AAC track ``audio`` (float in [-1, 1]). H.264 at qp 0 in 4:4:4 keeps colours within ±2."""
+    time_base = 1 / Fraction(fps)
+    with av.open(str(path), "w") as c:
+        v = c.add_stream(video_codec, rate=Fraction(fps))
+        v.height, v.width = frames[0].shape[:2]
+        if video_codec == "libx264":
+            v.pix_fmt, v.options = "yuv444p", {"qp": "0"}
+        a = c.add_stream("aac", rate=audio_rate, layout="mono") if audio is not None else None
+        for k, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            f.pts, f.time_base = k, time_base
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+        if a is not None:
+            block = 1024
+            x = np.pad(np.asarray(audio, np.float32), (0, -len(audio) % block))
+            for i in range(0, len(x), block):
+                f = av.AudioFrame.from_ndarray(x[None, i:i + block], format="fltp", layout="mono")
+                f.sample_rate, f.pts = audio_rate, i
+                for p in a.encode(f):
+                    c.mux(p)
+            for p in a.encode(None):
+                c.mux(p)
+    return str(path)
