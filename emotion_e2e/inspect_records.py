@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import sys
 
 import numpy as np
 from absl import app, flags
@@ -115,8 +116,12 @@ def main(argv):
     if len(argv) < 2:
         raise app.UsageError("give one or more TFRecord file patterns, e.g. 'tfrecords/demo/dev-*.tfrecord'")
     from emotion_e2e.data.reader import list_shards  # noqa: PLC0415
+    from emotion_e2e.errors import DataError  # noqa: PLC0415
 
-    recordings = [read_shard(p) for p in list_shards(argv[1:])]
+    try:
+        recordings = [read_shard(p) for p in list_shards(argv[1:])]
+    except DataError as e:
+        sys.exit(f"error: {e}")
     print(f"{'recording':<16} {'part.':<8} {'frames':>7} {'faces':>6}  label means")
     for r in recordings:
         print(summary_line(r))

@@ -11,11 +11,13 @@ per recording) and, last, ``metadata.json``.
 from __future__ import annotations
 
 import os
+import sys
 
 from absl import app, flags
 
 from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase
 from emotion_e2e.data import convert, demo, sources
+from emotion_e2e.errors import DataError
 
 _SOURCE = flags.DEFINE_enum("source", None, ["demo", "recola", "manifest"], "The corpus kind.")
 _INPUT = flags.DEFINE_string("input", None, "recola: the AVEC 2016 package folder; manifest: the manifest CSV.")
@@ -68,8 +70,11 @@ def main(argv):
                         detector=_DETECTOR.value, detect_max_side=_DETECT_MAX_SIDE.value),
         modalities=tuple(_MODALITIES.value), max_length_mismatch=_MISMATCH.value)
     output_dir = _OUTPUT_DIR.value or os.path.join("tfrecords", _SOURCE.value)
-    metadata = convert.convert(_recordings(tuple(_PARTITIONS.value)), cfg, output_dir,
-                               workers=_WORKERS.value, source=_SOURCE.value)
+    try:
+        metadata = convert.convert(_recordings(tuple(_PARTITIONS.value)), cfg, output_dir,
+                                   workers=_WORKERS.value, source=_SOURCE.value)
+    except DataError as e:
+        sys.exit(f"error: {e}")
     for name, p in metadata["partitions"].items():
         print(f"{name}: {p['num_recordings']} recordings, {p['num_frames']} frames -> "
               f"{os.path.join(output_dir, name)}-*.tfrecord")

@@ -270,6 +270,13 @@ def test_prepare_and_inspect_cli_on_the_demo_source(tmp_path):
     assert len(rows) == 51 and rows[1].startswith("dev_000,1,0.04,")
     r = run("emotion_e2e.prepare", "--source=recola")
     assert r.returncode != 0 and "--source=recola needs --input" in r.stderr
+    shard = out / "dev-00000-of-00001.tfrecord"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    r = run("emotion_e2e.inspect_records", str(out / "dev-*.tfrecord"))
+    assert r.returncode == 1 and f"error: TFRecord file {shard} is truncated or corrupt" in r.stderr
+    r = run("emotion_e2e.prepare", "--source=manifest", f"--input={tmp_path / 'missing.csv'}",
+            f"--output_dir={tmp_path / 'm'}")
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: cannot read manifest")
 
 
 def test_interrupted_conversion_leaves_no_shard_and_reruns_cleanly(tmp_path):
