@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 
 MODALITIES = ("audio", "video")
 
@@ -116,6 +117,166 @@ class ReaderConfig:
             _fail(type(self), f"augment.resize ({self.augment.resize}) must be >= face_size ({self.face_size})")
 
 
-def to_json(cfg) -> str:
-    """A config dataclass as JSON (saved next to what it produced)."""
-    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioNetConfig:
+    """The raw-audio CNN (SPEC "Model"); defaults are the authors' released configuration."""
+
+    samples_per_frame: int = 640
+    input_dropout: float = 0.5
+    conv1_filters: int = 40
+    conv1_kernel: int = 20
+    pool1: int = 2  # max-pool over time: 16 kHz → 8 kHz
+    conv2_filters: int = 40
+    conv2_kernel: int = 40
+    channel_pool: int = 10  # max-pool across channels in groups of this size
+    bn_momentum: float = 0.997
+    bn_epsilon: float = 1e-5
+    l2: float = 1e-4
+
+    def __post_init__(self):
+        if self.conv2_filters % self.channel_pool or self.samples_per_frame % self.pool1:
+            _fail(type(self), f"conv2_filters must be a multiple of channel_pool and samples_per_frame of pool1. "
+                              f"Received: {self}")
+        if not 0 <= self.input_dropout < 1:
+            _fail(type(self), f"input_dropout must be in [0, 1). Received: {self.input_dropout}")
+
+    @property
+    def num_features(self) -> int:
+        return self.samples_per_frame // self.pool1 * self.conv2_filters // self.channel_pool
+
+
+VISUAL_BACKBONES = ("resnet50", "resnet18", "resnet10")
+
+
+@dataclasses.dataclass(frozen=True)
+class VisualNetConfig:
+    """The face network: a residual backbone on ``face_size``² crops in [0, 1], global average pooled.
+
+    ``weights`` is ``'none'`` (random init), ``'imagenet'`` (opt-in: downloads, resnet50 only) or
+    the path of a local weights file.
+    """
+
+    backbone: str = "resnet50"
+    weights: str = "none"
+    face_size: int = 96
+    l2: float = 1e-4
+    bn_momentum: float = 0.99
+
+    def __post_init__(self):
+        if self.backbone not in VISUAL_BACKBONES:
+            _fail(type(self), f"backbone must be one of {VISUAL_BACKBONES}. Received: backbone={self.backbone!r}")
+        if self.weights == "imagenet" and self.backbone != "resnet50":
+            _fail(type(self), f"ImageNet weights exist for resnet50 only. Received: backbone={self.backbone!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentConfig:
+    """Stacked LSTMs over the sequence (SPEC "Model")."""
+
+    layers: int = 2
+    units: int = 256
+    cell: str = "peephole"  # "peephole" (the paper's) or "standard" (cuDNN-eligible keras.layers.LSTM)
+    cell_clip: float = 100.0
+    forget_bias: float = 1.0
+
+    def __post_init__(self):
+        if self.cell not in ("peephole", "standard"):
+            _fail(type(self), f"cell must be 'peephole' or 'standard'. Received: cell={self.cell!r}")
+        if self.layers < 0 or self.units <= 0:
+            _fail(type(self), f"need layers >= 0 and units > 0. Received: layers={self.layers}, units={self.units}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The whole model: per-frame feature networks for ``modalities``, fusion, LSTMs, a head
+    with one named output per label dimension."""
+
+    modalities: tuple[str, ...] = MODALITIES
+    label_names: tuple[str, ...] = ("arousal", "valence")
+    audio: AudioNetConfig = AudioNetConfig()
+    visual: VisualNetConfig = VisualNetConfig()
+    recurrent: RecurrentConfig = RecurrentConfig()
+
+    def __post_init__(self):
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        object.__setattr__(self, "label_names", tuple(self.label_names))
+        if not self.modalities or any(m not in MODALITIES for m in self.modalities):
+            _fail(type(self), f"modalities must be a non-empty subset of {MODALITIES}. "
+                              f"Received: modalities={self.modalities}")
+        if not self.label_names:
+            _fail(type(self), "label_names must not be empty")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """Adam (SPEC "Training")."""
+
+    learning_rate: float = 1e-4
+    epsilon: float = 1e-8
+
+    def __post_init__(self):
+        if self.learning_rate <= 0 or self.epsilon <= 0:
+            _fail(type(self), f"learning_rate and epsilon must be positive. Received: {self}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run: data, reader, model, optimiser and schedule. Saved as
+    ``config.json`` in the run directory, from which ``eval.py`` rebuilds the model."""
+
+    data_dir: str
+    reader: ReaderConfig = ReaderConfig()
+    model: ModelConfig = ModelConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    train_partition: str = "train"
+    eval_partition: str = "dev"
+    epochs: int = 10
+    steps_per_epoch: int = 100
+    seed: int = 0
+    strategy: str = "default"  # "default" or "mirrored"
+    mixed_precision: str = "none"  # "none", "bf16" or "fp16"
+    jit_compile: bool = False
+    init_from: tuple[str, ...] = ()  # unimodal run directories whose feature networks start this run
+
+    def __post_init__(self):
+        object.__setattr__(self, "init_from", tuple(self.init_from))
+        if self.strategy not in ("default", "mirrored"):
+            _fail(type(self), f"strategy must be 'default' or 'mirrored'. Received: {self.strategy!r}")
+        if self.mixed_precision not in ("none", "bf16", "fp16"):
+            _fail(type(self), f"mixed_precision must be none, bf16 or fp16. Received: {self.mixed_precision!r}")
+        if self.epochs <= 0 or self.steps_per_epoch <= 0:
+            _fail(type(self), f"epochs and steps_per_epoch must be positive. Received: epochs={self.epochs}, "
+                              f"steps_per_epoch={self.steps_per_epoch}")
+        if self.reader.modalities != self.model.modalities or self.reader.label_names != self.model.label_names:
+            _fail(type(self), f"reader and model disagree: reader reads {self.reader.modalities} with labels "
+                              f"{self.reader.label_names}, model takes {self.model.modalities} with labels "
+                              f"{self.model.label_names}")
+
+
+def to_dict(cfg) -> dict:
+    """A config dataclass as plain JSON-ready data."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls, data: dict):
+    """Rebuilds config dataclass ``cls`` (nested ones too) from ``to_dict`` output.
+
+    Unknown keys are an error: a config saved by another version must not be half-read.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {unknown}. Expected some of {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        candidates = [t for t in typing.get_args(hint) or (hint,) if dataclasses.is_dataclass(t)]
+        if candidates and isinstance(value, dict):
+            value = from_dict(candidates[0], value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
