@@ -12,6 +12,7 @@ A run directory holds::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -84,7 +85,8 @@ def check_config(cfg: TrainConfig, run_dir: str) -> dict:
             raise ConfigError(f"--init_from={src}: its {src_cfg.model.modalities[0]} network {theirs} differs "
                               f"from this run's {own}")
     saved = os.path.join(run_dir, RUN_CONFIG)
-    if os.path.exists(saved) and load_run_config(run_dir) != cfg:
+    # A run may be extended with more epochs; anything else makes it another run.
+    if os.path.exists(saved) and dataclasses.replace(load_run_config(run_dir), epochs=cfg.epochs) != cfg:
         raise ConfigError(f"{run_dir} holds a run with another configuration ({saved}); "
                           f"use another --run_dir to start a new run")
     return meta
@@ -213,7 +215,8 @@ def train(cfg: TrainConfig, run_dir: str, verbose="auto") -> keras.callbacks.His
     callbacks = [
         MeanCCC(cfg.model.label_names),
         StopOnNaN(run_dir),
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+        # Kept after the last epoch, so re-running a finished run is a no-op and more epochs extend it.
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(checkpoint_path(run_dir, "best"), monitor=MONITOR, mode="max",
                                         save_best_only=True, initial_value_threshold=_best_so_far(run_dir)),
         keras.callbacks.ModelCheckpoint(checkpoint_path(run_dir, "last")),
