@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 
 import keras
 import numpy as np
@@ -191,7 +192,7 @@ def warm_start(model: keras.Model, cfg: TrainConfig) -> dict:
     return copied
 
 
-def train(cfg: TrainConfig, run_dir: str, verbose="auto") -> keras.callbacks.History:
+def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None) -> keras.callbacks.History:
     """Trains (or resumes) the run in ``run_dir``."""
     from emotion_e2e.models import build_model  # noqa: PLC0415
 
@@ -223,5 +224,7 @@ def train(cfg: TrainConfig, run_dir: str, verbose="auto") -> keras.callbacks.His
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
     ]
+    if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
+        verbose = 1 if sys.stdout.isatty() else 2
     return model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
                      callbacks=callbacks, verbose=verbose)

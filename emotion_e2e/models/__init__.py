@@ -1,0 +1,27 @@
+"""The networks: raw-audio CNN, face ResNet, peephole LSTMs and the assembled model.
+
+Importing this package registers the custom layers, so ``keras.saving.load_model`` can
+read a saved ``.keras`` model.
+"""
+
+from emotion_e2e.models.audio import build_audio_network
+from emotion_e2e.models.layers import CaffePreprocessing, FoldTime, UnfoldTime
+from emotion_e2e.models.model import apply_per_frame, build_model, copy_feature_weights, feature_network
+from emotion_e2e.models.recurrent import PeepholeLSTMCell, apply_recurrent
+from emotion_e2e.models.visual import build_backbone, build_visual_network, num_features
+
+__all__ = [
+    "CaffePreprocessing",
+    "FoldTime",
+    "PeepholeLSTMCell",
+    "UnfoldTime",
+    "apply_per_frame",
+    "apply_recurrent",
+    "build_audio_network",
+    "build_backbone",
+    "build_model",
+    "build_visual_network",
+    "copy_feature_weights",
+    "feature_network",
+    "num_features",
+]

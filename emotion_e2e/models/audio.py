@@ -1,0 +1,54 @@
+"""The raw-audio CNN (SPEC "Model"): one 40 ms frame of 640 samples → 1280 features.
+
+    (frames, 640) → dropout → (640, 1) → conv1 → BN → ReLU → max-pool 2 over time (320, 40)
+                  → conv2 → BN → ReLU → max-pool across channels in groups of 10 (320, 4)
+                  → flatten (frames, 1280)
+
+The channel pooling follows the authors' TF1 code: channels ``10g .. 10g+9`` are pooled
+into feature ``g`` at every time step, and the flattened index is ``4·t + g``.
+
+L2: Keras' ``L2(l)`` adds ``l·Σw²``; TF1 slim's ``l2_regularizer(l)`` added ``l·Σw²/2``.
+``cfg.l2`` is used as Keras' factor.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from emotion_e2e.config import AudioNetConfig
+
+KERNEL_INITIALIZER = "he_normal"
+
+
+def apply_conv_block(x, filters: int, kernel_size: int, cfg: AudioNetConfig, name: str):
+    """Conv1D (stride 1, same padding) → batch norm → ReLU: ``(frames, steps, c)`` →
+    ``(frames, steps, filters)``."""
+    x = keras.layers.Conv1D(filters, kernel_size, padding="same", kernel_initializer=KERNEL_INITIALIZER,
+                            kernel_regularizer=keras.regularizers.L2(cfg.l2), name=f"{name}_conv")(x)
+    x = keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def apply_channel_max_pool(x, group: int, name: str):
+    """Max over consecutive groups of ``group`` channels, then flatten:
+    ``(frames, steps, c)`` → ``(frames, steps · c / group)``."""
+    steps, channels = x.shape[1], x.shape[2]
+    x = keras.layers.Reshape((steps, channels, 1), name=f"{name}_to_2d")(x)
+    x = keras.layers.MaxPooling2D(pool_size=(1, group), name=f"{name}_max")(x)
+    return keras.layers.Flatten(name=f"{name}_flatten")(x)
+
+
+def build_audio_network(cfg: AudioNetConfig, name: str = "audio_network") -> keras.Model:
+    """The per-frame audio network: ``(frames, samples_per_frame)`` float32 →
+    ``(frames, cfg.num_features)`` (1280 with the defaults).
+
+    The input dropout is active only with ``training=True``.
+    """
+    frames = keras.Input((cfg.samples_per_frame,), name="audio_frames")
+    x = keras.layers.Dropout(cfg.input_dropout, name="input_dropout")(frames)
+    x = keras.layers.Reshape((cfg.samples_per_frame, 1), name="add_channel")(x)
+    x = apply_conv_block(x, cfg.conv1_filters, cfg.conv1_kernel, cfg, name="conv1")
+    x = keras.layers.MaxPooling1D(cfg.pool1, name="pool1")(x)
+    x = apply_conv_block(x, cfg.conv2_filters, cfg.conv2_kernel, cfg, name="conv2")
+    x = apply_channel_max_pool(x, cfg.channel_pool, name="channel_pool")
+    return keras.Model(frames, x, name=name)

@@ -1,0 +1,82 @@
+"""The raw-audio CNN: shapes, exact parameter count, channel pooling, dropout, L2."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from emotion_e2e.config import AudioNetConfig
+from emotion_e2e.models import build_audio_network
+
+CFG = AudioNetConfig()
+
+
+@pytest.fixture(scope="module")
+def net():
+    return build_audio_network(CFG)
+
+
+def frames(n, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, CFG.samples_per_frame)).astype("float32")
+
+
+def n_params(weights):
+    return int(sum(np.prod(w.shape) for w in weights))
+
+
+def test_output_shape(net):
+    assert tuple(net.input.shape) == (None, 640)
+    assert tuple(net.output.shape) == (None, 1280)
+    assert CFG.num_features == 1280
+    assert tuple(net(frames(3), training=False).shape) == (3, 1280)
+
+
+def test_parameter_count_from_layer_sizes(net):
+    c = CFG
+    conv1 = c.conv1_kernel * 1 * c.conv1_filters + c.conv1_filters
+    conv2 = c.conv2_kernel * c.conv1_filters * c.conv2_filters + c.conv2_filters
+    bn_trainable = 2 * c.conv1_filters + 2 * c.conv2_filters  # gamma, beta
+    bn_statistics = 2 * c.conv1_filters + 2 * c.conv2_filters  # moving mean, variance
+    assert n_params(net.trainable_weights) == conv1 + conv2 + bn_trainable == 840 + 64040 + 160
+    assert n_params(net.non_trainable_weights) == bn_statistics == 160
+    assert net.count_params() == 65200
+
+
+def test_layer_settings(net):
+    for name, kernel in (("conv1", CFG.conv1_kernel), ("conv2", CFG.conv2_kernel)):
+        conv, bn = net.get_layer(f"{name}_conv"), net.get_layer(f"{name}_bn")
+        assert conv.kernel_size == (kernel,) and conv.strides == (1,) and conv.padding == "same"
+        assert bn.momentum == pytest.approx(0.997) and bn.epsilon == pytest.approx(1e-5)
+    assert net.get_layer("pool1").pool_size == (2,)
+
+
+def test_channel_max_pool_equals_numpy(net):
+    import keras
+
+    probe = keras.Model(net.input, [net.get_layer("conv2_relu").output, net.output])
+    act, out = (np.asarray(t) for t in probe(frames(4, seed=1), training=False))
+    assert act.shape == (4, 320, 40)
+    # channels 10g..10g+9 at step t → feature 4t + g
+    ref = np.empty((4, 320 * 4), "float32")
+    for t in range(320):
+        for g in range(4):
+            ref[:, 4 * t + g] = act[:, t, 10 * g:10 * (g + 1)].max(axis=-1)
+    np.testing.assert_array_equal(out, ref)
+    assert (ref > 0).mean() > 0.5  # not a trivial all-zero comparison
+
+
+def test_dropout_only_in_training():
+    x = frames(3, seed=2)
+    net = build_audio_network(CFG)
+    np.testing.assert_array_equal(net(x, training=False), net(x, training=False))
+    assert not np.allclose(net(x, training=True), net(x, training=True))
+    # ... and the training-time randomness is the dropout's (batch norm is deterministic).
+    plain = build_audio_network(dataclasses.replace(CFG, input_dropout=0.0))
+    np.testing.assert_allclose(plain(x, training=True), plain(x, training=True), rtol=1e-6)
+
+
+def test_l2_on_both_kernels(net):
+    kernels = [net.get_layer("conv1_conv").kernel, net.get_layer("conv2_conv").kernel]
+    losses = sorted(float(v) for v in net.losses)
+    expected = sorted(CFG.l2 * float(np.sum(np.square(k))) for k in kernels)
+    np.testing.assert_allclose(losses, expected, rtol=1e-5)

@@ -1,0 +1,178 @@
+"""The assembled model: inputs/outputs per modality, fusion sizes, dynamic time, save → load, warm start."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from emotion_e2e.config import ModelConfig, RecurrentConfig, VisualNetConfig
+from emotion_e2e.models import FoldTime, UnfoldTime, build_model, copy_feature_weights, feature_network
+
+SMALL_RNN = RecurrentConfig(layers=2, units=8)
+LABELS = ("arousal", "valence")
+
+
+def batch(cfg, b=1, t=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = {}
+    if "audio" in cfg.modalities:
+        x["audio"] = rng.uniform(-1, 1, (b, t, cfg.audio.samples_per_frame)).astype("float32")
+    if "video" in cfg.modalities:
+        s = cfg.visual.face_size
+        x["face"] = rng.uniform(0, 1, (b, t, s, s, 3)).astype("float32")
+    return x
+
+
+def predict(model, x):
+    return {k: np.asarray(v) for k, v in model(x, training=False).items()}
+
+
+AUDIO_CFG = ModelConfig(modalities=("audio",), recurrent=SMALL_RNN)
+VISUAL_CFG = ModelConfig(modalities=("video",), visual=VisualNetConfig(backbone="resnet10"), recurrent=SMALL_RNN,
+                         label_names=("arousal", "valence", "liking"))
+MULTI_CFG = ModelConfig()  # the paper's: resnet50, 2 × 256 peephole LSTMs
+
+
+@pytest.fixture(scope="module")
+def audio_model():
+    return build_model(AUDIO_CFG)
+
+
+@pytest.fixture(scope="module")
+def visual_model():
+    return build_model(VISUAL_CFG)
+
+
+@pytest.fixture(scope="module")
+def multi_model():
+    return build_model(MULTI_CFG)
+
+
+@pytest.mark.parametrize("which, cfg, inputs, features, feature_layer", [
+    ("audio_model", AUDIO_CFG, {"audio": (None, None, 640)}, 1280, "audio_features"),
+    ("visual_model", VISUAL_CFG, {"face": (None, None, 96, 96, 3)}, 512, "visual_features"),
+    ("multi_model", MULTI_CFG, {"audio": (None, None, 640), "face": (None, None, 96, 96, 3)}, 3328, "fusion"),
+])
+def test_inputs_outputs_and_fused_size(request, which, cfg, inputs, features, feature_layer):
+    model = request.getfixturevalue(which)
+    assert {k: tuple(v.shape) for k, v in model.input.items()} == inputs
+    assert tuple(model.get_layer(feature_layer).output.shape) == (None, None, features)
+    assert tuple(model.get_layer("lstm_1").input.shape) == (None, None, features)
+    # Keras flattens dict outputs in sorted key order: output_names / model.outputs are sorted,
+    # calling the model returns the dict as built (label order).
+    assert list(model.output_names) == sorted(cfg.label_names)
+    assert all(model.get_layer(label) for label in cfg.label_names)
+    out = predict(model, batch(cfg, b=2, t=3))
+    assert list(out) == list(cfg.label_names)
+    assert all(v.shape == (2, 3) and v.dtype == np.float32 for v in out.values())
+
+
+def test_multimodal_feature_sizes(multi_model):
+    assert tuple(multi_model.get_layer("audio_features").output.shape) == (None, None, 1280)
+    assert tuple(multi_model.get_layer("visual_features").output.shape) == (None, None, 2048)
+    assert {la.name for la in multi_model.layers} >= {"audio_network", "visual_network"}
+    assert not any(isinstance(la, keras.layers.TimeDistributed) for la in multi_model._flatten_layers())
+
+
+def peephole_lstm_params(inputs, units):
+    return 4 * units * (inputs + units + 1) + 3 * units  # kernels + bias for i, j, f, o; 3 peepholes
+
+
+def test_multimodal_parameter_count(multi_model):
+    audio = feature_network(multi_model, "audio").count_params()
+    resnet50 = keras.applications.ResNet50(include_top=False, weights=None, pooling="avg",
+                                           input_shape=(96, 96, 3)).count_params()
+    lstms = peephole_lstm_params(1280 + 2048, 256) + peephole_lstm_params(256, 256)
+    head = len(LABELS) * (256 + 1)
+    assert audio == 65_200
+    assert multi_model.count_params() == audio + resnet50 + lstms + head == 27_851_314
+
+
+def test_variable_time_and_causality(audio_model):
+    long = batch(AUDIO_CFG, b=2, t=5, seed=1)
+    short = {"audio": long["audio"][:, :3]}
+    out5, out3 = predict(audio_model, long), predict(audio_model, short)
+    for label in LABELS:
+        assert out5[label].shape == (2, 5) and out3[label].shape == (2, 3)
+        # per-frame networks + a forward LSTM: the first 3 steps do not see the later ones
+        np.testing.assert_allclose(out5[label][:, :3], out3[label], atol=1e-5)
+
+
+def test_batch_elements_are_independent(visual_model):
+    x = batch(VISUAL_CFG, b=2, t=4, seed=2)
+    both, first = predict(visual_model, x), predict(visual_model, {"face": x["face"][:1]})
+    for label in VISUAL_CFG.label_names:
+        np.testing.assert_allclose(both[label][:1], first[label], atol=1e-5)
+
+
+def test_fold_unfold_round_trip():
+    x = np.arange(2 * 3 * 4 * 5, dtype="float32").reshape(2, 3, 4, 5)
+    folded = FoldTime()(x)
+    assert tuple(folded.shape) == (6, 4, 5)
+    np.testing.assert_array_equal(folded[4], x[1, 1])
+    np.testing.assert_array_equal(UnfoldTime()([np.reshape(folded, (6, 20)), x]), x.reshape(2, 3, 20))
+
+
+def test_save_load_gives_identical_predictions(multi_model, tmp_path):
+    path = str(tmp_path / "model.keras")
+    multi_model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = batch(MULTI_CFG, b=1, t=3, seed=3)
+    before, after = predict(multi_model, x), predict(loaded, x)
+    for label in LABELS:
+        np.testing.assert_array_equal(before[label], after[label])
+    assert len(loaded.losses) == len(multi_model.losses) == 2 + 53
+
+
+def test_copy_feature_weights(audio_model, multi_model):
+    src, dst = feature_network(audio_model, "audio"), feature_network(multi_model, "audio")
+    assert not np.allclose(src.get_layer("conv2_conv").kernel, dst.get_layer("conv2_conv").kernel)
+    visual_before = [np.array(w) for w in feature_network(multi_model, "video").weights]
+    assert copy_feature_weights(audio_model, multi_model, "audio") == len(src.weights) == 12
+    for s, d in zip(src.weights, dst.weights):
+        np.testing.assert_array_equal(s, d)
+    for before, after in zip(visual_before, feature_network(multi_model, "video").weights):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_copy_feature_weights_errors(audio_model, visual_model, multi_model):
+    with pytest.raises(ValueError, match="no 'visual_network'"):
+        copy_feature_weights(audio_model, multi_model, "video")
+    with pytest.raises(ValueError, match="visual_network"):  # resnet10 into resnet50
+        copy_feature_weights(visual_model, multi_model, "video")
+    with pytest.raises(ValueError, match="modality='face'"):
+        copy_feature_weights(audio_model, multi_model, "face")
+
+
+def test_standard_cell_and_no_recurrent_layers():
+    standard = build_model(dataclasses.replace(AUDIO_CFG, recurrent=RecurrentConfig(layers=1, units=6,
+                                                                                    cell="standard")))
+    assert isinstance(standard.get_layer("lstm_1"), keras.layers.LSTM)
+    assert predict(standard, batch(AUDIO_CFG, t=4))["valence"].shape == (1, 4)
+    direct = build_model(dataclasses.replace(AUDIO_CFG, recurrent=RecurrentConfig(layers=0)))
+    assert not any(la.name.startswith("lstm") for la in direct.layers)
+    assert direct.get_layer("head_arousal").kernel.shape == (1280, 1)
+    assert predict(direct, batch(AUDIO_CFG, t=4))["arousal"].shape == (1, 4)
+
+
+def test_one_training_step():
+    model = build_model(AUDIO_CFG)
+    model.compile(optimizer="adam", loss={label: "mse" for label in LABELS})
+    x = batch(AUDIO_CFG, b=2, t=3)
+    y = {label: np.zeros((2, 3), "float32") for label in LABELS}
+    before = np.array(model.get_layer("head_arousal").kernel)
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss).all()
+    assert not np.allclose(before, model.get_layer("head_arousal").kernel)
+
+
+def test_outputs_stay_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_model(dataclasses.replace(AUDIO_CFG, recurrent=RecurrentConfig(layers=1, units=4)))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert feature_network(model, "audio").get_layer("conv1_conv").compute_dtype == "bfloat16"
+    out = predict(model, batch(AUDIO_CFG, t=3))
+    assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in out.values())
