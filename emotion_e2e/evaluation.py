@@ -155,7 +155,9 @@ def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str 
     names, modalities = cfg.model.label_names, cfg.model.modalities
     rcfg = dataclasses.replace(cfg.reader, label_names=names if labelled else (),
                                batch_size=batch_size or cfg.reader.batch_size, augment=None)
-    model = keras.saving.load_model(ckpt, compile=False)
+    from emotion_e2e.models import load_model  # noqa: PLC0415
+
+    model = load_model(ckpt)
     pattern = lambda part: os.path.join(cfg.data_dir, f"{part}-*.tfrecord")  # noqa: E731
     preds = predict_partition(model, pattern(partition), rcfg, modalities, names)
     output_dir = output_dir or os.path.join(run_dir, "eval", partition)

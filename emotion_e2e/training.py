@@ -182,11 +182,11 @@ def _best_so_far(run_dir):
 
 def warm_start(model: keras.Model, cfg: TrainConfig) -> dict:
     """Copies the feature networks of the ``init_from`` runs' best models; returns tensors copied per run."""
-    from emotion_e2e.models import copy_feature_weights  # noqa: PLC0415
+    from emotion_e2e.models import copy_feature_weights, load_model  # noqa: PLC0415
 
     copied = {}
     for src in cfg.init_from:
-        src_model = keras.saving.load_model(checkpoint_path(src), compile=False)
+        src_model = load_model(checkpoint_path(src))
         modality = load_run_config(src).model.modalities[0]
         copied[src] = copy_feature_weights(src_model, model, modality)
     return copied
@@ -226,5 +226,8 @@ def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None) -> keras.c
     ]
     if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
-    return model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
-                     callbacks=callbacks, verbose=verbose)
+    history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
+                        callbacks=callbacks, verbose=verbose)
+    if not history.epoch:
+        print(f"{run_dir}: all {cfg.epochs} epochs are done already; nothing to train")
+    return history

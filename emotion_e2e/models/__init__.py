@@ -10,6 +10,16 @@ from emotion_e2e.models.model import apply_per_frame, build_model, copy_feature_
 from emotion_e2e.models.recurrent import PeepholeLSTMCell, apply_recurrent
 from emotion_e2e.models.visual import build_backbone, build_visual_network, num_features
 
+
+def load_model(path: str, compile: bool = False):  # noqa: A002 - keras' own argument name
+    """A saved ``.keras`` model, with this package's layers, loss and metrics registered."""
+    import keras  # noqa: PLC0415
+
+    import emotion_e2e.losses  # noqa: F401, PLC0415 - registers CCCLoss
+    import emotion_e2e.metrics  # noqa: F401, PLC0415 - registers the streaming metrics
+
+    return keras.saving.load_model(path, compile=compile)
+
 __all__ = [
     "CaffePreprocessing",
     "FoldTime",
@@ -23,5 +33,6 @@ __all__ = [
     "build_visual_network",
     "copy_feature_weights",
     "feature_network",
+    "load_model",
     "num_features",
 ]
