@@ -3,6 +3,11 @@ r"""Benchmarks that print figures (never a pass/fail test).
   python -m emotion_e2e.benchmark              # everything
   python -m emotion_e2e.benchmark --suite=data
 
+models: this machine's matmul peak (fp32, bf16), then for the full-size models (audio-only,
+batch 2 × 150 frames; audio+visual with ResNet-50, batch 1 × 25 frames) inference and train
+step in fp32 and bf16: frames/s, × real time, and % of the matmul peak counting the model's
+FLOPs; and the input pipeline's frames/s for the same configuration.
+
 data: reader throughput on the demo corpus (frames/s; targets: audio+video with
 augmentation >= 5,000, audio-only >= 50,000 on 2 cores), the resampler comparison
 behind the choice of scipy's polyphase filter, and peak resident memory of the
@@ -21,7 +26,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-_SUITE = flags.DEFINE_enum("suite", "all", ["all", "data"], "Which benchmarks to run.")
+_SUITE = flags.DEFINE_enum("suite", "all", ["all", "data", "models"], "Which benchmarks to run.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per model configuration (after a warm-up).")
 _RECORDS = flags.DEFINE_string("records", None, "A converted demo corpus (default: convert one into a temp dir).")
 _BATCHES = flags.DEFINE_integer("batches", 40, "Batches timed per reader configuration.")
 _MINUTES = flags.DEFINE_list("memory_minutes", ["1", "5"], "Lengths of the converter memory runs (minutes).")
@@ -142,8 +148,116 @@ def data_suite():
             print(f"  {m:g} min: peak RSS {rss:,.0f} MB, {fps:,.0f} frames/s ({fps * 0.04:.2f}× real time)")
 
 
+def matmul_peak(dtype, n=2048, repeats=10) -> float:
+    """GFLOP/s of an ``n``×``n`` matmul chain, the best of ``repeats``."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    a = tf.random.normal([n, n], dtype=tf.float32)
+    a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
+
+    @tf.function
+    def mm(x, y):
+        return tf.reduce_sum(tf.cast(tf.linalg.matmul(x, y), tf.float32))
+
+    mm(a, b).numpy()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        mm(a, b).numpy()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def model_flops(model, frames: int) -> float:
+    """Forward FLOPs (2 per multiply-add) of convolutions, dense layers and LSTMs for ``frames``
+    frames: per-frame networks count once per frame, recurrent layers once per time step."""
+    import keras  # noqa: PLC0415
+
+    from emotion_e2e.models.recurrent import PeepholeLSTMCell  # noqa: PLC0415
+
+    def per_call(layer):
+        if isinstance(layer, keras.Model):
+            return sum(per_call(sub) for sub in layer.layers)
+        if isinstance(layer, keras.layers.Conv1D | keras.layers.Conv2D):
+            out = int(np.prod(layer.output.shape[1:]))  # per frame: (time or height, width, filters)
+            return 2 * out * int(np.prod(layer.kernel.shape[:-1]))
+        if isinstance(layer, keras.layers.Dense):
+            return 2 * int(np.prod(layer.kernel.shape))
+        if isinstance(layer, keras.layers.LSTM) or (
+                isinstance(layer, keras.layers.RNN) and isinstance(layer.cell, PeepholeLSTMCell)):
+            cell = layer.cell
+            return 2 * (int(np.prod(cell.kernel.shape)) + int(np.prod(cell.recurrent_kernel.shape)))
+        return 0
+
+    return frames * sum(per_call(layer) for layer in model.layers)
+
+
+def time_model(model, inputs, labels, train: bool, repeats: int) -> float:
+    """Seconds per call (inference) or per optimizer step (train), the median of ``repeats``."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    if train:
+        step = model.make_train_function()
+        data = tf.data.Dataset.from_tensors((inputs, labels)).repeat()
+        it = iter(data)
+        call = lambda: step(it)  # noqa: E731
+    else:
+        fn = tf.function(lambda x: model(x, training=False))
+        call = lambda: fn(inputs)  # noqa: E731
+    call()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = call()
+        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def models_suite():
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from emotion_e2e import losses  # noqa: PLC0415
+    from emotion_e2e.config import ModelConfig  # noqa: PLC0415
+    from emotion_e2e.models import build_model  # noqa: PLC0415
+
+    peaks = {"fp32": matmul_peak(tf.float32)}
+    try:
+        peaks["bf16"] = matmul_peak(tf.bfloat16)
+    except (tf.errors.OpError, ValueError) as e:  # no bf16 matmul kernel on this CPU
+        print(f"bf16 matmul unavailable: {e}")
+    print("matmul peak (2048×2048): " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peaks.items()))
+    cases = [("audio", ("audio",), 2, 150), ("audio+visual (ResNet-50)", ("audio", "video"), 1, 25)]
+    print(f"\n{'model':<26}{'precision':<10}{'mode':<11}{'frames/s':>10}{'× real time':>13}{'GFLOP/s':>10}{'% of peak':>11}")
+    for name, modalities, batch, frames in cases:
+        for precision in peaks:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+            cfg = ModelConfig(modalities=modalities)
+            model = build_model(cfg)
+            model.compile(optimizer=keras.optimizers.Adam(1e-4),
+                          loss={n: losses.CCCLoss() for n in cfg.label_names})
+            rng = np.random.default_rng(0)
+            x = {}
+            if "audio" in modalities:
+                x["audio"] = tf.constant(rng.uniform(-0.5, 0.5, (batch, frames, 640)), tf.float32)
+            if "video" in modalities:
+                x["face"] = tf.constant(rng.uniform(0, 1, (batch, frames, 96, 96, 3)), tf.float32)
+            y = {n: tf.constant(rng.uniform(-1, 1, (batch, frames)), tf.float32) for n in cfg.label_names}
+            flops = model_flops(model, batch * frames)
+            for mode in ("inference", "train step"):
+                seconds = time_model(model, x, y, mode == "train step", _REPEATS.value)
+                work = flops * (3 if mode == "train step" else 1)  # backward ≈ 2 × forward
+                fps = batch * frames / seconds
+                print(f"{name:<26}{precision:<10}{mode:<11}{fps:>10,.0f}{fps * 0.04:>13,.1f}"
+                      f"{work / seconds / 1e9:>10,.0f}{100 * work / seconds / 1e9 / peaks[precision]:>10.0f}%")
+    keras.mixed_precision.set_global_policy("float32")
+
+
 def main(argv):
     del argv
+    if _SUITE.value in ("all", "models"):
+        models_suite()
     if _SUITE.value in ("all", "data"):
         data_suite()
 

@@ -17,9 +17,7 @@ import numpy as np
 from emotion_e2e.config import ReaderConfig
 from emotion_e2e.data import reader
 from emotion_e2e.errors import DataError
-
-INPUT_KEYS = {"audio": "audio", "video": "face"}
-
+from emotion_e2e.models.model import INPUT_NAMES
 
 @dataclasses.dataclass
 class Predictions:
@@ -36,7 +34,7 @@ def predict_partition(model: keras.Model, file_pattern: str, cfg: ReaderConfig,
     ds = reader.make_dataset(file_pattern, cfg, training=False)
     parts: dict[str, list] = {}
     for b in ds:
-        out = model.predict_on_batch({INPUT_KEYS[m]: b[INPUT_KEYS[m]] for m in modalities})
+        out = model.predict_on_batch({INPUT_NAMES[m]: b[INPUT_NAMES[m]] for m in modalities})
         pred = np.stack([np.asarray(out[n], np.float64) for n in label_names], axis=-1)
         mask = b["mask"].numpy() > 0
         for j, rid in enumerate(b["recording_id"].numpy()):

@@ -26,11 +26,11 @@ from emotion_e2e import config as config_lib
 from emotion_e2e.config import TrainConfig
 from emotion_e2e.data import convert, reader
 from emotion_e2e.errors import DataError
+from emotion_e2e.models.model import INPUT_NAMES  # modality → model input and reader key
 
 RUN_CONFIG = "config.json"
 BEST, LAST = "best.keras", "last.keras"
 MONITOR = "val_ccc_mean"
-INPUT_KEYS = {"audio": "audio", "video": "face"}  # modality → model input / reader key
 
 
 class ConfigError(ValueError):
@@ -104,12 +104,19 @@ def to_keras(ds: tf.data.Dataset, cfg: TrainConfig) -> tf.data.Dataset:
     names, modalities = cfg.model.label_names, cfg.model.modalities
 
     def split(b):
-        x = {INPUT_KEYS[m]: b[INPUT_KEYS[m]] for m in modalities}
+        x = {INPUT_NAMES[m]: b[INPUT_NAMES[m]] for m in modalities}
         y = {n: b["labels"][..., d] for d, n in enumerate(names)}
         w = {n: b["mask"] for n in names}
         return x, y, w
 
     return ds.map(split, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def eval_batches(meta: dict, cfg: TrainConfig) -> int:
+    """Batches in one evaluation pass: each recording's frames in windows of ``seq_len``."""
+    windows = sum(-(-r["num_frames"] // cfg.reader.seq_len) for r in meta["recordings"]
+                  if r["partition"] == cfg.eval_partition)
+    return -(-windows // cfg.reader.batch_size)
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -196,7 +203,7 @@ def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None) -> keras.c
     """Trains (or resumes) the run in ``run_dir``."""
     from emotion_e2e.models import build_model  # noqa: PLC0415
 
-    check_config(cfg, run_dir)
+    meta = check_config(cfg, run_dir)
     os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
     with open(os.path.join(run_dir, RUN_CONFIG), "w") as f:
         json.dump(config_lib.to_dict(cfg), f, indent=2)
@@ -207,6 +214,8 @@ def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None) -> keras.c
     train_ds = strategy.distribute_datasets_from_function(lambda ctx: to_keras(reader.make_dataset(
         pattern(cfg.train_partition), cfg.reader, training=True, repeat=True, seed=cfg.seed, input_context=ctx), cfg))
     eval_ds = to_keras(reader.make_dataset(pattern(cfg.eval_partition), cfg.reader, training=False), cfg)
+    # A known length: Keras then shows validation progress and does not warn at its end.
+    eval_ds = eval_ds.apply(tf.data.experimental.assert_cardinality(eval_batches(meta, cfg)))
     with strategy.scope():
         model = build_model(cfg.model)
         if cfg.init_from and not os.path.exists(os.path.join(run_dir, "backup")):

@@ -1,0 +1,235 @@
+"""train/eval end to end on tiny demo corpora: run directory, one real step per modality,
+resume, warm start, eval from the run directory, config errors, NaN stop, and learning."""
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from emotion_e2e import config as C
+from emotion_e2e import evaluation, training
+from emotion_e2e.data import convert, demo, reader, sources
+from emotion_e2e.models import build_model, feature_network, load_model
+
+LABELS = ("arousal", "valence")
+TINY_RNN = C.RecurrentConfig(layers=1, units=8)
+VISUAL = C.VisualNetConfig(backbone="resnet10", bn_momentum=0.9)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """4 train and 2 dev demo recordings of 2 s, audio and video."""
+    out = str(tmp_path_factory.mktemp("tiny_demo"))
+    cfg = demo.DemoConfig(num_train=4, num_dev=2, seconds=2)
+    convert.convert(sources.demo_recordings(cfg), convert.ConvertConfig(), out, source="demo")
+    return out
+
+
+def train_cfg(data_dir, modalities, **kw):
+    model = C.ModelConfig(modalities=modalities, recurrent=TINY_RNN, visual=VISUAL,
+                          audio=C.AudioNetConfig(input_dropout=0.0, bn_momentum=0.9))
+    rd = C.ReaderConfig(seq_len=4, batch_size=2, modalities=modalities, shuffle_buffer=8)
+    base = dict(data_dir=data_dir, reader=rd, model=model, epochs=1, steps_per_epoch=2,
+                optimizer=C.OptimizerConfig(learning_rate=1e-3))
+    return C.TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="session")
+def audio_run(corpus, tmp_path_factory):
+    run = str(tmp_path_factory.mktemp("runs") / "audio")
+    training.train(train_cfg(corpus, ("audio",)), run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def visual_run(corpus, tmp_path_factory):
+    run = str(tmp_path_factory.mktemp("runs") / "visual")
+    training.train(train_cfg(corpus, ("video",)), run)
+    return run
+
+
+@pytest.mark.parametrize("modalities", [("audio",), ("video",), ("audio", "video")])
+def test_one_real_training_step_per_modality(corpus, modalities):
+    cfg = train_cfg(corpus, modalities)
+    model = build_model(cfg.model)
+    training.compile_model(model, cfg)
+    nets = {m: feature_network(model, m) for m in modalities}
+    before = {m: [keras.ops.convert_to_numpy(w).copy() for w in n.trainable_weights] for m, n in nets.items()}
+    ds = training.to_keras(reader.make_dataset(os.path.join(corpus, "train-*.tfrecord"), cfg.reader,
+                                               training=True, repeat=True, seed=0), cfg)
+    history = model.fit(ds, steps_per_epoch=1, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    for m, net in nets.items():  # every feature network took part in the step
+        after = [keras.ops.convert_to_numpy(w) for w in net.trainable_weights]
+        assert sum(not np.array_equal(a, b) for a, b in zip(before[m], after)) > len(after) // 2, m
+
+
+def test_run_directory_contents(audio_run):
+    for name in ("config.json", "history.csv", "checkpoints/best.keras", "checkpoints/last.keras"):
+        assert os.path.exists(os.path.join(audio_run, name)), name
+    assert any(f.startswith("events") for _, _, fs in os.walk(os.path.join(audio_run, "tensorboard")) for f in fs)
+    history = pd.read_csv(os.path.join(audio_run, "history.csv"))
+    for col in ("loss", "arousal_ccc", "valence_ccc", "val_arousal_ccc", "val_valence_ccc", "val_ccc_mean",
+                "learning_rate", "val_arousal_pcc", "val_arousal_rmse"):
+        assert col in history, col
+    assert history["val_ccc_mean"][0] == pytest.approx(
+        (history["val_arousal_ccc"][0] + history["val_valence_ccc"][0]) / 2)
+    cfg = training.load_run_config(audio_run)
+    assert cfg.model.modalities == ("audio",) and cfg.model.recurrent == TINY_RNN
+
+
+def test_eval_from_the_run_directory_reproduces_the_in_memory_numbers(audio_run, tmp_path):
+    report = evaluation.evaluate_run(audio_run, output_dir=str(tmp_path), plots=True)
+    cfg = training.load_run_config(audio_run)
+    model = load_model(training.checkpoint_path(audio_run))
+    # in memory: the whole dev partition predicted with plain model calls, scored with NumPy
+    preds = evaluation.predict_partition(model, os.path.join(cfg.data_dir, "dev-*.tfrecord"),
+                                         dataclasses.replace(cfg.reader, augment=None), ("audio",), LABELS)
+    expected = evaluation.partition_report(preds, LABELS)
+    assert report["scores"]["partition"]["ccc"] == pytest.approx(expected["partition"]["ccc"], abs=1e-9)
+    # and Keras' streaming validation metric of the best epoch agrees with the whole-partition CCC
+    history = pd.read_csv(os.path.join(audio_run, "history.csv"))
+    best = history.loc[history["val_ccc_mean"].idxmax()]
+    assert report["scores"]["partition"]["ccc"]["arousal"] == pytest.approx(best["val_arousal_ccc"], abs=1e-4)
+    assert sorted(os.listdir(tmp_path / "predictions")) == ["dev_000.csv", "dev_001.csv"]
+    assert sorted(os.listdir(tmp_path / "plots")) == ["dev_000.png", "dev_001.png"]
+    table = pd.read_csv(tmp_path / "predictions" / "dev_000.csv")
+    assert list(table.columns) == ["time", "pred_arousal", "gold_arousal", "pred_valence", "gold_valence"]
+    assert len(table) == 50 and table["time"].iloc[0] == pytest.approx(0.04)
+    np.testing.assert_allclose(table["pred_arousal"], preds["dev_000"].pred[:, 0], atol=1e-5)
+
+
+def test_resume_continues_from_the_saved_step(corpus, tmp_path):
+    run = str(tmp_path / "run")
+    cfg = train_cfg(corpus, ("audio",), steps_per_epoch=3)
+    training.train(cfg, run)
+    first = load_model(training.checkpoint_path(run, "last"), compile=True)
+    assert int(first.optimizer.iterations.numpy()) == 3
+    history = training.train(dataclasses.replace(cfg, epochs=2), run)  # the same command, one more epoch
+    assert history.epoch == [1]  # epoch 0 was not trained again
+    last = load_model(training.checkpoint_path(run, "last"), compile=True)
+    assert int(last.optimizer.iterations.numpy()) == 6
+    assert list(pd.read_csv(os.path.join(run, "history.csv"))["epoch"]) == [0, 1]
+    assert training.train(dataclasses.replace(cfg, epochs=2), run).epoch == []  # finished: nothing to do
+
+
+def test_warm_start_really_loads_the_unimodal_feature_networks(corpus, audio_run, visual_run):
+    cfg = train_cfg(corpus, ("audio", "video"), init_from=(audio_run, visual_run))
+    training.check_config(cfg, "/nonexistent-run")
+    model = build_model(cfg.model)
+    copied = training.warm_start(model, cfg)
+    assert copied[audio_run] > 0 and copied[visual_run] > 0
+    for run, modality in ((audio_run, "audio"), (visual_run, "video")):
+        src = feature_network(load_model(training.checkpoint_path(run)), modality)
+        dst = feature_network(model, modality)
+        assert len(src.weights) == len(dst.weights) == copied[run]
+        for a, b in zip(src.weights, dst.weights):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(corpus, tmp_path, monkeypatch):
+    run = str(tmp_path / "run")
+    cfg = train_cfg(corpus, ("audio",))
+    training.train(cfg, run)
+    ckpts = {w: open(training.checkpoint_path(run, w), "rb").read() for w in ("best", "last")}
+    to_keras = training.to_keras
+
+    def poisoned(ds, c):
+        return to_keras(ds, c).map(lambda x, y, w: (x, {k: v * np.nan for k, v in y.items()}, w))
+
+    monkeypatch.setattr(training, "to_keras", poisoned)
+    with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 2, batch 1 \(optimizer step 3\)"):
+        training.train(dataclasses.replace(cfg, epochs=2), run)
+    for w, data in ckpts.items():
+        assert open(training.checkpoint_path(run, w), "rb").read() == data
+
+
+def run_cli(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="session")
+def audio_only_corpus(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("tiny_demo_audio"))
+    cfg = demo.DemoConfig(num_train=2, num_dev=1, seconds=1)
+    convert.convert(sources.demo_recordings(cfg), convert.ConvertConfig(modalities=("audio",)), out)
+    return out
+
+
+def test_contradictory_flags_stop_before_any_graph_is_built(corpus, audio_only_corpus, audio_run, tmp_path):
+    cases = [
+        ([f"--data_dir={audio_only_corpus}", "--modalities=video"], "--modalities=video but .* holds audio only"),
+        ([f"--data_dir={corpus}", "--modalities=video", f"--init_from={audio_run}"],
+         f"--init_from={audio_run} is a audio run; expected a unimodal run of one of \\['video'\\]"),
+        ([f"--data_dir={corpus}", "--modalities=audio,video", f"--init_from={tmp_path / 'missing'}"],
+         "is not a run directory: config.json not found"),
+        ([f"--data_dir={tmp_path / 'nothing'}"], "metadata.json not found"),
+        ([f"--data_dir={corpus}", "--label_names=dominance"], "--label_names=dominance but .* has labels"),
+        ([f"--data_dir={corpus}", "--visual_net=resnet18", "--visual_weights=imagenet"],
+         "ImageNet weights exist for resnet50 only"),
+    ]
+    for flags, message in cases:
+        r = run_cli("train.py", f"--run_dir={tmp_path / 'r'}", *flags)
+        assert r.returncode == 1, (flags, r.stderr[-2000:])
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: ") and re.search(message, last), (flags, last)
+        assert not os.path.exists(tmp_path / "r" / "checkpoints")
+    r = run_cli("eval.py", f"--run_dir={tmp_path / 'missing'}")
+    assert r.returncode == 1 and "is not a run directory" in r.stderr
+
+
+@dataclasses.dataclass(frozen=True)
+class ShuffledDemo(sources.DemoSourceRecording):
+    """A demo recording whose label track is permuted in time: labels no longer match the audio."""
+
+    def open(self, cfg):
+        n, names, frames = super().open(cfg)
+        order = np.random.default_rng(7).permutation(n)
+        frames = list(frames)
+        return n, names, (convert.Frame(f.audio, f.face_jpeg, f.face_found, frames[order[i]].labels)
+                          for i, f in enumerate(frames))
+
+
+def test_audio_model_learns_arousal_and_shuffled_labels_do_not(tmp_path):
+    dcfg = demo.DemoConfig(num_train=6, num_dev=2, seconds=6)
+    conv = convert.ConvertConfig(modalities=("audio",))
+    real, shuffled = str(tmp_path / "real"), str(tmp_path / "shuffled")
+    recs = sources.demo_recordings(dcfg)
+    convert.convert(recs, conv, real)
+    convert.convert([ShuffledDemo(r.recording_id, r.partition, config=r.config, spec=r.spec)
+                     if r.partition == "train" else r for r in recs], conv, shuffled)
+    scores = {}
+    for name, data in (("real", real), ("shuffled", shuffled)):
+        cfg = train_cfg(data, ("audio",), steps_per_epoch=60, epochs=1,
+                        reader=C.ReaderConfig(seq_len=4, batch_size=16, modalities=("audio",)))
+        training.train(cfg, str(tmp_path / f"run_{name}"))
+        report = evaluation.evaluate_run(str(tmp_path / f"run_{name}"), plots=False)
+        scores[name] = report["scores"]["partition"]["ccc"]["arousal"]
+    assert scores["real"] > 0.6, scores
+    assert scores["real"] - scores["shuffled"] > 0.4, scores
+
+
+@pytest.fixture
+def float32_after():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("options", [dict(strategy="mirrored", mixed_precision="bf16"),
+                                     dict(jit_compile=True)])
+def test_strategy_precision_and_xla_options_train(corpus, tmp_path, options, float32_after):
+    cfg = train_cfg(corpus, ("audio",), **options)
+    history = training.train(cfg, str(tmp_path / "run"))
+    assert np.isfinite(history.history["loss"]).all() and np.isfinite(history.history["val_ccc_mean"]).all()
+    model = load_model(training.checkpoint_path(str(tmp_path / "run")))
+    out = model({"audio": np.zeros((1, 3, 640), np.float32)})
+    assert out["arousal"].dtype == "float32"  # the head stays float32 under mixed precision
