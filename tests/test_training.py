@@ -209,7 +209,7 @@ def test_audio_model_learns_arousal_and_shuffled_labels_do_not(tmp_path):
                      if r.partition == "train" else r for r in recs], conv, shuffled)
     scores = {}
     for name, data in (("real", real), ("shuffled", shuffled)):
-        cfg = train_cfg(data, ("audio",), steps_per_epoch=60, epochs=1,
+        cfg = train_cfg(data, ("audio",), steps_per_epoch=150, epochs=1,
                         reader=C.ReaderConfig(seq_len=4, batch_size=16, modalities=("audio",)))
         training.train(cfg, str(tmp_path / f"run_{name}"))
         report = evaluation.evaluate_run(str(tmp_path / f"run_{name}"), plots=False)
