@@ -193,23 +193,15 @@ def model_flops(model, frames: int) -> float:
 
 
 def time_model(model, inputs, labels, train: bool, repeats: int) -> float:
-    """Seconds per call (inference) or per optimizer step (train), the median of ``repeats``."""
-    import tensorflow as tf  # noqa: PLC0415
+    """Seconds per call (inference) or per optimizer step (train), the median of ``repeats``.
 
-    if train:
-        step = model.make_train_function()
-        data = tf.data.Dataset.from_tensors((inputs, labels)).repeat()
-        it = iter(data)
-        call = lambda: step(it)  # noqa: E731
-    else:
-        fn = tf.function(lambda x: model(x, training=False))
-        call = lambda: fn(inputs)  # noqa: E731
+    ``train_on_batch`` and ``predict_on_batch`` run Keras' compiled step functions."""
+    call = (lambda: model.train_on_batch(inputs, labels)) if train else (lambda: model.predict_on_batch(inputs))
     call()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        out = call()
-        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
+        call()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
 

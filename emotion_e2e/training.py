@@ -78,8 +78,8 @@ def check_config(cfg: TrainConfig, run_dir: str) -> dict:
         if not os.path.exists(checkpoint_path(src)):
             raise ConfigError(f"--init_from={src}: no {checkpoint_path(src)} (has that run finished an epoch?)")
         if len(src_cfg.model.modalities) != 1 or src_cfg.model.modalities[0] not in cfg.model.modalities:
-            raise ConfigError(f"--init_from={src} is a {'+'.join(src_cfg.model.modalities)} run; expected a "
-                              f"unimodal run of one of {list(cfg.model.modalities)}")
+            raise ConfigError(f"--init_from={src} was trained on {'+'.join(src_cfg.model.modalities)}; expected "
+                              f"a unimodal run of one of {list(cfg.model.modalities)}")
         own = getattr(cfg.model, "audio" if src_cfg.model.modalities[0] == "audio" else "visual")
         theirs = getattr(src_cfg.model, "audio" if src_cfg.model.modalities[0] == "audio" else "visual")
         if dataclasses_differ(own, theirs, ignore=("weights",)):

@@ -169,7 +169,7 @@ def test_contradictory_flags_stop_before_any_graph_is_built(corpus, audio_only_c
     cases = [
         ([f"--data_dir={audio_only_corpus}", "--modalities=video"], "--modalities=video but .* holds audio only"),
         ([f"--data_dir={corpus}", "--modalities=video", f"--init_from={audio_run}"],
-         f"--init_from={audio_run} is a audio run; expected a unimodal run of one of \\['video'\\]"),
+         f"--init_from={audio_run} was trained on audio; expected a unimodal run of one of \\['video'\\]"),
         ([f"--data_dir={corpus}", "--modalities=audio,video", f"--init_from={tmp_path / 'missing'}"],
          "is not a run directory: config.json not found"),
         ([f"--data_dir={tmp_path / 'nothing'}"], "metadata.json not found"),
