@@ -9,6 +9,15 @@ import numpy as np
 
 STEP = Fraction(1, 25)  # the default 40 ms grid
 
+def _encode(container, stream, frames):
+    """Encodes and muxes ``frames`` into ``stream``, then flushes the encoder."""
+    for f in frames:
+        for p in stream.encode(f):
+            container.mux(p)
+    for p in stream.encode(None):
+        container.mux(p)
+
+
 def write_audio(path, x, rate, codec="pcm_s16le", fmt="s16"):
     """x: (n,) mono or (n, 2) stereo float in [-1, 1]."""
     x = np.asarray(x, np.float64)
@@ -19,19 +28,20 @@ def write_audio(path, x, rate, codec="pcm_s16le", fmt="s16"):
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=rate, layout=layout)
         block = 1024  # aac wants exactly frame_size samples per frame
-        for i in range(0, len(x), block):
-            part = x[i:i + block]
-            if codec == "aac" and len(part) < block:
-                part = np.pad(part, ((0, block - len(part)), (0, 0)))
-            arr = part * scale + offset
-            arr = (np.round(arr) if np.issubdtype(dtype, np.integer) else arr).astype(dtype)
-            arr = arr.T.copy() if fmt.endswith("p") else arr.reshape(1, -1)  # planar vs interleaved
-            f = av.AudioFrame.from_ndarray(arr, format=fmt, layout=layout)
-            f.sample_rate, f.pts = rate, i
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+
+        def frames():
+            for i in range(0, len(x), block):
+                part = x[i:i + block]
+                if codec == "aac" and len(part) < block:
+                    part = np.pad(part, ((0, block - len(part)), (0, 0)))
+                arr = part * scale + offset
+                arr = (np.round(arr) if np.issubdtype(dtype, np.integer) else arr).astype(dtype)
+                arr = arr.T.copy() if fmt.endswith("p") else arr.reshape(1, -1)  # planar vs interleaved
+                f = av.AudioFrame.from_ndarray(arr, format=fmt, layout=layout)
+                f.sample_rate, f.pts = rate, i
+                yield f
+
+        _encode(c, s, frames())
     return str(path)
 
 
@@ -53,13 +63,14 @@ def write_video(path, pts, time_base, codec="png", pix_fmt="rgb24", size=(48, 64
         s.pix_fmt = pix_fmt
         if codec == "libx264":
             s.options = {"qp": "0", "bf": "2"}
-        for k, p in enumerate(pts):
-            f = av.VideoFrame.from_ndarray(np.broadcast_to(colour(k), size + (3,)).copy(), format="rgb24")
-            f.pts, f.time_base = p, time_base
-            for pk in s.encode(f):
-                c.mux(pk)
-        for pk in s.encode(None):
-            c.mux(pk)
+
+        def frames():
+            for k, p in enumerate(pts):
+                f = av.VideoFrame.from_ndarray(np.broadcast_to(colour(k), size + (3,)).copy(), format="rgb24")
+                f.pts, f.time_base = p, time_base
+                yield f
+
+        _encode(c, s, frames())
     return str(path)
 
 
@@ -90,21 +101,19 @@ def write_av(path, frames, fps, audio=None, audio_rate=44100, video_codec="libx2
         if video_codec == "libx264":
             v.pix_fmt, v.options = "yuv444p", {"qp": "0"}
         a = c.add_stream("aac", rate=audio_rate, layout="mono") if audio is not None else None
+        video_frames = []
         for k, img in enumerate(frames):
             f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             f.pts, f.time_base = k, time_base
-            for p in v.encode(f):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
+            video_frames.append(f)
+        _encode(c, v, video_frames)
         if a is not None:
             block = 1024
             x = np.pad(np.asarray(audio, np.float32), (0, -len(audio) % block))
+            audio_frames = []
             for i in range(0, len(x), block):
                 f = av.AudioFrame.from_ndarray(x[None, i:i + block], format="fltp", layout="mono")
                 f.sample_rate, f.pts = audio_rate, i
-                for p in a.encode(f):
-                    c.mux(p)
-            for p in a.encode(None):
-                c.mux(p)
+                audio_frames.append(f)
+            _encode(c, a, audio_frames)
     return str(path)
