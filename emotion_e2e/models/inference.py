@@ -120,9 +120,10 @@ def fold_batch_norms(model: keras.Model, hoist_lstm_projection: bool = False) ->
             return keras.models.clone_model(layer, clone_function=clone)
         if hoist_lstm_projection and _hoistable(layer):
             c = layer.cell
-            return ProjectedPeepholeLSTM(c.units, c.cell_clip, c.forget_bias, name=layer.name, dtype=layer.dtype_policy)
+            return ProjectedPeepholeLSTM(c.units, c.cell_clip, c.forget_bias, name=layer.name,
+                                         dtype=layer.dtype_policy.name)
         if path in pairs:
-            return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy)
+            return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy.name)
         config = layer.get_config()
         if path in convs:
             config = {**config, "use_bias": True, "bias_initializer": "zeros"}

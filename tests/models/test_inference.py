@@ -109,3 +109,19 @@ def test_mixed_bfloat16_close_to_fp32():
         scale = np.abs(want[k]).max()
         err_base, err_fast = np.abs(base[k] - want[k]).max(), np.abs(fast[k] - want[k]).max()
         assert err_fast <= max(2 * err_base, 0.02 * scale), (k, err_base, err_fast, scale)
+
+
+def test_save_and_reload(tmp_path):
+    from emotion_e2e.models import load_model  # noqa: PLC0415
+
+    cfg = CONFIGS["audio"]
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg)
+    randomize_batch_norms(model)
+    fast = optimize_for_inference(model)
+    path = str(tmp_path / "fast.keras")
+    fast.save(path)
+    x = inputs(cfg)
+    want, got = fast(x, training=False), load_model(path)(x, training=False)
+    for k in want:
+        np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]))
