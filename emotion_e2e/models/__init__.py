@@ -5,6 +5,7 @@ read a saved ``.keras`` model.
 """
 
 from emotion_e2e.models.audio import build_audio_network
+from emotion_e2e.models.inference import fold_batch_norms, optimize_for_inference
 from emotion_e2e.models.layers import CaffePreprocessing, FoldTime, UnfoldTime
 from emotion_e2e.models.model import apply_per_frame, build_model, copy_feature_weights, feature_network
 from emotion_e2e.models.recurrent import PeepholeLSTMCell, apply_recurrent
@@ -33,6 +34,8 @@ __all__ = [
     "build_visual_network",
     "copy_feature_weights",
     "feature_network",
+    "fold_batch_norms",
     "load_model",
     "num_features",
+    "optimize_for_inference",
 ]

@@ -1,0 +1,206 @@
+"""Inference-only model transformations (``optimize_for_inference``): batch-norm folding,
+every ``Conv → BatchNormalization`` pair becomes one convolution with a bias; and the
+peephole LSTMs' input projection computed for all time steps before the recurrence.
+
+In inference mode a batch norm is a per-channel affine map of its input,
+
+    bn(z) = γ · (z − μ) / √(σ² + ε) + β,
+
+so after ``z = conv(x, W) + b`` it folds exactly (up to fp32 rounding) into the conv:
+``W' = W · s`` (per output channel) and ``b' = (b − μ) · s + β`` with ``s = γ / √(σ² + ε)``.
+
+Besides dropping 53 element-wise passes from ResNet-50, folding matters most under the
+``mixed_bfloat16`` policy: Keras 3's BatchNormalization upcasts its bf16 input to float32
+and casts the result back on every call, which adds two memory-bound casts per layer and
+keeps oneDNN from fusing conv + bias + ReLU.
+
+Under ``mixed_bfloat16`` the LSTM matters as much: ``RNN(PeepholeLSTMCell)`` reads (and
+casts to bf16) the 3328×1024 input kernel and multiplies it with one frame at every time
+step; ``ProjectedPeepholeLSTM`` does one (time×3328)·(3328×1024) matmul instead.
+
+The transformed model is for inference only (no batch norm left to train); it takes the same
+inputs and returns the same outputs as the original, whose weights are not changed.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from emotion_e2e.models.layers import PACKAGE
+from emotion_e2e.models.recurrent import PeepholeLSTMCell
+
+CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FoldedBatchNorm(keras.layers.Layer):
+    """What is left of a batch norm folded into its convolution: the identity. It keeps the
+    batch norm's name and call signature (Keras records ``mask`` in the graph)."""
+
+    def call(self, inputs, mask=None):  # noqa: ARG002 - BatchNormalization's signature
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+def _producer(layer):
+    """The layer whose output is ``layer``'s only input, or None (several inputs, or
+    a layer called more than once)."""
+    nodes = layer._inbound_nodes  # noqa: SLF001 - Keras has no public graph accessor
+    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+        return None
+    return nodes[0].input_tensors[0]._keras_history.operation  # noqa: SLF001
+
+
+def _consumers(layer) -> int:
+    return len(layer._outbound_nodes)  # noqa: SLF001
+
+
+def foldable_pairs(model: keras.Model) -> dict[str, str]:
+    """``{bn path: conv path}`` of the batch norms in ``model`` (nested models included)
+    that follow a Conv1D/Conv2D whose output feeds nothing else, normalise the channel
+    axis, and are used once. Paths are ``'outer/inner/layer'`` names."""
+    pairs = {}
+
+    def walk(m: keras.Model, prefix: str):
+        for layer in m.layers:
+            if isinstance(layer, keras.Model):
+                walk(layer, f"{prefix}{layer.name}/")
+            elif isinstance(layer, keras.layers.BatchNormalization):
+                conv = _producer(layer)
+                channels_last = layer.axis in (-1, len(layer.input.shape) - 1)
+                if (isinstance(conv, CONV_TYPES) and conv.data_format == "channels_last" and channels_last
+                        and _consumers(conv) == 1 and layer.center and layer.scale is not None):
+                    pairs[f"{prefix}{layer.name}"] = f"{prefix}{conv.name}"
+
+    walk(model, "")
+    return pairs
+
+
+def _folded_conv_weights(conv, bn) -> list[np.ndarray]:
+    kernel = np.asarray(conv.kernel, np.float64)
+    bias = np.asarray(conv.bias, np.float64) if conv.use_bias else np.zeros(kernel.shape[-1])
+    gamma = np.asarray(bn.gamma, np.float64) if bn.scale else np.ones(kernel.shape[-1])
+    beta = np.asarray(bn.beta, np.float64) if bn.center else np.zeros(kernel.shape[-1])
+    scale = gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+    new_bias = (bias - np.asarray(bn.moving_mean, np.float64)) * scale + beta
+    return [(kernel * scale).astype(np.float32), new_bias.astype(np.float32)]
+
+
+def fold_batch_norms(model: keras.Model, hoist_lstm_projection: bool = False) -> keras.Model:
+    """An inference-only copy of ``model`` with every foldable batch norm (see
+    ``foldable_pairs``) merged into its convolution and replaced by a ``FoldedBatchNorm`` (identity) layer.
+
+    Layer names, dtype policies, inputs and outputs are kept; every other weight is copied.
+    Predictions equal ``model(x, training=False)`` up to fp32 rounding. ``model`` must be a
+    functional model (nested functional models are folded too) and is not modified.
+
+    ``hoist_lstm_projection``: also replace every ``RNN(PeepholeLSTMCell)`` by a
+    ``ProjectedPeepholeLSTM`` (what ``optimize_for_inference`` does).
+    """
+    pairs = foldable_pairs(model)
+    convs = {c: b for b, c in pairs.items()}
+    originals = {}
+
+    def index(m, prefix):
+        for layer in m.layers:
+            originals[f"{prefix}{layer.name}"] = layer
+            if isinstance(layer, keras.Model):
+                index(layer, f"{prefix}{layer.name}/")
+
+    index(model, "")
+    by_identity = {id(layer): path for path, layer in originals.items()}
+
+    def clone(layer):
+        path = by_identity[id(layer)]
+        if isinstance(layer, keras.Model):  # clone_model(recursive=True) recurses one level only
+            return keras.models.clone_model(layer, clone_function=clone)
+        if hoist_lstm_projection and _hoistable(layer):
+            c = layer.cell
+            return ProjectedPeepholeLSTM(c.units, c.cell_clip, c.forget_bias, name=layer.name,
+                                         dtype=layer.dtype_policy.name)
+        if path in pairs:
+            return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy.name)
+        config = layer.get_config()
+        if path in convs:
+            config = {**config, "use_bias": True, "bias_initializer": "zeros"}
+        return layer.__class__.from_config(config)
+
+    folded = keras.models.clone_model(model, clone_function=clone)
+
+    def copy(dst_model, prefix):
+        for dst in dst_model.layers:
+            path = f"{prefix}{dst.name}"
+            if isinstance(dst, keras.Model):
+                copy(dst, f"{path}/")
+            elif path in convs:
+                dst.set_weights(_folded_conv_weights(originals[path], originals[convs[path]]))
+            elif path not in pairs and dst.weights:
+                dst.set_weights(originals[path].get_weights())
+
+    copy(folded, "")
+    return folded
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ProjectedPeepholeLSTM(keras.layers.Layer):
+    """``RNN(PeepholeLSTMCell, return_sequences=True)`` for inference, computing the input
+    projection ``x·W + b`` for all time steps in one matmul before the recurrence (as cuDNN
+    does) and casting the recurrent weights once per call rather than once per step; the
+    loop only does ``h·U`` and the gates. Same weights, same results up to rounding:
+    ``(batch, time, input_dim)`` → ``(batch, time, units)``."""
+
+    def __init__(self, units: int, cell_clip: float | None = None, forget_bias: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.cell_clip, self.forget_bias = int(units), cell_clip, float(forget_bias)
+
+    def build(self, input_shape):
+        n = 4 * self.units
+        self.kernel = self.add_weight(shape=(input_shape[-1], n), name="kernel")
+        self.recurrent_kernel = self.add_weight(shape=(self.units, n), name="recurrent_kernel")
+        self.bias = self.add_weight(shape=(n,), name="bias")
+        self.w_ci = self.add_weight(shape=(self.units,), name="w_ci")
+        self.w_cf = self.add_weight(shape=(self.units,), name="w_cf")
+        self.w_co = self.add_weight(shape=(self.units,), name="w_co")
+
+    def call(self, inputs, mask=None, training=None):  # noqa: ARG002 - RNN's signature; no masking
+        z_x = ops.matmul(inputs, self.kernel) + self.bias  # (batch, time, 4·units)
+        u, w_ci, w_cf, w_co = self.recurrent_kernel, self.w_ci, self.w_cf, self.w_co  # read (cast) once
+        zeros = ops.zeros_like(z_x[:, 0, : 2 * self.units])  # [h, c]
+
+        def step(carry, z_t):
+            h_prev, c_prev = carry[:, : self.units], carry[:, self.units:]
+            z = z_t + ops.matmul(h_prev, u)
+            z_i, z_j, z_f, z_o = ops.split(z, 4, axis=-1)
+            i = ops.sigmoid(z_i + w_ci * c_prev)
+            f = ops.sigmoid(z_f + self.forget_bias + w_cf * c_prev)
+            c = f * c_prev + i * ops.tanh(z_j)
+            if self.cell_clip is not None:
+                c = ops.clip(c, -self.cell_clip, self.cell_clip)
+            h = ops.sigmoid(z_o + w_co * c) * ops.tanh(c)
+            state = ops.concatenate([h, c], axis=-1)
+            return state, state  # Keras' TF scan wants outputs shaped like the carry
+
+        _, hs = ops.scan(step, zeros, ops.transpose(z_x, (1, 0, 2)))
+        return ops.transpose(hs[:, :, : self.units], (1, 0, 2))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "cell_clip": self.cell_clip,
+                "forget_bias": self.forget_bias}
+
+
+def _hoistable(layer) -> bool:
+    return (isinstance(layer, keras.layers.RNN) and isinstance(layer.cell, PeepholeLSTMCell)
+            and layer.return_sequences and not (layer.return_state or layer.go_backwards or layer.stateful))
+
+
+def optimize_for_inference(model: keras.Model) -> keras.Model:
+    """``fold_batch_norms(model)`` with every ``RNN(PeepholeLSTMCell)`` replaced by a
+    ``ProjectedPeepholeLSTM`` (same name, weights and outputs). Inference only."""
+    return fold_batch_norms(model, hoist_lstm_projection=True)

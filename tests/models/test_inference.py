@@ -1,0 +1,127 @@
+"""Inference-time transformations: batch norms folded into convolutions, LSTM input
+projection hoisted out of the recurrence; outputs must match the unmodified model."""
+
+import keras
+import numpy as np
+import pytest
+
+from emotion_e2e.config import ModelConfig, RecurrentConfig, VisualNetConfig
+from emotion_e2e.models import build_model
+from emotion_e2e.models.inference import (FoldedBatchNorm, ProjectedPeepholeLSTM, fold_batch_norms, foldable_pairs,
+                                          optimize_for_inference)
+
+SMALL_RNN = RecurrentConfig(layers=2, units=8)
+CONFIGS = {
+    "audio": ModelConfig(modalities=("audio",), recurrent=SMALL_RNN),
+    "resnet10": ModelConfig(modalities=("video",), visual=VisualNetConfig(backbone="resnet10"), recurrent=SMALL_RNN),
+    "resnet50+audio": ModelConfig(),  # the paper's model
+}
+EXPECTED_PAIRS = {"audio": 2, "resnet10": 12, "resnet50+audio": 55}
+
+
+def randomize_batch_norms(model, seed=0):
+    """Non-trivial statistics, so folding is actually exercised."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        if w.path.endswith(("moving_mean", "beta")):
+            w.assign(rng.uniform(-0.2, 0.2, w.shape))
+        elif w.path.endswith(("moving_variance", "gamma")):
+            w.assign(rng.uniform(0.5, 1.5, w.shape))
+
+
+def inputs(cfg, b=2, t=3, seed=1):
+    rng = np.random.default_rng(seed)
+    x = {}
+    if "audio" in cfg.modalities:
+        x["audio"] = rng.uniform(-0.5, 0.5, (b, t, cfg.audio.samples_per_frame)).astype("float32")
+    if "video" in cfg.modalities:
+        s = cfg.visual.face_size
+        x["face"] = rng.uniform(0, 1, (b, t, s, s, 3)).astype("float32")
+    return x
+
+
+def features_and_outputs(model, x):
+    """The fused features (before the LSTMs) and the outputs, inference mode."""
+    layer = "fusion" if "fusion" in [lay.name for lay in model.layers] else model.layers[-6].name
+    probe = keras.Model(model.inputs, {"features": model.get_layer(layer).output, **model.output})
+    return {k: np.asarray(v, np.float32) for k, v in probe(x, training=False).items()}
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def case(request):
+    keras.utils.set_random_seed(0)
+    cfg = CONFIGS[request.param]
+    model = build_model(cfg)
+    randomize_batch_norms(model)
+    return request.param, cfg, model
+
+
+@pytest.mark.parametrize("transform", [fold_batch_norms, optimize_for_inference])
+def test_matches_unmodified_fp32_model(case, transform):
+    name, cfg, model = case
+    x = inputs(cfg)
+    before = [w.numpy().copy() for w in model.weights]
+    want = features_and_outputs(model, x)
+    fast = transform(model)
+    got = features_and_outputs(fast, x)
+    for k in want:
+        scale = np.abs(want[k]).max()
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-5 * scale + 1e-6, err_msg=f"{name}: {k}")
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, model.weights)), "original model modified"
+
+
+def test_structure(case):
+    name, _, model = case
+    assert len(foldable_pairs(model)) == EXPECTED_PAIRS[name]
+    fast = optimize_for_inference(model)
+
+    def layers(m):
+        for layer in m.layers:
+            yield layer
+            if isinstance(layer, keras.Model):
+                yield from layers(layer)
+
+    kinds = [type(layer) for layer in layers(fast)]
+    assert keras.layers.BatchNormalization not in kinds
+    assert kinds.count(FoldedBatchNorm) == EXPECTED_PAIRS[name]
+    assert kinds.count(ProjectedPeepholeLSTM) == SMALL_RNN.layers or name == "resnet50+audio"
+    assert keras.layers.RNN not in kinds
+    assert fast.output_names == model.output_names
+
+
+def test_mixed_bfloat16_close_to_fp32():
+    """Under mixed_bfloat16 the optimized model stays as close to the fp32 model as the
+    unmodified bf16 model does (bf16 has 8 significant bits)."""
+    cfg = CONFIGS["resnet10"]
+    keras.utils.set_random_seed(0)
+    ref = build_model(cfg)
+    randomize_batch_norms(ref)
+    x = inputs(cfg)
+    want = features_and_outputs(ref, x)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        bf16 = build_model(cfg)
+        bf16.set_weights(ref.get_weights())
+        base, fast = features_and_outputs(bf16, x), features_and_outputs(optimize_for_inference(bf16), x)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    for k in want:
+        scale = np.abs(want[k]).max()
+        err_base, err_fast = np.abs(base[k] - want[k]).max(), np.abs(fast[k] - want[k]).max()
+        assert err_fast <= max(2 * err_base, 0.02 * scale), (k, err_base, err_fast, scale)
+
+
+def test_save_and_reload(tmp_path):
+    from emotion_e2e.models import load_model  # noqa: PLC0415
+
+    cfg = CONFIGS["audio"]
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg)
+    randomize_batch_norms(model)
+    fast = optimize_for_inference(model)
+    path = str(tmp_path / "fast.keras")
+    fast.save(path)
+    x = inputs(cfg)
+    want, got = fast(x, training=False), load_model(path)(x, training=False)
+    for k in want:
+        np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]))
