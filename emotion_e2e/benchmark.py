@@ -42,9 +42,9 @@ def _rss_mb() -> float:
 def reader_throughput(records_dir: str, batches: int) -> list[tuple[str, float]]:
     """Frames/s of the training (and eval) pipelines, after a warm-up."""
     from emotion_e2e.config import ReaderConfig  # noqa: PLC0415
-    from emotion_e2e.data import reader  # noqa: PLC0415
+    from emotion_e2e.data import reader, schema  # noqa: PLC0415
 
-    pattern = os.path.join(records_dir, "train-*.tfrecord")
+    pattern = schema.partition_pattern(records_dir, "train")
     cases = [("audio only, train", ReaderConfig(modalities=("audio",)), True),
              ("video only, eval (no augmentation)", ReaderConfig(modalities=("video",)), False),
              ("video only, train + augmentation", ReaderConfig(modalities=("video",)), True),

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from emotion_e2e.config import ReaderConfig
-from emotion_e2e.data import reader
+from emotion_e2e.data import reader, schema
 from emotion_e2e.errors import DataError
 from emotion_e2e.models.model import INPUT_NAMES
 
@@ -156,7 +156,7 @@ def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str 
     from emotion_e2e.models import load_model  # noqa: PLC0415
 
     model = load_model(ckpt)
-    pattern = lambda part: os.path.join(cfg.data_dir, f"{part}-*.tfrecord")  # noqa: E731
+    pattern = lambda part: schema.partition_pattern(cfg.data_dir, part)  # noqa: E731
     preds = predict_partition(model, pattern(partition), rcfg, modalities, names)
     output_dir = output_dir or os.path.join(run_dir, "eval", partition)
     report = {"run_dir": run_dir, "checkpoint": ckpt, "partition": partition}

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from emotion_e2e import config as config_lib
 from emotion_e2e.config import TrainConfig
-from emotion_e2e.data import convert, reader
+from emotion_e2e.data import convert, reader, schema
 from emotion_e2e.errors import DataError
 from emotion_e2e.models.model import INPUT_NAMES  # modality → model input and reader key
 
@@ -210,10 +210,11 @@ def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None) -> keras.c
     keras.utils.set_random_seed(cfg.seed)
     set_precision(cfg.mixed_precision)
     strategy = make_strategy(cfg.strategy)
-    pattern = lambda part: os.path.join(cfg.data_dir, f"{part}-*.tfrecord")  # noqa: E731
+    train_files = schema.partition_pattern(cfg.data_dir, cfg.train_partition)
     train_ds = strategy.distribute_datasets_from_function(lambda ctx: to_keras(reader.make_dataset(
-        pattern(cfg.train_partition), cfg.reader, training=True, repeat=True, seed=cfg.seed, input_context=ctx), cfg))
-    eval_ds = to_keras(reader.make_dataset(pattern(cfg.eval_partition), cfg.reader, training=False), cfg)
+        train_files, cfg.reader, training=True, repeat=True, seed=cfg.seed, input_context=ctx), cfg))
+    eval_files = schema.partition_pattern(cfg.data_dir, cfg.eval_partition)
+    eval_ds = to_keras(reader.make_dataset(eval_files, cfg.reader, training=False), cfg)
     # A known length: Keras then shows validation progress and does not warn at its end.
     eval_ds = eval_ds.apply(tf.data.experimental.assert_cardinality(eval_batches(meta, cfg)))
     with strategy.scope():

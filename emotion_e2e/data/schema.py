@@ -9,6 +9,7 @@ keeps to one file can never build a window that straddles two recordings.
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -41,6 +42,11 @@ _META_SPEC = {
 
 def shard_name(partition: str, index: int, count: int) -> str:
     return SHARD_PATTERN.format(partition=partition, index=index, count=count)
+
+
+def partition_pattern(directory: str, partition: str) -> str:
+    """The file pattern of all shards of ``partition`` in ``directory``."""
+    return os.path.join(directory, f"{partition}-*.tfrecord")
 
 
 def parse_shard_name(name: str):
