@@ -9,6 +9,7 @@ from emotion_e2e.config import ModelConfig, RecurrentConfig, VisualNetConfig
 from emotion_e2e.models import build_model
 from emotion_e2e.models.inference import (FoldedBatchNorm, ProjectedPeepholeLSTM, fold_batch_norms, foldable_pairs,
                                           optimize_for_inference)
+from model_inputs import random_inputs
 
 SMALL_RNN = RecurrentConfig(layers=2, units=8)
 CONFIGS = {
@@ -30,14 +31,7 @@ def randomize_batch_norms(model, seed=0):
 
 
 def inputs(cfg, b=2, t=3, seed=1):
-    rng = np.random.default_rng(seed)
-    x = {}
-    if "audio" in cfg.modalities:
-        x["audio"] = rng.uniform(-0.5, 0.5, (b, t, cfg.audio.samples_per_frame)).astype("float32")
-    if "video" in cfg.modalities:
-        s = cfg.visual.face_size
-        x["face"] = rng.uniform(0, 1, (b, t, s, s, 3)).astype("float32")
-    return x
+    return random_inputs(cfg, b, t, seed, audio_amplitude=0.5)
 
 
 def features_and_outputs(model, x):

@@ -8,20 +8,14 @@ import pytest
 
 from emotion_e2e.config import ModelConfig, RecurrentConfig, VisualNetConfig
 from emotion_e2e.models import FoldTime, UnfoldTime, build_model, copy_feature_weights, feature_network
+from model_inputs import random_inputs
 
 SMALL_RNN = RecurrentConfig(layers=2, units=8)
 LABELS = ("arousal", "valence")
 
 
 def batch(cfg, b=1, t=3, seed=0):
-    rng = np.random.default_rng(seed)
-    x = {}
-    if "audio" in cfg.modalities:
-        x["audio"] = rng.uniform(-1, 1, (b, t, cfg.audio.samples_per_frame)).astype("float32")
-    if "video" in cfg.modalities:
-        s = cfg.visual.face_size
-        x["face"] = rng.uniform(0, 1, (b, t, s, s, 3)).astype("float32")
-    return x
+    return random_inputs(cfg, b, t, seed)
 
 
 def predict(model, x):
