@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 $(DEMO_DIR)/metadata.json: $(STAMP)
 	$(BIN)/python -m emotion_e2e.prepare --source=demo --output_dir=$(DEMO_DIR) --workers=2
 
-# The demo: corpus → TFRecords → inspection → audio model → visual model → multimodal model
+# The demo: corpus → TFRecords → inspection → audio model → face model → multimodal model
 # warm-started from both → evaluation on the unseen dev identities → table and plots.
 # train.py resumes an interrupted run and does nothing for a finished one.
 RUNS ?= runs
@@ -25,11 +25,11 @@ TRAIN := $(BIN)/python train.py --flagfile=flags/demo.flags --data_dir=$(DEMO_DI
 demo: $(DEMO_DIR)/metadata.json
 	$(BIN)/python -m emotion_e2e.inspect_records '$(DEMO_DIR)/dev-*.tfrecord'
 	$(TRAIN) --modalities=audio --run_dir=$(RUNS)/demo_audio
-	$(TRAIN) --modalities=video --run_dir=$(RUNS)/demo_visual
-	$(TRAIN) --modalities=audio,video --run_dir=$(RUNS)/demo_multimodal --learning_rate=2e-4 \
-	    --init_from=$(RUNS)/demo_audio,$(RUNS)/demo_visual
-	for run in demo_audio demo_visual demo_multimodal; do $(BIN)/python eval.py --run_dir=$(RUNS)/$$run || exit 1; done
-	$(BIN)/python -m emotion_e2e.compare $(RUNS)/demo_audio $(RUNS)/demo_visual $(RUNS)/demo_multimodal
+	$(TRAIN) --modalities=face --run_dir=$(RUNS)/demo_face
+	$(TRAIN) --modalities=audio,face --run_dir=$(RUNS)/demo_multimodal --learning_rate=2e-4 \
+	    --init_from=$(RUNS)/demo_audio,$(RUNS)/demo_face
+	for run in demo_audio demo_face demo_multimodal; do $(BIN)/python eval.py --run_dir=$(RUNS)/$$run || exit 1; done
+	$(BIN)/python -m emotion_e2e.compare $(RUNS)/demo_audio $(RUNS)/demo_face $(RUNS)/demo_multimodal
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -38,4 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python -m emotion_e2e.benchmark
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) $(RUNS)/demo_audio $(RUNS)/demo_visual $(RUNS)/demo_multimodal
+	rm -rf $(VENV) $(DEMO_DIR) $(RUNS)/demo_audio $(RUNS)/demo_face $(RUNS)/demo_multimodal

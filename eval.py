@@ -15,9 +15,11 @@ import sys
 
 from absl import app, flags
 
+from emotion_e2e import run_dir
+
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "The training run to evaluate.")
 _PARTITION = flags.DEFINE_string("partition", None, "Partition to evaluate (default: the run's eval partition).")
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint of the run.")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", list(run_dir.CHECKPOINT_FILES), "Which checkpoint of the run.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where report, predictions and plots go.")
 _POSTPROCESS = flags.DEFINE_bool("postprocess", False, "AVEC post-processing fitted on dev, reported before/after.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write a PNG per recording.")
@@ -30,20 +32,20 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from emotion_e2e import evaluation  # noqa: PLC0415
-    from emotion_e2e.errors import DataError  # noqa: PLC0415
+    from emotion_e2e.errors import ConfigError, DataError  # noqa: PLC0415
 
     try:
         report = evaluation.evaluate_run(_RUN_DIR.value, partition=_PARTITION.value, checkpoint=_CHECKPOINT.value,
                                          output_dir=_OUTPUT_DIR.value, postprocess=_POSTPROCESS.value,
                                          plots=_PLOTS.value, batch_size=_BATCH.value)
-    except (ValueError, DataError) as e:
+    except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
     names = list(report["scores"]["partition"]["ccc"])[:-1] if "scores" in report else []
     if "scores" in report:
         print(evaluation.format_table(report["scores"], names, f"{report['partition']} ({report['checkpoint']})"))
     if "scores_postprocessed" in report:
         print(evaluation.format_table(report["scores_postprocessed"], names, "after AVEC post-processing"))
-    out = _OUTPUT_DIR.value or os.path.join(_RUN_DIR.value, "eval", report["partition"])
+    out = _OUTPUT_DIR.value or run_dir.eval_dir(_RUN_DIR.value, report["partition"])
     print(f"predictions and plots: {out}")
 
 

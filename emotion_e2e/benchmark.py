@@ -4,13 +4,13 @@ r"""Benchmarks that print figures (never a pass/fail test).
   python -m emotion_e2e.benchmark --suite=data
 
 models: this machine's matmul peak (fp32, bf16), then for the full-size models (audio-only,
-batch 2 × 150 frames; audio+visual with ResNet-50, batch 1 × 25 frames) inference and train
+batch 2 × 150 frames; audio+face with ResNet-50, batch 1 × 25 frames) inference and train
 step in fp32 and bf16: frames/s, × real time, and % of the matmul peak counting the model's
 FLOPs; and the input pipeline's frames/s for the same configuration. "inf. opt." is inference
 of ``models.inference.optimize_for_inference(model)`` (batch norms folded into the convolutions,
 LSTM input projections hoisted out of the recurrence; same outputs up to fp32 rounding).
 
-data: reader throughput on the demo corpus (frames/s; targets: audio+video with
+data: reader throughput on the demo corpus (frames/s; targets: audio+face with
 augmentation >= 5,000, audio-only >= 50,000 on 2 cores), the resampler comparison
 behind the choice of scipy's polyphase filter, and peak resident memory of the
 converter on 1- and 5-minute 1280×720 recordings (it must not grow with length).
@@ -41,17 +41,18 @@ def _rss_mb() -> float:
 
 def reader_throughput(records_dir: str, batches: int) -> list[tuple[str, float]]:
     """Frames/s of the training (and eval) pipelines, after a warm-up."""
-    from emotion_e2e.config import ReaderConfig  # noqa: PLC0415
+    from emotion_e2e.config import InputConfig, ReaderConfig  # noqa: PLC0415
     from emotion_e2e.data import reader, schema  # noqa: PLC0415
 
     pattern = schema.partition_pattern(records_dir, "train")
-    cases = [("audio only, train", ReaderConfig(modalities=("audio",)), True),
-             ("video only, eval (no augmentation)", ReaderConfig(modalities=("video",)), False),
-             ("video only, train + augmentation", ReaderConfig(modalities=("video",)), True),
-             ("audio+video, train + augmentation", ReaderConfig(), True)]
+    cases = [("audio only, train", ("audio",), True),
+             ("face only, eval (no augmentation)", ("face",), False),
+             ("face only, train + augmentation", ("face",), True),
+             ("audio+face, train + augmentation", ("audio", "face"), True)]
     rows = []
-    for name, cfg, training in cases:
-        ds = reader.make_dataset(pattern, cfg, training=training, repeat=True, seed=0)
+    for name, modalities, training in cases:
+        ds = reader.make_dataset(pattern, InputConfig(modalities=modalities), ReaderConfig(), training=training,
+                                 repeat=True, seed=0)
         it = iter(ds)
         for _ in range(5):
             next(it)
@@ -121,8 +122,82 @@ def converter_memory(minutes: list[float], workdir: str) -> list[tuple[float, fl
     return rows
 
 
+# ---------------------------------------------------------------- resamplers
+
+def compare_resamplers(seconds: float = 10.0) -> dict:
+    """Speed and accuracy of scipy polyphase vs ``tensorflow_io.audio.resample``.
+
+    Returns {method: {"44100->16000"/"48000->16000": {"sec_per_audio_sec",
+    "amp_err" (relative), "freq_err_hz", "delay_out_samples", "snr_db",
+    "snr_db_delay_aligned", "len_out"}}} for a 1 kHz, 0.5-amplitude sine; SNR is
+    against the analytic 16 kHz sine with 10 % of each edge excluded.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow_io as tfio  # noqa: PLC0415
+
+    from emotion_e2e.data.media import StreamingResampler, resample  # noqa: PLC0415
+
+    out_rate, f0, amp = 16000, 1000.0, 0.5
+    methods = {
+        "scipy_resample_poly": lambda x, r: resample(x, r, out_rate),
+        "scipy_streaming_4096": lambda x, r: _stream_all(x, r, out_rate, 4096),
+        "tfio_audio_resample": lambda x, r: tfio.audio.resample(tf.constant(x), r, out_rate).numpy(),
+    }
+    report = {}
+    for name, fn in methods.items():
+        report[name] = {}
+        for rate in (44100, 48000):
+            x = (amp * np.sin(2 * np.pi * f0 * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+            fn(x[:rate], rate)  # warm-up (TF op loading, filter design)
+            wall = []
+            for _ in range(3):  # best of 3: the least disturbed run
+                t0 = time.perf_counter()
+                y = np.asarray(fn(x, rate), np.float64).reshape(-1)
+                wall.append(time.perf_counter() - t0)
+            n = np.arange(len(y))
+            mid = slice(len(y) // 10, len(y) - len(y) // 10)
+            ref = amp * np.sin(2 * np.pi * f0 * n / out_rate)
+            # Least-squares sine fits on the middle part: amplitude, phase (-> delay
+            # against the analytic sine) and frequency (phase drift between halves).
+            a, f, phase = _fit_sine(y[mid], n[mid], out_rate, f0)
+            delay = -phase / (2 * np.pi * f0) * out_rate
+            shifted = amp * np.sin(2 * np.pi * f0 * (n - delay) / out_rate)
+            report[name][f"{rate}->{out_rate}"] = {
+                "sec_per_audio_sec": min(wall) / seconds,
+                "amp_err": abs(a - amp) / amp,
+                "freq_err_hz": abs(f - f0),
+                "delay_out_samples": delay,
+                "snr_db": _snr(ref[mid], y[mid]),
+                "snr_db_delay_aligned": _snr(shifted[mid], y[mid]),
+                "len_out": len(y),
+            }
+    return report
+
+
+def _stream_all(x, rate_in, rate_out, chunk):
+    r = StreamingResampler(rate_in, rate_out)
+    return np.concatenate([r.push(x[i:i + chunk]) for i in range(0, len(x), chunk)] + [r.flush()])
+
+
+def _snr(ref, y):
+    return float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((y - ref) ** 2), 1e-30)))
+
+
+def _fit_sine(y, n, rate, f_guess):
+    """(amplitude, frequency, phase φ) of y ≈ a·sin(2πf n/rate + φ), refined around f_guess."""
+    def fit(yy, nn):
+        w = 2 * np.pi * f_guess * nn / rate
+        (c, s), *_ = np.linalg.lstsq(np.stack([np.sin(w), np.cos(w)], 1), yy, rcond=None)
+        return np.hypot(c, s), np.arctan2(s, c)
+    h = len(y) // 2
+    a, phase = fit(y, n)
+    (_, p1), (_, p2) = fit(y[:h], n[:h]), fit(y[h:], n[h:])
+    dphi = (p2 - p1 + np.pi) % (2 * np.pi) - np.pi
+    return a, f_guess + dphi * rate / (2 * np.pi * (n[h] - n[0])), phase
+
+
 def data_suite():
-    from emotion_e2e.data import convert, demo, media, sources  # noqa: PLC0415
+    from emotion_e2e.data import convert, demo, sources  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as tmp:
         records = _RECORDS.value
@@ -139,7 +214,7 @@ def data_suite():
         print(f"  reader process peak RSS: {_rss_mb():.0f} MB (before reading: {rss0:.0f} MB)")
 
         print("\nresampling to 16 kHz (seconds of CPU per second of audio; 1 kHz sine):")
-        for method, pairs in media.compare_resamplers().items():
+        for method, pairs in compare_resamplers().items():
             for pair, r in pairs.items():
                 print(f"  {method:<22} {pair:<13} {r['sec_per_audio_sec'] * 1e3:7.3f} ms/s  "
                       f"amplitude error {r['amp_err'] * 100:.3f} %  delay {r['delay_out_samples']:+.3f} samples  "
@@ -213,7 +288,7 @@ def models_suite():
     import tensorflow as tf  # noqa: PLC0415
 
     from emotion_e2e import losses  # noqa: PLC0415
-    from emotion_e2e.config import ModelConfig  # noqa: PLC0415
+    from emotion_e2e.config import InputConfig, ModelConfig  # noqa: PLC0415
     from emotion_e2e.models import build_model  # noqa: PLC0415
     from emotion_e2e.models.inference import optimize_for_inference  # noqa: PLC0415
 
@@ -223,22 +298,22 @@ def models_suite():
     except (tf.errors.OpError, ValueError) as e:  # no bf16 matmul kernel on this CPU
         print(f"bf16 matmul unavailable: {e}")
     print("matmul peak (2048×2048): " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peaks.items()))
-    cases = [("audio", ("audio",), 2, 150), ("audio+visual (ResNet-50)", ("audio", "video"), 1, 25)]
+    cases = [("audio", ("audio",), 2, 150), ("audio+face (ResNet-50)", ("audio", "face"), 1, 25)]
     print(f"\n{'model':<26}{'precision':<10}{'mode':<11}{'frames/s':>10}{'× real time':>13}{'GFLOP/s':>10}{'% of peak':>11}")
     for name, modalities, batch, frames in cases:
         for precision in peaks:
             keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
-            cfg = ModelConfig(modalities=modalities)
-            model = build_model(cfg)
+            inputs = InputConfig(modalities=modalities)
+            model = build_model(ModelConfig(), inputs)
             model.compile(optimizer=keras.optimizers.Adam(1e-4),
-                          loss={n: losses.CCCLoss() for n in cfg.label_names})
+                          loss={n: losses.CCCLoss() for n in inputs.label_names})
             rng = np.random.default_rng(0)
             x = {}
             if "audio" in modalities:
                 x["audio"] = tf.constant(rng.uniform(-0.5, 0.5, (batch, frames, 640)), tf.float32)
-            if "video" in modalities:
+            if "face" in modalities:
                 x["face"] = tf.constant(rng.uniform(0, 1, (batch, frames, 96, 96, 3)), tf.float32)
-            y = {n: tf.constant(rng.uniform(-1, 1, (batch, frames)), tf.float32) for n in cfg.label_names}
+            y = {n: tf.constant(rng.uniform(-1, 1, (batch, frames)), tf.float32) for n in inputs.label_names}
             flops = model_flops(model, batch * frames)
             fast = optimize_for_inference(model)
             fast.compile()

@@ -1,7 +1,9 @@
-"""Frozen, validated configuration shared by the converters and the readers.
+"""Frozen, validated configuration shared by the converters, the reader, the model and training.
 
-Every number of SPEC lives here as a default; library code receives the piece
-it needs (``TimeBase``, ``FaceConfig``, ``ReaderConfig``) and never reads flags.
+Every number of docs/design.md lives here as a default; library code receives the piece
+it needs (``TimeBase``, ``FaceConfig``, ``InputConfig``, ``ReaderConfig``, ``ModelConfig``)
+and never reads flags. Each value is stored once: what a frame holds (modalities, label
+names, samples per frame, face size) is ``InputConfig``, shared by the reader and the model.
 """
 
 from __future__ import annotations
@@ -11,7 +13,20 @@ import json
 import math
 import typing
 
-MODALITIES = ("audio", "video")
+# The two modalities, named as the records and the model's inputs name them: "audio" is the
+# raw waveform, "face" the face crop cut from the video.
+MODALITIES = ("audio", "face")
+LABEL_NAMES = ("arousal", "valence")
+
+
+def check_modalities(modalities, owner: str) -> tuple[str, ...]:
+    """``modalities`` as a tuple; a ValueError naming ``owner`` unless it is a non-empty subset
+    of ``MODALITIES`` without repeats."""
+    modalities = tuple(modalities)
+    if not modalities or any(m not in MODALITIES for m in modalities) or len(set(modalities)) != len(modalities):
+        raise ValueError(f"{owner}: modalities must be a non-empty subset of {MODALITIES}. "
+                         f"Received: modalities={modalities}")
+    return modalities
 
 
 def _fail(cls, msg):
@@ -20,7 +35,7 @@ def _fail(cls, msg):
 
 @dataclasses.dataclass(frozen=True)
 class TimeBase:
-    """The 40 ms frame grid and the audio rate (SPEC "Time base and alignment").
+    """The 40 ms frame grid and the audio rate (docs/design.md §2).
 
     Frame ``i = 1..N`` covers ``(frame_step·(i-1), frame_step·i]``.
     """
@@ -52,7 +67,7 @@ class TimeBase:
 
 @dataclasses.dataclass(frozen=True)
 class FaceConfig:
-    """Face crops (SPEC "Face crops")."""
+    """Face crops (docs/design.md §3)."""
 
     size: int = 96
     margin: float = 0.2  # the square's side is (1 + margin) × the detected box's longer side
@@ -72,7 +87,7 @@ class FaceConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """Face augmentation used in training only (SPEC "Training")."""
+    """Face augmentation used in training only (docs/design.md §6)."""
 
     resize: int = 110
     saturation_lower: float = 0.5
@@ -86,8 +101,33 @@ class AugmentConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class InputConfig:
+    """What one frame of a window holds: the one home of these values for the reader (what
+    to parse) and the model (its inputs and outputs). docs/design.md §2–§4.
+
+    ``modalities``: ``'audio'`` (``samples_per_frame`` raw samples) and/or ``'face'`` (a
+    ``face_size``² RGB crop). ``label_names``: the label dimensions, one model output each
+    (empty for the reader of an unlabelled partition).
+    """
+
+    modalities: tuple[str, ...] = MODALITIES
+    label_names: tuple[str, ...] = LABEL_NAMES
+    samples_per_frame: int = 640
+    face_size: int = 96
+
+    def __post_init__(self):
+        object.__setattr__(self, "modalities", check_modalities(self.modalities, type(self).__name__))
+        object.__setattr__(self, "label_names", tuple(self.label_names))
+        if len(set(self.label_names)) != len(self.label_names):
+            _fail(type(self), f"label_names must not repeat. Received: label_names={self.label_names}")
+        if self.samples_per_frame <= 0 or self.face_size <= 0:
+            _fail(type(self), f"samples_per_frame and face_size must be positive. Received: "
+                              f"samples_per_frame={self.samples_per_frame}, face_size={self.face_size}")
+
+
+@dataclasses.dataclass(frozen=True)
 class ReaderConfig:
-    """What the tf.data reader produces (SPEC "Training" and "Evaluation").
+    """How the tf.data reader cuts, shuffles and batches windows (docs/design.md §6, §7).
 
     ``batch_size`` is the global batch; with an ``InputContext`` each input
     pipeline batches ``batch_size / num_replicas_in_sync`` windows.
@@ -95,35 +135,21 @@ class ReaderConfig:
 
     seq_len: int = 150
     batch_size: int = 2
-    modalities: tuple[str, ...] = MODALITIES
-    label_names: tuple[str, ...] = ("arousal", "valence")
-    face_size: int = 96
-    samples_per_frame: int = 640
     shuffle_buffer: int = 64  # in windows
     cycle_length: int = 8  # recordings read at once
     augment: AugmentConfig | None = AugmentConfig()
 
     def __post_init__(self):
-        object.__setattr__(self, "modalities", tuple(self.modalities))
-        object.__setattr__(self, "label_names", tuple(self.label_names))
-        bad = [m for m in self.modalities if m not in MODALITIES]
-        if bad or not self.modalities:
-            _fail(type(self), f"modalities must be a non-empty subset of {MODALITIES}. "
-                              f"Received: modalities={self.modalities}")
         if self.seq_len <= 0 or self.batch_size <= 0 or self.shuffle_buffer <= 0 or self.cycle_length <= 0:
             _fail(type(self), f"seq_len, batch_size, shuffle_buffer and cycle_length must be positive. "
                               f"Received: {self}")
-        if self.augment is not None and self.augment.resize < self.face_size:
-            _fail(type(self), f"augment.resize ({self.augment.resize}) must be >= face_size ({self.face_size})")
-
-
 
 
 @dataclasses.dataclass(frozen=True)
 class AudioNetConfig:
-    """The raw-audio CNN (SPEC "Model"); defaults are the authors' released configuration."""
+    """The raw-audio CNN (docs/design.md §5); defaults are the authors' released configuration.
+    Its input length is ``InputConfig.samples_per_frame``."""
 
-    samples_per_frame: int = 640
     input_dropout: float = 0.5
     conv1_filters: int = 40
     conv1_kernel: int = 20
@@ -136,23 +162,26 @@ class AudioNetConfig:
     l2: float = 1e-4
 
     def __post_init__(self):
-        if self.conv2_filters % self.channel_pool or self.samples_per_frame % self.pool1:
-            _fail(type(self), f"conv2_filters must be a multiple of channel_pool and samples_per_frame of pool1. "
-                              f"Received: {self}")
+        if self.conv2_filters % self.channel_pool:
+            _fail(type(self), f"conv2_filters must be a multiple of channel_pool. Received: {self}")
         if not 0 <= self.input_dropout < 1:
             _fail(type(self), f"input_dropout must be in [0, 1). Received: {self.input_dropout}")
 
-    @property
-    def num_features(self) -> int:
-        return self.samples_per_frame // self.pool1 * self.conv2_filters // self.channel_pool
+    def num_features(self, samples_per_frame: int) -> int:
+        """Width of the network's output for frames of ``samples_per_frame`` samples."""
+        if samples_per_frame % self.pool1:
+            _fail(type(self), f"samples_per_frame must be a multiple of pool1 ({self.pool1}). "
+                              f"Received: samples_per_frame={samples_per_frame}")
+        return samples_per_frame // self.pool1 * self.conv2_filters // self.channel_pool
 
 
-VISUAL_BACKBONES = ("resnet50", "resnet18", "resnet10")
+FACE_BACKBONES = ("resnet50", "resnet18", "resnet10")
 
 
 @dataclasses.dataclass(frozen=True)
-class VisualNetConfig:
-    """The face network: a residual backbone on ``face_size``² crops in [0, 1], global average pooled.
+class FaceNetConfig:
+    """The face network: a residual backbone on the face crop in [0, 1], global average pooled
+    (docs/design.md §5). Its input size is ``InputConfig.face_size``.
 
     ``weights`` is ``'none'`` (random init), ``'imagenet'`` (opt-in: downloads, resnet50 only) or
     the path of a local weights file.
@@ -160,20 +189,22 @@ class VisualNetConfig:
 
     backbone: str = "resnet50"
     weights: str = "none"
-    face_size: int = 96
     l2: float = 1e-4
     bn_momentum: float = 0.99
 
     def __post_init__(self):
-        if self.backbone not in VISUAL_BACKBONES:
-            _fail(type(self), f"backbone must be one of {VISUAL_BACKBONES}. Received: backbone={self.backbone!r}")
+        if self.backbone not in FACE_BACKBONES:
+            _fail(type(self), f"backbone must be one of {FACE_BACKBONES}. Received: backbone={self.backbone!r}")
         if self.weights == "imagenet" and self.backbone != "resnet50":
             _fail(type(self), f"ImageNet weights exist for resnet50 only. Received: backbone={self.backbone!r}")
 
 
+RECURRENT_CELLS = ("peephole", "standard")
+
+
 @dataclasses.dataclass(frozen=True)
 class RecurrentConfig:
-    """Stacked LSTMs over the sequence (SPEC "Model")."""
+    """Stacked LSTMs over the sequence (docs/design.md §5)."""
 
     layers: int = 2
     units: int = 256
@@ -182,36 +213,25 @@ class RecurrentConfig:
     forget_bias: float = 1.0
 
     def __post_init__(self):
-        if self.cell not in ("peephole", "standard"):
-            _fail(type(self), f"cell must be 'peephole' or 'standard'. Received: cell={self.cell!r}")
+        if self.cell not in RECURRENT_CELLS:
+            _fail(type(self), f"cell must be one of {RECURRENT_CELLS}. Received: cell={self.cell!r}")
         if self.layers < 0 or self.units <= 0:
             _fail(type(self), f"need layers >= 0 and units > 0. Received: layers={self.layers}, units={self.units}")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The whole model: per-frame feature networks for ``modalities``, fusion, LSTMs, a head
-    with one named output per label dimension."""
+    """The networks: per-frame feature networks, the LSTMs (fusion and head follow from the
+    ``InputConfig`` the model is built for)."""
 
-    modalities: tuple[str, ...] = MODALITIES
-    label_names: tuple[str, ...] = ("arousal", "valence")
     audio: AudioNetConfig = AudioNetConfig()
-    visual: VisualNetConfig = VisualNetConfig()
+    face: FaceNetConfig = FaceNetConfig()
     recurrent: RecurrentConfig = RecurrentConfig()
-
-    def __post_init__(self):
-        object.__setattr__(self, "modalities", tuple(self.modalities))
-        object.__setattr__(self, "label_names", tuple(self.label_names))
-        if not self.modalities or any(m not in MODALITIES for m in self.modalities):
-            _fail(type(self), f"modalities must be a non-empty subset of {MODALITIES}. "
-                              f"Received: modalities={self.modalities}")
-        if not self.label_names:
-            _fail(type(self), "label_names must not be empty")
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """Adam (SPEC "Training")."""
+    """Adam (docs/design.md §6)."""
 
     learning_rate: float = 1e-4
     epsilon: float = 1e-8
@@ -221,12 +241,17 @@ class OptimizerConfig:
             _fail(type(self), f"learning_rate and epsilon must be positive. Received: {self}")
 
 
+STRATEGIES = ("default", "mirrored")
+PRECISIONS = ("none", "bf16", "fp16")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """One training run: data, reader, model, optimiser and schedule. Saved as
+    """One training run: data, inputs, reader, model, optimiser and schedule. Saved as
     ``config.json`` in the run directory, from which ``eval.py`` rebuilds the model."""
 
     data_dir: str
+    inputs: InputConfig = InputConfig()
     reader: ReaderConfig = ReaderConfig()
     model: ModelConfig = ModelConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -235,24 +260,27 @@ class TrainConfig:
     epochs: int = 10
     steps_per_epoch: int = 100
     seed: int = 0
-    strategy: str = "default"  # "default" or "mirrored"
-    mixed_precision: str = "none"  # "none", "bf16" or "fp16"
+    strategy: str = "default"
+    mixed_precision: str = "none"
     jit_compile: bool = False
     init_from: tuple[str, ...] = ()  # unimodal run directories whose feature networks start this run
 
     def __post_init__(self):
         object.__setattr__(self, "init_from", tuple(self.init_from))
-        if self.strategy not in ("default", "mirrored"):
-            _fail(type(self), f"strategy must be 'default' or 'mirrored'. Received: {self.strategy!r}")
-        if self.mixed_precision not in ("none", "bf16", "fp16"):
-            _fail(type(self), f"mixed_precision must be none, bf16 or fp16. Received: {self.mixed_precision!r}")
+        if self.strategy not in STRATEGIES:
+            _fail(type(self), f"strategy must be one of {STRATEGIES}. Received: {self.strategy!r}")
+        if self.mixed_precision not in PRECISIONS:
+            _fail(type(self), f"mixed_precision must be one of {PRECISIONS}. Received: {self.mixed_precision!r}")
         if self.epochs <= 0 or self.steps_per_epoch <= 0:
             _fail(type(self), f"epochs and steps_per_epoch must be positive. Received: epochs={self.epochs}, "
                               f"steps_per_epoch={self.steps_per_epoch}")
-        if self.reader.modalities != self.model.modalities or self.reader.label_names != self.model.label_names:
-            _fail(type(self), f"reader and model disagree: reader reads {self.reader.modalities} with labels "
-                              f"{self.reader.label_names}, model takes {self.model.modalities} with labels "
-                              f"{self.model.label_names}")
+        if not self.inputs.label_names:
+            _fail(type(self), "inputs.label_names must not be empty: the model learns them")
+        augment = self.reader.augment
+        if "face" in self.inputs.modalities and augment is not None and augment.resize < self.inputs.face_size:
+            _fail(type(self), f"augment.resize ({augment.resize}) must be >= face_size ({self.inputs.face_size})")
+        if "audio" in self.inputs.modalities:
+            self.model.audio.num_features(self.inputs.samples_per_frame)
 
 
 def to_dict(cfg) -> dict:

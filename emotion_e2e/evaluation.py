@@ -1,4 +1,4 @@
-"""Evaluation (SPEC "Evaluation"): predict every recording of a partition completely and in
+"""Evaluation (docs/design.md §7): predict every recording of a partition completely and in
 order, then score the whole partition and each recording.
 
 Scores are CCC (the AVEC measure), Pearson correlation and RMSE per label dimension, plus
@@ -13,11 +13,13 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from emotion_e2e.config import ReaderConfig
-from emotion_e2e.data import reader, schema
-from emotion_e2e.errors import DataError
-from emotion_e2e.models.model import INPUT_NAMES
+from emotion_e2e import run_dir as run_lib
+from emotion_e2e.config import InputConfig, ReaderConfig
+from emotion_e2e.data import metadata, reader, schema
+from emotion_e2e.errors import ConfigError, DataError
+
 
 @dataclasses.dataclass
 class Predictions:
@@ -28,13 +30,25 @@ class Predictions:
     gold: np.ndarray | None
 
 
-def predict_partition(model: keras.Model, file_pattern: str, cfg: ReaderConfig,
-                      modalities, label_names) -> dict[str, Predictions]:
-    """Runs ``model`` over every frame of every recording matching ``file_pattern``."""
-    ds = reader.make_dataset(file_pattern, cfg, training=False)
+def predict_partition(model: keras.Model, file_pattern: str, inputs: InputConfig, cfg: ReaderConfig,
+                      label_names) -> dict[str, Predictions]:
+    """Runs ``model`` over every frame of every recording matching ``file_pattern``; the reader
+    reads ``inputs`` (gold labels when ``inputs.label_names`` is not empty), the model
+    predicts ``label_names``. A truncated or corrupt shard raises a DataError naming it."""
+    ds = reader.make_dataset(file_pattern, inputs, cfg, training=False)
     parts: dict[str, list] = {}
-    for b in ds:
-        out = model.predict_on_batch({INPUT_NAMES[m]: b[INPUT_NAMES[m]] for m in modalities})
+    batches = iter(ds)
+    while True:
+        try:
+            b = next(batches)
+        except StopIteration:
+            break
+        except tf.errors.OpError as e:
+            error = reader.data_error(e)
+            if error is None:
+                raise
+            raise error from None
+        out = model.predict_on_batch({m: b[m] for m in inputs.modalities})
         pred = np.stack([np.asarray(out[n], np.float64) for n in label_names], axis=-1)
         mask = b["mask"].numpy() > 0
         for j, rid in enumerate(b["recording_id"].numpy()):
@@ -72,17 +86,22 @@ def partition_report(preds: dict[str, Predictions], label_names) -> dict:
             "recordings": {r: scores(preds[r].pred, preds[r].gold, label_names) for r in rids}}
 
 
+def _cell(value) -> str:
+    """A score in a table column; an undefined one (NaN, or None from JSON) shows as ``-``."""
+    return f"{'-':>10}" if value is None or not np.isfinite(value) else f"{value:>10.3f}"
+
+
 def format_table(report: dict, label_names, title: str) -> str:
     cols = [*label_names, "mean"]
     lines = [title, f"{'':<20}" + "".join(f"{c:>10}" for c in cols)]
 
     def rows(name, s):
         for key in ("ccc", "pcc", "rmse"):
-            lines.append(f"{name + ' ' + key.upper():<20}" + "".join(f"{s[key][c]:>10.3f}" for c in cols))
+            lines.append(f"{name + ' ' + key.upper():<20}" + "".join(_cell(s[key][c]) for c in cols))
 
     rows("partition", report["partition"])
     for rid, s in report["recordings"].items():
-        lines.append(f"{rid:<20}" + "".join(f"{s['ccc'][c]:>10.3f}" for c in cols) + "   (CCC)")
+        lines.append(f"{rid:<20}" + "".join(_cell(s["ccc"][c]) for c in cols) + "   (CCC)")
     return "\n".join(lines)
 
 
@@ -131,42 +150,36 @@ def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str 
                  batch_size: int | None = None) -> dict:
     """Rebuilds a run's model from its directory alone and evaluates one partition.
 
-    Writes ``report.json``, ``predictions/{recording}.csv`` and ``plots/{recording}.png`` to
-    ``output_dir`` (default ``run_dir/eval/{partition}``) and returns the report. With
-    ``postprocess`` the AVEC post-processing is fitted on the run's dev partition and applied
-    unchanged to ``partition``; the report then holds the scores before and after.
+    Writes ``report.json`` (strict JSON: an undefined score is ``null``),
+    ``predictions/{recording}.csv`` and ``plots/{recording}.png`` to ``output_dir`` (default
+    ``run_dir.eval_dir(run_dir, partition)``) and returns the report. With ``postprocess`` the AVEC
+    post-processing is fitted on the run's dev partition and applied unchanged to ``partition``;
+    the report then holds the scores before and after.
     """
-    import json  # noqa: PLC0415
-
-    from emotion_e2e import training  # noqa: PLC0415
-    from emotion_e2e.data import convert  # noqa: PLC0415
-
-    cfg = training.load_run_config(run_dir)
+    cfg = run_lib.load_config(run_dir)
     partition = partition or cfg.eval_partition
-    ckpt = training.checkpoint_path(run_dir, checkpoint)
-    if not os.path.exists(ckpt):
-        raise training.ConfigError(f"{ckpt} not found: has the run in {run_dir} finished an epoch?")
-    meta = convert.read_metadata(cfg.data_dir)
+    meta = metadata.read(cfg.data_dir)
     if partition not in meta["partitions"]:
-        raise training.ConfigError(f"partition {partition!r} not in {cfg.data_dir}: {sorted(meta['partitions'])}")
-    labelled = meta["partitions"][partition]["labelled"]
-    names, modalities = cfg.model.label_names, cfg.model.modalities
-    rcfg = dataclasses.replace(cfg.reader, label_names=names if labelled else (),
-                               batch_size=batch_size or cfg.reader.batch_size, augment=None)
-    from emotion_e2e.models import load_model  # noqa: PLC0415
-
-    model = load_model(ckpt)
+        raise ConfigError(f"partition {partition!r} not in {cfg.data_dir}: {sorted(meta['partitions'])}")
+    names = cfg.inputs.label_names
+    labelled = bool(metadata.label_names(meta, partition))
+    needed = [partition] + ([cfg.eval_partition] if postprocess else [])
+    metadata.verify(cfg.data_dir, meta, needed)
+    model = run_lib.load_checkpoint(run_dir, checkpoint)
+    rcfg = dataclasses.replace(cfg.reader, batch_size=batch_size or cfg.reader.batch_size, augment=None)
+    gold_inputs = cfg.inputs
+    read_inputs = gold_inputs if labelled else dataclasses.replace(gold_inputs, label_names=())
     pattern = lambda part: schema.partition_pattern(cfg.data_dir, part)  # noqa: E731
-    preds = predict_partition(model, pattern(partition), rcfg, modalities, names)
-    output_dir = output_dir or os.path.join(run_dir, "eval", partition)
-    report = {"run_dir": run_dir, "checkpoint": ckpt, "partition": partition}
+    preds = predict_partition(model, pattern(partition), read_inputs, rcfg, names)
+    output_dir = output_dir or run_lib.eval_dir(run_dir, partition)
+    report = {"run_dir": run_dir, "checkpoint": run_lib.checkpoint_path(run_dir, checkpoint), "partition": partition}
     if labelled:
         report["scores"] = partition_report(preds, names)
     if postprocess:
         from emotion_e2e.postprocess import PostProcessor  # noqa: PLC0415
 
         dev = preds if partition == cfg.eval_partition else predict_partition(
-            model, pattern(cfg.eval_partition), dataclasses.replace(rcfg, label_names=names), modalities, names)
+            model, pattern(cfg.eval_partition), gold_inputs, rcfg, names)
         train_stats = meta["partitions"][cfg.train_partition]["labels"]
         post = PostProcessor.fit({r: p.pred for r, p in dev.items()}, {r: p.gold for r, p in dev.items()},
                                  np.array([train_stats[n]["std"] for n in names]),
@@ -180,6 +193,5 @@ def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str 
     write_predictions(preds, names, frame_step, os.path.join(output_dir, "predictions"))
     if plots:
         plot_predictions(preds, names, frame_step, os.path.join(output_dir, "plots"))
-    with open(os.path.join(output_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    run_lib.write_json(os.path.join(output_dir, run_lib.REPORT), report)
     return report

@@ -50,7 +50,7 @@ def _layout(path):
     if first is None:
         raise DataError(f"TFRecord file {path} holds no records")
     feats = tf.train.Example.FromString(first.numpy()).features.feature
-    modalities = tuple(m for m, key in (("audio", schema.AUDIO), ("video", schema.FACE)) if key in feats)
+    modalities = tuple(m for m, key in (("audio", schema.AUDIO), ("face", schema.FACE)) if key in feats)
     labels = tuple(sorted(k[len(schema.LABEL_PREFIX):] for k in feats if k.startswith(schema.LABEL_PREFIX)))
     spf = len(feats[schema.AUDIO].float_list.value) if "audio" in modalities else 0
     return modalities, labels, spf
@@ -73,7 +73,7 @@ def read_shard(path: str) -> RecordingFrames:
                                                schema.NUM_FRAMES, schema.TIME)}
             if "audio" in modalities:
                 part["rms"] = np.sqrt(np.mean(np.square(f[schema.AUDIO].numpy()), axis=1))
-            if "video" in modalities:
+            if "face" in modalities:
                 part["face_found"] = f[schema.FACE_FOUND].numpy()
             for n in label_names:
                 part[n] = f[schema.label_key(n)].numpy()

@@ -1,6 +1,6 @@
 """The concordance correlation coefficient in TensorFlow and the training loss ``1 − CCC``.
 
-SPEC "The task" and "Training": for one label dimension,
+docs/design.md §1 and §6: for one label dimension,
 
     CCC(x, y) = 2·cov(x, y) / (var(x) + var(y) + (mean(x) − mean(y))²)
 

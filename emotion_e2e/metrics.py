@@ -1,4 +1,4 @@
-"""Evaluation metrics (SPEC "Evaluation"): CCC, Pearson correlation and RMSE.
+"""Evaluation metrics (docs/design.md §1, §7): CCC, Pearson correlation and RMSE.
 
 Two forms of each, both with population (divide-by-n) statistics:
 

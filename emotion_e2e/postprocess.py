@@ -1,6 +1,6 @@
 """AVEC 2016 post-processing of predictions, fitted on dev and applied unchanged to any partition.
 
-SPEC "Evaluation": median filter, time shift, centring and scaling to the training labels'
+docs/design.md §8: median filter, time shift, centring and scaling to the training labels'
 standard deviation (Valstar et al., AVEC 2016; Tzirakis et al. 2017, Sec. V). A partition is a
 dict ``{recording_id: (T, D) array}``, one column per label dimension, frames in order.
 

@@ -23,13 +23,13 @@ _SOURCE = flags.DEFINE_enum("source", None, ["demo", "recola", "manifest"], "The
 _INPUT = flags.DEFINE_string("input", None, "recola: the AVEC 2016 package folder; manifest: the manifest CSV.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where shards go. Default: tfrecords/{source}.")
 _PARTITIONS = flags.DEFINE_list("partitions", [], "Partitions to convert (default: all).")
-_MODALITIES = flags.DEFINE_list("modalities", list(MODALITIES), "Modalities to write: audio, video.")
+_MODALITIES = flags.DEFINE_list("modalities", list(MODALITIES), "Modalities to write: audio (the waveform), face (crops from the video).")
 _WORKERS = flags.DEFINE_integer("workers", 1, "Processes converting recordings in parallel.")
 _DIMENSIONS = flags.DEFINE_list("recola_dimensions", list(sources.RECOLA_DIMENSIONS),
                                 "recola: gold-standard folders to read, one label dimension each.")
 _MISMATCH = flags.DEFINE_integer("max_length_mismatch", 1,
                                  "Frames by which labels and media may differ (then trimmed to the shorter).")
-# Time base and face crops (SPEC defaults).
+# Time base and face crops (docs/design.md §2, §3).
 _FRAME_STEP = flags.DEFINE_float("frame_step", 0.04, "Seconds per frame.")
 _SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16000, "Audio sample rate in Hz.")
 _FACE_SIZE = flags.DEFINE_integer("face_size", 96, "Side of the square face crop in pixels.")

@@ -1,19 +1,13 @@
-"""Training: a run directory, the tf.data → Keras bridge, callbacks, warm start, resume.
+"""Training: checks before any graph, the tf.data → Keras bridge, callbacks, warm start, resume.
 
-A run directory holds::
-
-    config.json            the resolved TrainConfig (eval.py rebuilds the model from it)
-    checkpoints/best.keras the best model by dev mean CCC
-    checkpoints/last.keras the model after the last epoch
-    backup/                Keras BackupAndRestore state: re-running the same command resumes here
-    history.csv            one row per epoch (loss, CCC/PCC/RMSE per dimension, learning rate)
-    tensorboard/           the same scalars for TensorBoard
+A run's files are laid out by ``emotion_e2e.run_dir``. Everything that can be checked
+against the data's ``metadata.json`` and the run directory is checked by ``check_config``
+before a graph is built, so a bad configuration stops with one line.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -23,88 +17,102 @@ import numpy as np
 import tensorflow as tf
 
 from emotion_e2e import config as config_lib
+from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import TrainConfig
-from emotion_e2e.data import convert, reader, schema
-from emotion_e2e.errors import DataError
-from emotion_e2e.models.model import INPUT_NAMES  # modality → model input and reader key
+from emotion_e2e.data import metadata, reader, schema
+from emotion_e2e.errors import ConfigError
 
-RUN_CONFIG = "config.json"
-BEST, LAST = "best.keras", "last.keras"
 MONITOR = "val_ccc_mean"
 
 
-class ConfigError(ValueError):
-    """Flags or run directories that contradict each other; raised before any graph is built."""
-
-
-def checkpoint_path(run_dir: str, which: str = "best") -> str:
-    return os.path.join(run_dir, "checkpoints", BEST if which == "best" else LAST)
-
-
-def load_run_config(run_dir: str) -> TrainConfig:
-    path = os.path.join(run_dir, RUN_CONFIG)
-    if not os.path.exists(path):
-        raise ConfigError(f"{run_dir} is not a run directory: {RUN_CONFIG} not found")
-    with open(path) as f:
-        return config_lib.from_dict(TrainConfig, json.load(f))
-
-
-def check_config(cfg: TrainConfig, run_dir: str) -> dict:
-    """Everything that can be checked without building a graph; returns the data's metadata."""
-    try:
-        meta = convert.read_metadata(cfg.data_dir)
-    except DataError as e:
-        raise ConfigError(str(e)) from e
-    missing = [m for m in cfg.model.modalities if m not in meta["modalities"]]
+def check_config(cfg: TrainConfig, run_dir: str, meta: dict):
+    """Everything that can be checked without building a graph, against the data's metadata
+    ``meta`` (``metadata.read(cfg.data_dir)``) and the shards it lists. Raises ConfigError or
+    DataError with one line saying what was received and what was expected."""
+    inputs = cfg.inputs
+    missing = [m for m in inputs.modalities if m not in meta["modalities"]]
     if missing:
-        raise ConfigError(f"--modalities={','.join(cfg.model.modalities)} but {cfg.data_dir} holds "
+        raise ConfigError(f"--modalities={','.join(inputs.modalities)} but {cfg.data_dir} holds "
                           f"{','.join(meta['modalities'])} only (metadata.json)")
-    unknown = [n for n in cfg.model.label_names if n not in meta["label_names"]]
-    if unknown:
-        raise ConfigError(f"--label_names={','.join(cfg.model.label_names)} but {cfg.data_dir} has labels "
-                          f"{meta['label_names']}")
     for part in (cfg.train_partition, cfg.eval_partition):
-        info = meta["partitions"].get(part)
-        if info is None or not info.get("labelled"):
-            raise ConfigError(f"partition {part!r} of {cfg.data_dir} is {'missing' if info is None else 'unlabelled'}; "
-                              f"labelled partitions: {[p for p, i in meta['partitions'].items() if i.get('labelled')]}")
-    if cfg.reader.samples_per_frame != meta["samples_per_frame"] or (
-            "video" in cfg.model.modalities and cfg.reader.face_size != meta["face"]["size"]):
+        if part not in meta["partitions"]:
+            raise ConfigError(f"partition {part!r} is not in {cfg.data_dir}; it holds {sorted(meta['partitions'])}")
+        names = metadata.label_names(meta, part)
+        if not names:
+            labelled = [p for p in meta["partitions"] if metadata.label_names(meta, p)]
+            raise ConfigError(f"partition {part!r} of {cfg.data_dir} is unlabelled; labelled partitions: {labelled}")
+        unknown = [n for n in inputs.label_names if n not in names]
+        if unknown:
+            raise ConfigError(f"--label_names={','.join(inputs.label_names)} but partition {part!r} of "
+                              f"{cfg.data_dir} has labels {list(names)}")
+    if inputs.samples_per_frame != meta["samples_per_frame"] or (
+            "face" in inputs.modalities and inputs.face_size != meta["face"]["size"]):
         raise ConfigError(f"the records have {meta['samples_per_frame']} samples per frame and "
                           f"{meta['face']['size']}-pixel faces; received samples_per_frame="
-                          f"{cfg.reader.samples_per_frame}, face_size={cfg.reader.face_size}")
+                          f"{inputs.samples_per_frame}, face_size={inputs.face_size}")
+    _check_windows(cfg, meta)
+    _check_label_variance(cfg, meta)
+    metadata.verify(cfg.data_dir, meta, (cfg.train_partition, cfg.eval_partition))
     for src in cfg.init_from:
-        src_cfg = load_run_config(src)
-        if not os.path.exists(checkpoint_path(src)):
-            raise ConfigError(f"--init_from={src}: no {checkpoint_path(src)} (has that run finished an epoch?)")
-        if len(src_cfg.model.modalities) != 1 or src_cfg.model.modalities[0] not in cfg.model.modalities:
-            raise ConfigError(f"--init_from={src} was trained on {'+'.join(src_cfg.model.modalities)}; expected "
-                              f"a unimodal run of one of {list(cfg.model.modalities)}")
-        own = getattr(cfg.model, "audio" if src_cfg.model.modalities[0] == "audio" else "visual")
-        theirs = getattr(src_cfg.model, "audio" if src_cfg.model.modalities[0] == "audio" else "visual")
-        if dataclasses_differ(own, theirs, ignore=("weights",)):
-            raise ConfigError(f"--init_from={src}: its {src_cfg.model.modalities[0]} network {theirs} differs "
-                              f"from this run's {own}")
-    saved = os.path.join(run_dir, RUN_CONFIG)
+        _check_init_from(cfg, src)
+    saved = run_lib.config_path(run_dir)
     # A run may be extended with more epochs; anything else makes it another run.
-    if os.path.exists(saved) and dataclasses.replace(load_run_config(run_dir), epochs=cfg.epochs) != cfg:
+    if os.path.exists(saved) and dataclasses.replace(run_lib.load_config(run_dir), epochs=cfg.epochs) != cfg:
         raise ConfigError(f"{run_dir} holds a run with another configuration ({saved}); "
                           f"use another --run_dir to start a new run")
-    return meta
 
 
-def dataclasses_differ(a, b, ignore=()) -> bool:
+def _check_windows(cfg: TrainConfig, meta: dict):
+    """At least one recording of the training partition must be long enough for one window."""
+    recordings = metadata.recordings(meta, cfg.train_partition)
+    longest = max((r["num_frames"] for r in recordings), default=0)
+    if longest < cfg.reader.seq_len:
+        raise ConfigError(f"--seq_len={cfg.reader.seq_len} but no recording of partition "
+                          f"{cfg.train_partition!r} in {cfg.data_dir} is that long (the longest has "
+                          f"{longest} frames): no training window can be cut")
+
+
+def _check_label_variance(cfg: TrainConfig, meta: dict):
+    """Labels constant over a whole partition make CCC undefined: the loss would sit at 1."""
+    for part in (cfg.train_partition, cfg.eval_partition):
+        stats = meta["partitions"][part].get("labels", {})
+        flat = [n for n in cfg.inputs.label_names if n in stats and not stats[n]["std"] > 0]
+        if flat:
+            ids = [r["recording_id"] for r in metadata.recordings(meta, part)]
+            shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+            raise ConfigError(f"the {', '.join(flat)} labels of partition {part!r} in {cfg.data_dir} are constant "
+                              f"(standard deviation 0 over recordings {shown}): CCC is undefined and the loss "
+                              f"could never move from 1")
+
+
+def _check_init_from(cfg: TrainConfig, src: str):
+    src_cfg = run_lib.load_config(src)
+    if not os.path.exists(run_lib.checkpoint_path(src)):
+        raise ConfigError(f"--init_from={src}: no {run_lib.checkpoint_path(src)} (has that run finished an epoch?)")
+    theirs_modalities = src_cfg.inputs.modalities
+    if len(theirs_modalities) != 1 or theirs_modalities[0] not in cfg.inputs.modalities:
+        raise ConfigError(f"--init_from={src} was trained on {'+'.join(theirs_modalities)}; expected "
+                          f"a unimodal run of one of {list(cfg.inputs.modalities)}")
+    modality = theirs_modalities[0]
+    own, theirs = getattr(cfg.model, modality), getattr(src_cfg.model, modality)
+    if _differ(own, theirs, ignore=("weights",)) or (
+            modality == "audio" and cfg.inputs.samples_per_frame != src_cfg.inputs.samples_per_frame) or (
+            modality == "face" and cfg.inputs.face_size != src_cfg.inputs.face_size):
+        raise ConfigError(f"--init_from={src}: its {modality} network {theirs} differs from this run's {own}")
+
+
+def _differ(a, b, ignore=()) -> bool:
     da, db = config_lib.to_dict(a), config_lib.to_dict(b)
     return {k: v for k, v in da.items() if k not in ignore} != {k: v for k, v in db.items() if k not in ignore}
 
 
 def to_keras(ds: tf.data.Dataset, cfg: TrainConfig) -> tf.data.Dataset:
-    """Reader dicts → ``(inputs, targets, sample_weights)`` with one target per label name,
-    each ``(batch, time)``, weighted by the padding mask."""
-    names, modalities = cfg.model.label_names, cfg.model.modalities
+    """Reader dicts → ``(inputs, targets, sample_weights)``: the model's inputs keyed by
+    modality, one target per label name, each ``(batch, time)``, weighted by the padding mask."""
+    names, modalities = cfg.inputs.label_names, cfg.inputs.modalities
 
     def split(b):
-        x = {INPUT_NAMES[m]: b[INPUT_NAMES[m]] for m in modalities}
+        x = {m: b[m] for m in modalities}
         y = {n: b["labels"][..., d] for d, n in enumerate(names)}
         w = {n: b["mask"] for n in names}
         return x, y, w
@@ -113,9 +121,9 @@ def to_keras(ds: tf.data.Dataset, cfg: TrainConfig) -> tf.data.Dataset:
 
 
 def eval_batches(meta: dict, cfg: TrainConfig) -> int:
-    """Batches in one evaluation pass: each recording's frames in windows of ``seq_len``."""
-    windows = sum(-(-r["num_frames"] // cfg.reader.seq_len) for r in meta["recordings"]
-                  if r["partition"] == cfg.eval_partition)
+    """Batches in one evaluation pass: each recording's frames in windows of ``seq_len``
+    (metadata verified against the shards by ``check_config``)."""
+    windows = sum(-(-r["num_frames"] // cfg.reader.seq_len) for r in metadata.recordings(meta, cfg.eval_partition))
     return -(-windows // cfg.reader.batch_size)
 
 
@@ -131,7 +139,7 @@ def set_precision(name: str):
 def compile_model(model: keras.Model, cfg: TrainConfig):
     from emotion_e2e import losses, metrics  # noqa: PLC0415
 
-    names = cfg.model.label_names
+    names = cfg.inputs.label_names
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.optimizer.learning_rate, epsilon=cfg.optimizer.epsilon),
         loss={n: losses.CCCLoss() for n in names},
@@ -173,71 +181,70 @@ class StopOnNaN(keras.callbacks.Callback):
             step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
             raise FloatingPointError(
                 f"loss is {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1} (optimizer step {step}); "
-                f"training stopped, the last good checkpoints in {os.path.join(self.run_dir, 'checkpoints')} "
+                f"training stopped, the last good checkpoints in {os.path.dirname(run_lib.checkpoint_path(self.run_dir))} "
                 f"are intact")
-
-
-def _best_so_far(run_dir):
-    path = os.path.join(run_dir, "history.csv")
-    if not os.path.exists(path):
-        return None
-    import pandas as pd  # noqa: PLC0415
-
-    history = pd.read_csv(path)
-    return float(history[MONITOR].max()) if MONITOR in history and len(history) else None
 
 
 def warm_start(model: keras.Model, cfg: TrainConfig) -> dict:
     """Copies the feature networks of the ``init_from`` runs' best models; returns tensors copied per run."""
-    from emotion_e2e.models import copy_feature_weights, load_model  # noqa: PLC0415
+    from emotion_e2e.models import copy_feature_weights  # noqa: PLC0415
 
     copied = {}
     for src in cfg.init_from:
-        src_model = load_model(checkpoint_path(src))
-        modality = load_run_config(src).model.modalities[0]
+        src_model = run_lib.load_checkpoint(src)
+        modality = run_lib.load_config(src).inputs.modalities[0]
         copied[src] = copy_feature_weights(src_model, model, modality)
     return copied
 
 
-def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None) -> keras.callbacks.History:
-    """Trains (or resumes) the run in ``run_dir``."""
+def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None, meta: dict | None = None
+          ) -> keras.callbacks.History:
+    """Trains (or resumes) the run in ``run_dir``. ``meta`` is the data's metadata when the
+    caller has read it already (it is read once per run)."""
     from emotion_e2e.models import build_model  # noqa: PLC0415
 
-    meta = check_config(cfg, run_dir)
-    os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
-    with open(os.path.join(run_dir, RUN_CONFIG), "w") as f:
-        json.dump(config_lib.to_dict(cfg), f, indent=2)
+    meta = meta if meta is not None else metadata.read(cfg.data_dir)
+    check_config(cfg, run_dir, meta)
+    os.makedirs(os.path.dirname(run_lib.checkpoint_path(run_dir)), exist_ok=True)
+    run_lib.save_config(run_dir, cfg)
     keras.utils.set_random_seed(cfg.seed)
     set_precision(cfg.mixed_precision)
     strategy = make_strategy(cfg.strategy)
     train_files = schema.partition_pattern(cfg.data_dir, cfg.train_partition)
     train_ds = strategy.distribute_datasets_from_function(lambda ctx: to_keras(reader.make_dataset(
-        train_files, cfg.reader, training=True, repeat=True, seed=cfg.seed, input_context=ctx), cfg))
+        train_files, cfg.inputs, cfg.reader, training=True, repeat=True, seed=cfg.seed, input_context=ctx), cfg))
     eval_files = schema.partition_pattern(cfg.data_dir, cfg.eval_partition)
-    eval_ds = to_keras(reader.make_dataset(eval_files, cfg.reader, training=False), cfg)
+    eval_ds = to_keras(reader.make_dataset(eval_files, cfg.inputs, cfg.reader, training=False), cfg)
     # A known length: Keras then shows validation progress and does not warn at its end.
     eval_ds = eval_ds.apply(tf.data.experimental.assert_cardinality(eval_batches(meta, cfg)))
     with strategy.scope():
-        model = build_model(cfg.model)
-        if cfg.init_from and not os.path.exists(os.path.join(run_dir, "backup")):
+        model = build_model(cfg.model, cfg.inputs)
+        if cfg.init_from and not os.path.exists(run_lib.backup_dir(run_dir)):
             for src, n in warm_start(model, cfg).items():
-                print(f"warm start: {n} tensors from {checkpoint_path(src)}")
+                print(f"warm start: {n} tensors from {run_lib.checkpoint_path(src)}")
         compile_model(model, cfg)
     callbacks = [
-        MeanCCC(cfg.model.label_names),
+        MeanCCC(cfg.inputs.label_names),
         StopOnNaN(run_dir),
         # Kept after the last epoch, so re-running a finished run is a no-op and more epochs extend it.
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup"), delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(checkpoint_path(run_dir, "best"), monitor=MONITOR, mode="max",
-                                        save_best_only=True, initial_value_threshold=_best_so_far(run_dir)),
-        keras.callbacks.ModelCheckpoint(checkpoint_path(run_dir, "last")),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+        keras.callbacks.BackupAndRestore(run_lib.backup_dir(run_dir), delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(run_lib.checkpoint_path(run_dir, "best"), monitor=MONITOR, mode="max",
+                                        save_best_only=True,
+                                        initial_value_threshold=run_lib.best_score(run_dir, MONITOR)),
+        keras.callbacks.ModelCheckpoint(run_lib.checkpoint_path(run_dir, "last")),
+        keras.callbacks.CSVLogger(run_lib.history_path(run_dir), append=True),
+        keras.callbacks.TensorBoard(run_lib.tensorboard_dir(run_dir), write_graph=False),
     ]
     if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
-    history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
-                        callbacks=callbacks, verbose=verbose)
+    try:
+        history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs,
+                            steps_per_epoch=cfg.steps_per_epoch, callbacks=callbacks, verbose=verbose)
+    except tf.errors.OpError as e:
+        error = reader.data_error(e)
+        if error is None:
+            raise
+        raise error from None
     if not history.epoch:
         print(f"{run_dir}: all {cfg.epochs} epochs are done already; nothing to train")
     return history

@@ -9,7 +9,7 @@ from emotion_e2e.losses import CCCLoss, ccc
 
 
 def ccc_ref(x, y, w=None):
-    """Weighted population CCC in float64, straight from SPEC's formula."""
+    """Weighted population CCC in float64, straight from the formula of docs/design.md §1."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     w = np.ones_like(x) if w is None else np.asarray(w, np.float64).reshape(w.shape + (1,) * (x.ndim - w.ndim))
     x, y, w = x.ravel(), y.ravel(), np.broadcast_to(w, x.shape).ravel()

@@ -15,17 +15,19 @@ import pytest
 
 from emotion_e2e import config as C
 from emotion_e2e import evaluation, training
-from emotion_e2e.data import convert, demo, reader, sources
+from emotion_e2e import run_dir as run_lib
+from emotion_e2e.data import convert, demo, metadata, reader, sources
+from emotion_e2e.errors import ConfigError
 from emotion_e2e.models import build_model, feature_network, load_model
 
 LABELS = ("arousal", "valence")
 TINY_RNN = C.RecurrentConfig(layers=1, units=8)
-VISUAL = C.VisualNetConfig(backbone="resnet10", bn_momentum=0.9)
+FACE_NET = C.FaceNetConfig(backbone="resnet10", bn_momentum=0.9)
 
 
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory):
-    """4 train and 2 dev demo recordings of 2 s, audio and video."""
+    """4 train and 2 dev demo recordings of 2 s, audio and faces."""
     out = str(tmp_path_factory.mktemp("tiny_demo"))
     cfg = demo.DemoConfig(num_train=4, num_dev=2, seconds=2)
     convert.convert(sources.demo_recordings(cfg), convert.ConvertConfig(), out, source="demo")
@@ -33,11 +35,11 @@ def corpus(tmp_path_factory):
 
 
 def train_cfg(data_dir, modalities, **kw):
-    model = C.ModelConfig(modalities=modalities, recurrent=TINY_RNN, visual=VISUAL,
+    model = C.ModelConfig(recurrent=TINY_RNN, face=FACE_NET,
                           audio=C.AudioNetConfig(input_dropout=0.0, bn_momentum=0.9))
-    rd = C.ReaderConfig(seq_len=4, batch_size=2, modalities=modalities, shuffle_buffer=8)
-    base = dict(data_dir=data_dir, reader=rd, model=model, epochs=1, steps_per_epoch=2,
-                optimizer=C.OptimizerConfig(learning_rate=1e-3))
+    rd = C.ReaderConfig(seq_len=4, batch_size=2, shuffle_buffer=8)
+    base = dict(data_dir=data_dir, inputs=C.InputConfig(modalities=modalities), reader=rd, model=model, epochs=1,
+                steps_per_epoch=2, optimizer=C.OptimizerConfig(learning_rate=1e-3))
     return C.TrainConfig(**{**base, **kw})
 
 
@@ -49,20 +51,20 @@ def audio_run(corpus, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def visual_run(corpus, tmp_path_factory):
-    run = str(tmp_path_factory.mktemp("runs") / "visual")
-    training.train(train_cfg(corpus, ("video",)), run)
+def face_run(corpus, tmp_path_factory):
+    run = str(tmp_path_factory.mktemp("runs") / "face")
+    training.train(train_cfg(corpus, ("face",)), run)
     return run
 
 
-@pytest.mark.parametrize("modalities", [("audio",), ("video",), ("audio", "video")])
+@pytest.mark.parametrize("modalities", [("audio",), ("face",), ("audio", "face")])
 def test_one_real_training_step_per_modality(corpus, modalities):
     cfg = train_cfg(corpus, modalities)
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, cfg.inputs)
     training.compile_model(model, cfg)
     nets = {m: feature_network(model, m) for m in modalities}
     before = {m: [keras.ops.convert_to_numpy(w).copy() for w in n.trainable_weights] for m, n in nets.items()}
-    ds = training.to_keras(reader.make_dataset(os.path.join(corpus, "train-*.tfrecord"), cfg.reader,
+    ds = training.to_keras(reader.make_dataset(os.path.join(corpus, "train-*.tfrecord"), cfg.inputs, cfg.reader,
                                                training=True, repeat=True, seed=0), cfg)
     history = model.fit(ds, steps_per_epoch=1, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -81,17 +83,17 @@ def test_run_directory_contents(audio_run):
         assert col in history, col
     assert history["val_ccc_mean"][0] == pytest.approx(
         (history["val_arousal_ccc"][0] + history["val_valence_ccc"][0]) / 2)
-    cfg = training.load_run_config(audio_run)
-    assert cfg.model.modalities == ("audio",) and cfg.model.recurrent == TINY_RNN
+    cfg = run_lib.load_config(audio_run)
+    assert cfg.inputs.modalities == ("audio",) and cfg.model.recurrent == TINY_RNN
 
 
 def test_eval_from_the_run_directory_reproduces_the_in_memory_numbers(audio_run, tmp_path):
     report = evaluation.evaluate_run(audio_run, output_dir=str(tmp_path), plots=True)
-    cfg = training.load_run_config(audio_run)
-    model = load_model(training.checkpoint_path(audio_run))
+    cfg = run_lib.load_config(audio_run)
+    model = load_model(run_lib.checkpoint_path(audio_run))
     # in memory: the whole dev partition predicted with plain model calls, scored with NumPy
-    preds = evaluation.predict_partition(model, os.path.join(cfg.data_dir, "dev-*.tfrecord"),
-                                         dataclasses.replace(cfg.reader, augment=None), ("audio",), LABELS)
+    preds = evaluation.predict_partition(model, os.path.join(cfg.data_dir, "dev-*.tfrecord"), cfg.inputs,
+                                         dataclasses.replace(cfg.reader, augment=None), LABELS)
     expected = evaluation.partition_report(preds, LABELS)
     assert report["scores"]["partition"]["ccc"] == pytest.approx(expected["partition"]["ccc"], abs=1e-9)
     # and Keras' streaming validation metric of the best epoch agrees with the whole-partition CCC
@@ -110,24 +112,24 @@ def test_resume_continues_from_the_saved_step(corpus, tmp_path):
     run = str(tmp_path / "run")
     cfg = train_cfg(corpus, ("audio",), steps_per_epoch=3)
     training.train(cfg, run)
-    first = load_model(training.checkpoint_path(run, "last"), compile=True)
+    first = load_model(run_lib.checkpoint_path(run, "last"), compile=True)
     assert int(first.optimizer.iterations.numpy()) == 3
     history = training.train(dataclasses.replace(cfg, epochs=2), run)  # the same command, one more epoch
     assert history.epoch == [1]  # epoch 0 was not trained again
-    last = load_model(training.checkpoint_path(run, "last"), compile=True)
+    last = load_model(run_lib.checkpoint_path(run, "last"), compile=True)
     assert int(last.optimizer.iterations.numpy()) == 6
     assert list(pd.read_csv(os.path.join(run, "history.csv"))["epoch"]) == [0, 1]
     assert training.train(dataclasses.replace(cfg, epochs=2), run).epoch == []  # finished: nothing to do
 
 
-def test_warm_start_really_loads_the_unimodal_feature_networks(corpus, audio_run, visual_run):
-    cfg = train_cfg(corpus, ("audio", "video"), init_from=(audio_run, visual_run))
-    training.check_config(cfg, "/nonexistent-run")
-    model = build_model(cfg.model)
+def test_warm_start_really_loads_the_unimodal_feature_networks(corpus, audio_run, face_run):
+    cfg = train_cfg(corpus, ("audio", "face"), init_from=(audio_run, face_run))
+    training.check_config(cfg, "/nonexistent-run", metadata.read(corpus))
+    model = build_model(cfg.model, cfg.inputs)
     copied = training.warm_start(model, cfg)
-    assert copied[audio_run] > 0 and copied[visual_run] > 0
-    for run, modality in ((audio_run, "audio"), (visual_run, "video")):
-        src = feature_network(load_model(training.checkpoint_path(run)), modality)
+    assert copied[audio_run] > 0 and copied[face_run] > 0
+    for run, modality in ((audio_run, "audio"), (face_run, "face")):
+        src = feature_network(load_model(run_lib.checkpoint_path(run)), modality)
         dst = feature_network(model, modality)
         assert len(src.weights) == len(dst.weights) == copied[run]
         for a, b in zip(src.weights, dst.weights):
@@ -138,7 +140,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(corpu
     run = str(tmp_path / "run")
     cfg = train_cfg(corpus, ("audio",))
     training.train(cfg, run)
-    ckpts = {w: open(training.checkpoint_path(run, w), "rb").read() for w in ("best", "last")}
+    ckpts = {w: open(run_lib.checkpoint_path(run, w), "rb").read() for w in ("best", "last")}
     to_keras = training.to_keras
 
     def poisoned(ds, c):
@@ -148,7 +150,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(corpu
     with pytest.raises(FloatingPointError, match=r"loss is nan at epoch 2, batch 1 \(optimizer step 3\)"):
         training.train(dataclasses.replace(cfg, epochs=2), run)
     for w, data in ckpts.items():
-        assert open(training.checkpoint_path(run, w), "rb").read() == data
+        assert open(run_lib.checkpoint_path(run, w), "rb").read() == data
 
 
 def run_cli(*args):
@@ -167,18 +169,21 @@ def audio_only_corpus(tmp_path_factory):
 
 def test_contradictory_flags_stop_before_any_graph_is_built(corpus, audio_only_corpus, audio_run, tmp_path):
     cases = [
-        ([f"--data_dir={audio_only_corpus}", "--modalities=video"], "--modalities=video but .* holds audio only"),
-        ([f"--data_dir={corpus}", "--modalities=video", f"--init_from={audio_run}"],
-         f"--init_from={audio_run} was trained on audio; expected a unimodal run of one of \\['video'\\]"),
-        ([f"--data_dir={corpus}", "--modalities=audio,video", f"--init_from={tmp_path / 'missing'}"],
+        ([f"--data_dir={audio_only_corpus}", "--modalities=face"], "--modalities=face but .* holds audio only"),
+        ([f"--data_dir={corpus}", "--modalities=face", f"--init_from={audio_run}"],
+         f"--init_from={audio_run} was trained on audio; expected a unimodal run of one of \\['face'\\]"),
+        ([f"--data_dir={corpus}", "--modalities=audio,face", f"--init_from={tmp_path / 'missing'}"],
          "is not a run directory: config.json not found"),
         ([f"--data_dir={tmp_path / 'nothing'}"], "metadata.json not found"),
         ([f"--data_dir={corpus}", "--label_names=dominance"], "--label_names=dominance but .* has labels"),
-        ([f"--data_dir={corpus}", "--visual_net=resnet18", "--visual_weights=imagenet"],
+        ([f"--data_dir={corpus}", "--face_net=resnet18", "--face_weights=imagenet"],
          "ImageNet weights exist for resnet50 only"),
+        # no window can be cut: refused before training, never a hang at "Epoch 1"
+        ([f"--data_dir={corpus}", "--seq_len=200"],
+         "--seq_len=200 but no recording of partition 'train' in .* is that long \\(the longest has 50 frames\\)"),
     ]
     for flags, message in cases:
-        r = run_cli("train.py", f"--run_dir={tmp_path / 'r'}", *flags)
+        r = run_cli("train.py", f"--run_dir={tmp_path / 'r'}", "--seq_len=4", *flags)
         assert r.returncode == 1, (flags, r.stderr[-2000:])
         last = r.stderr.strip().splitlines()[-1]
         assert last.startswith("error: ") and re.search(message, last), (flags, last)
@@ -210,7 +215,7 @@ def test_audio_model_learns_arousal_and_shuffled_labels_do_not(tmp_path):
     scores = {}
     for name, data in (("real", real), ("shuffled", shuffled)):
         cfg = train_cfg(data, ("audio",), steps_per_epoch=200, epochs=1,
-                        reader=C.ReaderConfig(seq_len=4, batch_size=16, modalities=("audio",)))
+                        reader=C.ReaderConfig(seq_len=4, batch_size=16))
         training.train(cfg, str(tmp_path / f"run_{name}"))
         report = evaluation.evaluate_run(str(tmp_path / f"run_{name}"), plots=False)
         scores[name] = report["scores"]["partition"]["ccc"]["arousal"]
@@ -232,6 +237,93 @@ def test_strategy_precision_and_xla_options_train(corpus, tmp_path, options, flo
     cfg = train_cfg(corpus, ("audio",), **options)
     history = training.train(cfg, str(tmp_path / "run"))
     assert np.isfinite(history.history["loss"]).all() and np.isfinite(history.history["val_ccc_mean"]).all()
-    model = load_model(training.checkpoint_path(str(tmp_path / "run")))
+    model = load_model(run_lib.checkpoint_path(str(tmp_path / "run")))
     out = model({"audio": np.zeros((1, 3, 640), np.float32)})
     assert out["arousal"].dtype == "float32"  # the head stays float32 under mixed precision
+
+
+@pytest.fixture
+def corpus_copy(corpus, tmp_path):
+    """A private copy of the tiny corpus that a test may damage."""
+    import shutil  # noqa: PLC0415
+
+    return shutil.copytree(corpus, tmp_path / "data")
+
+
+def cut_shard(path, keep):
+    """Rewrites a shard with its first ``keep`` records only: no TF error, only the frame count shows it."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+    with tf.io.TFRecordWriter(str(path)) as w:
+        for r in records[:keep]:
+            w.write(r)
+
+
+def one_line_error(r):
+    assert r.returncode == 1, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]
+    return lines[-1]
+
+
+@pytest.mark.parametrize("partition", ["train", "dev"])
+def test_a_cut_shard_stops_training_with_one_line_naming_shard_and_frame(corpus_copy, tmp_path, partition):
+    shard = corpus_copy / f"{partition}-00001-of-0000{4 if partition == 'train' else 2}.tfrecord"
+    cut_shard(shard, 30)
+    r = run_cli("train.py", f"--data_dir={corpus_copy}", f"--run_dir={tmp_path / 'r'}", "--modalities=audio",
+                "--seq_len=4", "--batch_size=2", "--steps_per_epoch=40", "--epochs=1", "--lstm_layers=1",
+                "--lstm_units=4")
+    assert one_line_error(r) == (f"error: TFRecord file {shard} is truncated or corrupt: its frames end at 30 "
+                                 f"but the recording has 50 frames")
+
+
+def test_eval_of_a_cut_shard_and_a_truncated_checkpoint_are_one_line(audio_run, corpus, tmp_path):
+    import shutil  # noqa: PLC0415
+
+    run = shutil.copytree(audio_run, tmp_path / "run")
+    data = shutil.copytree(corpus, tmp_path / "data")
+    cfg = dataclasses.replace(run_lib.load_config(run), data_dir=str(data))
+    run_lib.save_config(run, cfg)
+    cut_shard(data / "dev-00000-of-00002.tfrecord", 7)
+    line = one_line_error(run_cli("eval.py", f"--run_dir={run}"))
+    assert line == (f"error: TFRecord file {data / 'dev-00000-of-00002.tfrecord'} is truncated or corrupt: its frames "
+                    f"end at 7 but the recording has 50 frames")
+    best = run_lib.checkpoint_path(run)
+    with open(best, "r+b") as f:
+        f.truncate(os.path.getsize(best) // 2)
+    line = one_line_error(run_cli("eval.py", f"--run_dir={run}", "--partition=train"))
+    assert line.startswith(f"error: {best} is not a readable .keras model (truncated or corrupt?)"), line
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstantDemo(sources.DemoSourceRecording):
+    """A demo recording whose arousal never moves."""
+
+    def open(self, cfg):
+        n, names, frames = super().open(cfg)
+        return n, names, (f._replace(labels=np.array([0.25, f.labels[1]], np.float32)) for f in frames)
+
+
+def test_constant_labels_are_refused_naming_partition_and_recordings(tmp_path):
+    recs = [ConstantDemo(r.recording_id, r.partition, config=r.config, spec=r.spec)
+            for r in sources.demo_recordings(demo.DemoConfig(num_train=2, num_dev=1, seconds=1))]
+    data = str(tmp_path / "data")
+    convert.convert(recs, convert.ConvertConfig(modalities=("audio",)), data)
+    with pytest.raises(ConfigError, match=r"the arousal labels of partition 'train' in .* are constant \(standard deviation 0 "
+                             r"over recordings train_000, train_001\)"):
+        training.train(train_cfg(data, ("audio",)), str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")
+    # valence alone moves: that run is fine to check
+    training.check_config(train_cfg(data, ("audio",), inputs=C.InputConfig(modalities=("audio",),
+                                                                         label_names=("valence",))),
+                          str(tmp_path / "run"), metadata.read(data))
+
+
+def test_report_json_is_strict_and_tables_show_undefined_scores():
+    report = {"partition": evaluation.scores(np.zeros((5, 1)), np.zeros((5, 1)), ("arousal",)), "recordings": {}}
+    assert np.isnan(report["partition"]["ccc"]["arousal"])  # 0/0: undefined
+    text = json.dumps(run_lib.strict_json(report), allow_nan=False)
+    assert json.loads(text)["partition"]["ccc"]["arousal"] is None
+    table = evaluation.format_table(json.loads(text), ("arousal",), "dev")
+    assert "partition CCC" in table and table.splitlines()[2].split()[2] == "-"

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase
+from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase, check_modalities
 from emotion_e2e.data import schema
 from emotion_e2e.errors import DataError
 
@@ -38,10 +38,7 @@ class ConvertConfig:
     max_length_mismatch: int = 1
 
     def __post_init__(self):
-        object.__setattr__(self, "modalities", tuple(self.modalities))
-        if not self.modalities or any(m not in MODALITIES for m in self.modalities):
-            raise ValueError(f"ConvertConfig: modalities must be a non-empty subset of {MODALITIES}. "
-                             f"Received: modalities={self.modalities}")
+        object.__setattr__(self, "modalities", check_modalities(self.modalities, type(self).__name__))
         if self.max_length_mismatch < 0:
             raise ValueError(f"ConvertConfig: max_length_mismatch must be >= 0. "
                              f"Received: {self.max_length_mismatch}")
@@ -235,7 +232,7 @@ def _metadata(summaries, plan, cfg, label_names, source, output_dir) -> dict:
     for s, (_, path) in zip(summaries, plan):
         entry = {"recording_id": s.recording_id, "partition": s.partition, "shard": os.path.basename(path),
                  "num_frames": s.num_frames}
-        if "video" in cfg.modalities:
+        if "face" in cfg.modalities:
             entry["face_found_ratio"] = s.faces_found / max(s.num_frames, 1)
         if s.label_sum is not None:
             entry["label_means"] = dict(zip(label_names, (s.label_sum / s.num_frames).tolist()))

@@ -1,4 +1,4 @@
-"""Synthetic demo corpus whose labels can be recovered from the raw signals (SPEC "Demo corpus").
+"""Synthetic demo corpus whose labels can be recovered from the raw signals (docs/design.md §4).
 
 Arousal drives a speech-like voice (pitch, loudness, syllable rate); valence drives a
 cartoon face (mouth curvature, brow slant). Each recording has its own identity (voice
@@ -20,11 +20,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from emotion_e2e.config import FaceConfig, TimeBase
+from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase, check_modalities
 
 LABEL_NAMES = ("arousal", "valence")
 PARTITIONS = ("train", "dev")  # index = partition code in the identity stream
-_MODALITIES = ("audio", "video")
 _STREAM_AUDIO, _STREAM_FACE = 101, 102  # stream tags next to a recording's label_seed
 
 # Identity ranges: moderate nuisance, small next to the expression cues.
@@ -251,11 +250,9 @@ def face(rec: DemoRecording, valence: float, frame_index: int, cfg: DemoConfig,
 
 
 def frames(rec: DemoRecording, cfg: DemoConfig, time_base: TimeBase = TimeBase(),
-           face_cfg: FaceConfig = FaceConfig(), modalities=_MODALITIES) -> Iterator[DemoFrame]:
+           face_cfg: FaceConfig = FaceConfig(), modalities=MODALITIES) -> Iterator[DemoFrame]:
     """Frames i = 1..N in order; faces are drawn on demand, the (short) audio is synthesised at once."""
-    bad = [m for m in modalities if m not in _MODALITIES]
-    if bad or not modalities:
-        raise ValueError(f"frames: modalities must be a non-empty subset of {_MODALITIES}. Received: {modalities}")
+    modalities = check_modalities(modalities, "demo.frames")
     y = labels(rec, cfg, time_base)
     spf = time_base.samples_per_frame
     wav = audio(rec, cfg, time_base) if "audio" in modalities else None
@@ -263,5 +260,5 @@ def frames(rec: DemoRecording, cfg: DemoConfig, time_base: TimeBase = TimeBase()
         yield DemoFrame(
             index=i, time=float(time_base.frame_time(i)),
             audio=None if wav is None else wav[(i - 1) * spf:i * spf],
-            face=face(rec, float(y[i - 1, 1]), i, cfg, face_cfg) if "video" in modalities else None,
+            face=face(rec, float(y[i - 1, 1]), i, cfg, face_cfg) if "face" in modalities else None,
             face_found=True, labels=dict(zip(LABEL_NAMES, map(float, y[i - 1]))))

@@ -1,4 +1,4 @@
-"""Face crops (SPEC "Face crops"): detect, crop a square with margin, JPEG-encode.
+"""Face crops (docs/design.md §3): detect, crop a square with margin, JPEG-encode.
 
 Frames are RGB ``(H, W, 3)`` uint8 throughout; crops are ``(size, size, 3)``
 uint8. ``face_crops`` streams one recording in constant memory: frames without

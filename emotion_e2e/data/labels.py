@@ -1,6 +1,6 @@
 """Label tracks: AVEC ARFF gold standards and CSV annotations → the 40 ms frame grid.
 
-Frame ``i = 1..N`` takes the label value at time ``frame_step·i`` (SPEC); a file
+Frame ``i = 1..N`` takes the label value at time ``frame_step·i`` (docs/design.md §2); a file
 at another rate is linearly interpolated onto that grid and its row at t = 0,
 which belongs to no frame, is dropped.
 """

@@ -1,4 +1,4 @@
-"""Streaming audio/video decoding onto the 40 ms grid (SPEC "Time base and alignment").
+"""Streaming audio/video decoding onto the 40 ms grid (docs/design.md §2).
 
 Everything here decodes with PyAV and yields one grid frame at a time, so memory
 is constant in the recording's length and the video's resolution: at most one
@@ -14,7 +14,6 @@ import collections
 import contextlib
 import math
 import os
-import time
 from fractions import Fraction
 from typing import Iterator
 
@@ -24,8 +23,6 @@ from scipy import signal
 
 from emotion_e2e.config import TimeBase
 from emotion_e2e.errors import DataError
-
-KINDS = ("audio", "video")
 
 
 # ---------------------------------------------------------------- resampling
@@ -124,14 +121,6 @@ def _open(path, kind: str | None = None):
                         f"{type(e).__name__}: {e}") from e
 
 
-def has_stream(path, kind: str) -> bool:
-    """Whether ``path`` holds at least one ``kind`` ('audio' or 'video') stream."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}. Received: {kind!r}")
-    with _open(path) as (container, _):
-        return bool(getattr(container.streams, kind))
-
-
 def _decoded_audio(container, stream) -> Iterator[tuple[np.ndarray, int]]:
     """(channels, samples) float32 blocks at the native rate, with that rate."""
     conv = None
@@ -219,13 +208,6 @@ def video_duration(path) -> float:
     return float(times[-1] + (times[-1] - times[0] if len(times) > 1 else 0))
 
 
-def media_num_frames(path, time_base: TimeBase, modality: str) -> int:
-    """Number of grid frames that cover the ``modality`` ('audio'/'video') stream."""
-    if modality not in KINDS:
-        raise ValueError(f"modality must be one of {KINDS}. Received: {modality!r}")
-    return time_base.frames_in(audio_duration(path) if modality == "audio" else video_duration(path))
-
-
 def _video_frames_timed(path) -> Iterator[tuple[Fraction, av.VideoFrame]]:
     """(seconds since stream start as an exact Fraction, undecoded-to-RGB frame)."""
     with _open(path, "video") as (container, stream):
@@ -274,75 +256,3 @@ def video_frames(path, time_base: TimeBase, num_frames: int | None = None) -> It
     while i <= n:
         yield to_rgb(held)
         i += 1
-
-
-# ---------------------------------------------------------------- benchmark
-
-def compare_resamplers(seconds: float = 10.0) -> dict:
-    """Speed and accuracy of scipy polyphase vs ``tensorflow_io.audio.resample``.
-
-    Returns {method: {"44100->16000"/"48000->16000": {"sec_per_audio_sec",
-    "amp_err" (relative), "freq_err_hz", "delay_out_samples", "snr_db",
-    "snr_db_delay_aligned", "len_out"}}} for a 1 kHz, 0.5-amplitude sine; SNR is
-    against the analytic 16 kHz sine with 10 % of each edge excluded.
-    """
-    import tensorflow as tf
-    import tensorflow_io as tfio
-
-    out_rate, f0, amp = 16000, 1000.0, 0.5
-    methods = {
-        "scipy_resample_poly": lambda x, r: resample(x, r, out_rate),
-        "scipy_streaming_4096": lambda x, r: _stream_all(x, r, out_rate, 4096),
-        "tfio_audio_resample": lambda x, r: tfio.audio.resample(tf.constant(x), r, out_rate).numpy(),
-    }
-    report = {}
-    for name, fn in methods.items():
-        report[name] = {}
-        for rate in (44100, 48000):
-            x = (amp * np.sin(2 * np.pi * f0 * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
-            fn(x[:rate], rate)  # warm-up (TF op loading, filter design)
-            wall = []
-            for _ in range(3):  # best of 3: the least disturbed run
-                t0 = time.perf_counter()
-                y = np.asarray(fn(x, rate), np.float64).reshape(-1)
-                wall.append(time.perf_counter() - t0)
-            n = np.arange(len(y))
-            mid = slice(len(y) // 10, len(y) - len(y) // 10)
-            ref = amp * np.sin(2 * np.pi * f0 * n / out_rate)
-            # Least-squares sine fits on the middle part: amplitude, phase (-> delay
-            # against the analytic sine) and frequency (phase drift between halves).
-            a, f, phase = _fit_sine(y[mid], n[mid], out_rate, f0)
-            delay = -phase / (2 * np.pi * f0) * out_rate
-            shifted = amp * np.sin(2 * np.pi * f0 * (n - delay) / out_rate)
-            report[name][f"{rate}->{out_rate}"] = {
-                "sec_per_audio_sec": min(wall) / seconds,
-                "amp_err": abs(a - amp) / amp,
-                "freq_err_hz": abs(f - f0),
-                "delay_out_samples": delay,
-                "snr_db": _snr(ref[mid], y[mid]),
-                "snr_db_delay_aligned": _snr(shifted[mid], y[mid]),
-                "len_out": len(y),
-            }
-    return report
-
-
-def _stream_all(x, rate_in, rate_out, chunk):
-    r = StreamingResampler(rate_in, rate_out)
-    return np.concatenate([r.push(x[i:i + chunk]) for i in range(0, len(x), chunk)] + [r.flush()])
-
-
-def _snr(ref, y):
-    return float(10 * np.log10(np.sum(ref ** 2) / max(np.sum((y - ref) ** 2), 1e-30)))
-
-
-def _fit_sine(y, n, rate, f_guess):
-    """(amplitude, frequency, phase φ) of y ≈ a·sin(2πf n/rate + φ), refined around f_guess."""
-    def fit(yy, nn):
-        w = 2 * np.pi * f_guess * nn / rate
-        (c, s), *_ = np.linalg.lstsq(np.stack([np.sin(w), np.cos(w)], 1), yy, rcond=None)
-        return np.hypot(c, s), np.arctan2(s, c)
-    h = len(y) // 2
-    a, phase = fit(y, n)
-    (_, p1), (_, p2) = fit(y[:h], n[:h]), fit(y[h:], n[h:])
-    dphi = (p2 - p1 + np.pi) % (2 * np.pi) - np.pi
-    return a, f_guess + dphi * rate / (2 * np.pi * (n[h] - n[0])), phase

@@ -13,7 +13,7 @@ shard stops the pipeline with an error naming the file, never fewer frames.
 Each element is a dict:
   ``audio`` (batch, seq_len, samples_per_frame) float32 — when audio is read;
   ``face`` (batch, seq_len, face_size, face_size, 3) float32 in [0, 1] and
-  ``face_found`` (batch, seq_len) int32 — when video is read;
+  ``face_found`` (batch, seq_len) int32 — when faces are read;
   ``labels`` (batch, seq_len, len(label_names)) float32 — when labels are read;
   ``mask`` (batch, seq_len) float32, 1 for real frames, 0 for padding;
   ``frame`` (batch, seq_len) int64, 1-based frame index (0 for padding);
@@ -22,27 +22,32 @@ Each element is a dict:
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 
 import tensorflow as tf
 
-from emotion_e2e.config import AugmentConfig, ReaderConfig
+from emotion_e2e.config import AugmentConfig, InputConfig, ReaderConfig
 from emotion_e2e.data import schema
 from emotion_e2e.errors import DataError
 
 AUTOTUNE = tf.data.AUTOTUNE
+_ASSERT_PREFIX = "assertion failed: "
+_CHECK_MARKS = ("TFRecord file", "no training window")  # how the reader's own checks begin
 
 
 def list_shards(file_pattern: str | Sequence[str]) -> list[str]:
     """Sorted files matching one pattern or several (local paths or ``gs://``)."""
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
+    # Hidden files are never shards: TF's glob matches them, and a killed conversion may leave some.
+    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p) if not os.path.basename(f).startswith(".")})
     if not files:
         raise DataError(f"no TFRecord files match {patterns}")
     return files
 
 
-def parse_window(serialized: tf.Tensor, cfg: ReaderConfig) -> dict:
+def parse_window(serialized: tf.Tensor, inputs: InputConfig) -> dict:
     """Parses a window of serialized frame records ``(n,)`` with the shared schema.
 
     Returns ``frame`` (n,) int64, ``num_frames`` and ``recording_id`` scalars
@@ -50,20 +55,20 @@ def parse_window(serialized: tf.Tensor, cfg: ReaderConfig) -> dict:
     (n, samples_per_frame), ``face_jpeg`` (n,) string, ``face_found`` (n,) int32,
     ``labels`` (n, dims).
     """
-    spec = schema.feature_spec(samples_per_frame=cfg.samples_per_frame, modalities=cfg.modalities,
-                               label_names=cfg.label_names)
+    spec = schema.feature_spec(samples_per_frame=inputs.samples_per_frame, modalities=inputs.modalities,
+                               label_names=inputs.label_names)
     f = tf.io.parse_example(serialized, spec)
     first = lambda x, empty: tf.concat([x[:1], [empty]], 0)[0]  # noqa: E731 - windows may be empty
     out = {"frame": f[schema.FRAME], "recording_ids": f[schema.RECORDING_ID],
            "num_frames": first(f[schema.NUM_FRAMES], tf.constant(-1, tf.int64)),
            "recording_id": first(f[schema.RECORDING_ID], "")}
-    if "audio" in cfg.modalities:
+    if "audio" in inputs.modalities:
         out["audio"] = f[schema.AUDIO]
-    if "video" in cfg.modalities:
+    if "face" in inputs.modalities:
         out["face_jpeg"] = f[schema.FACE]
         out["face_found"] = tf.cast(f[schema.FACE_FOUND], tf.int32)
-    if cfg.label_names:
-        out["labels"] = tf.stack([f[schema.label_key(n)] for n in cfg.label_names], axis=-1)
+    if inputs.label_names:
+        out["labels"] = tf.stack([f[schema.label_key(n)] for n in inputs.label_names], axis=-1)
     return out
 
 
@@ -96,20 +101,66 @@ def _check_windows(windows: tf.data.Dataset, path: tf.Tensor) -> tf.data.Dataset
     return windows.scan((tf.constant(1, tf.int64), tf.constant(-1, tf.int64)), step)
 
 
-def _file_windows(path: tf.Tensor, offset: tf.Tensor, cfg: ReaderConfig, training: bool) -> tf.data.Dataset:
-    """Windows of one shard, parsed and checked: a head of ``offset`` frames,
-    then ``seq_len`` frames at a time. Training keeps the full windows only.
+def _start_offset(records: tf.data.Dataset, draw: tf.Tensor, seq_len: int) -> tf.Tensor:
+    """The training start offset of a shard from the random int64 ``draw``: uniform in
+    ``[0, min(seq_len, N − seq_len + 1))`` for a recording of N frames (read from its first
+    record), so a recording of at least ``seq_len`` frames always yields a full window."""
+    spec = {schema.NUM_FRAMES: tf.io.FixedLenFeature([], tf.int64)}
+    n = records.take(1).reduce(tf.constant(0, tf.int64),
+                               lambda _, s: tf.io.parse_single_example(s, spec)[schema.NUM_FRAMES])
+    return tf.math.floormod(draw, tf.clip_by_value(n - seq_len + 1, 1, seq_len))
+
+
+def _file_windows(path: tf.Tensor, draw: tf.Tensor, inputs: InputConfig, cfg: ReaderConfig,
+                  training: bool) -> tf.data.Dataset:
+    """Windows of one shard, parsed and checked: in training a head of a random number of
+    frames (``_start_offset`` of ``draw``), then ``seq_len`` frames at a time, full windows
+    only; in evaluation every frame from the first, the last window shorter.
 
     Corrupt records end the file early (``ignore_errors``) so that the end check
     fails naming the file; TF's own DataLossError does not name it.
     """
     records = tf.data.TFRecordDataset(path).ignore_errors()
+    offset = _start_offset(records, draw, cfg.seq_len) if training else tf.constant(0, tf.int64)
     windows = (records.take(offset).batch(cfg.seq_len)
                .concatenate(records.skip(offset).batch(cfg.seq_len))
                .concatenate(tf.data.Dataset.from_tensors(tf.zeros([0], tf.string))))
-    checked = _check_windows(windows.map(lambda s: parse_window(s, cfg)), path)
+    checked = _check_windows(windows.map(lambda s: parse_window(s, inputs)), path)
     min_len = cfg.seq_len if training else 1
     return checked.filter(lambda w: tf.shape(w["frame"])[0] >= min_len)
+
+
+def _fail_if_empty(windows: tf.data.Dataset, message: str) -> tf.data.Dataset:
+    """``windows`` unchanged, but an error with ``message`` at its end if it yielded nothing:
+    a repeated pipeline whose passes are all empty would otherwise be waited on forever."""
+    def empty_like(spec):
+        shape = [0 if d is None else d for d in spec.shape.as_list()]
+        return tf.zeros(shape, spec.dtype) if spec.dtype != tf.string else tf.fill(shape, "")
+
+    sentinel = tf.nest.map_structure(empty_like, windows.element_spec)
+    flagged = windows.map(lambda w: (w, False)).concatenate(tf.data.Dataset.from_tensors((sentinel, True)))
+
+    def step(count, item):
+        _, is_end = item
+        check = tf.debugging.Assert(tf.logical_or(tf.logical_not(is_end), count > 0), [message])
+        with tf.control_dependencies([check]):
+            return count + 1, item
+
+    return flagged.scan(tf.constant(0, tf.int64), step).filter(lambda w, is_end: tf.logical_not(is_end)).map(
+        lambda w, is_end: w)
+
+
+def data_error(error: tf.errors.OpError) -> DataError | None:
+    """The one-line DataError of a failed reader check inside a running pipeline (it names the
+    shard and the frame), or None when ``error`` is not one. TF wraps the message of a failed
+    ``tf.debugging.Assert`` in graph details; this keeps the sentence."""
+    message = error.message or ""
+    start = message.find(_ASSERT_PREFIX)
+    if start < 0 or not any(mark in message for mark in _CHECK_MARKS):
+        return None
+    body = message[start + len(_ASSERT_PREFIX):].split("\n")[0].split(" [[")[0]
+    parts = [p.strip() for p in re.findall(r"\[(.*?)\]", body) if p.strip()]
+    return DataError(" ".join(parts).replace("b'", "").replace("'", ""))
 
 
 def decode_faces(jpegs: tf.Tensor, face_size: int) -> tf.Tensor:
@@ -121,7 +172,7 @@ def decode_faces(jpegs: tf.Tensor, face_size: int) -> tf.Tensor:
 
 
 def augment_faces(faces: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
-    """SPEC training augmentation of one window ``(n, size, size, 3)`` in [0, 1].
+    """The training augmentation (docs/design.md §6) of one window ``(n, size, size, 3)`` in [0, 1].
 
     Resize to ``cfg.resize``, random crop back to ``size``, random saturation and
     brightness, clip. One draw per window: the crop and colour stay steady over
@@ -137,7 +188,8 @@ def augment_faces(faces: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.T
     return tf.clip_by_value(x, 0.0, 1.0)
 
 
-def finish_window(w: dict, cfg: ReaderConfig, training: bool, seed: tf.Tensor | None = None) -> dict:
+def finish_window(w: dict, inputs: InputConfig, cfg: ReaderConfig, training: bool,
+                  seed: tf.Tensor | None = None) -> dict:
     """Parsed window → model-ready window padded to ``seq_len`` with a mask."""
     n = tf.shape(w["frame"])[0]
     pad = cfg.seq_len - n
@@ -145,7 +197,7 @@ def finish_window(w: dict, cfg: ReaderConfig, training: bool, seed: tf.Tensor | 
     if "audio" in w:
         out["audio"] = w["audio"]
     if "face_jpeg" in w:
-        faces = decode_faces(w["face_jpeg"], cfg.face_size)
+        faces = decode_faces(w["face_jpeg"], inputs.face_size)
         if training and cfg.augment is not None:
             faces = augment_faces(faces, cfg.augment, seed)
         out["face"] = faces
@@ -159,10 +211,11 @@ def finish_window(w: dict, cfg: ReaderConfig, training: bool, seed: tf.Tensor | 
     return out
 
 
-def make_dataset(file_pattern: str | Sequence[str], cfg: ReaderConfig, *, training: bool,
+def make_dataset(file_pattern: str | Sequence[str], inputs: InputConfig, cfg: ReaderConfig, *, training: bool,
                  input_context: tf.distribute.InputContext | None = None, repeat: bool = False,
                  seed: int | None = None) -> tf.data.Dataset:
-    """Windows of ``cfg.seq_len`` frames from the shards matching ``file_pattern``.
+    """Windows of ``cfg.seq_len`` frames, holding what ``inputs`` names, from the shards
+    matching ``file_pattern``.
 
     Training: random start offset per recording and pass, full windows only,
     shuffled, face augmentation, incomplete batches dropped. Evaluation: every
@@ -172,6 +225,9 @@ def make_dataset(file_pattern: str | Sequence[str], cfg: ReaderConfig, *, traini
     With ``input_context`` the shards are split by input pipeline id and each
     pipeline batches ``cfg.batch_size`` split over the replicas in sync.
     """
+    if ("face" in inputs.modalities and training and cfg.augment is not None
+            and cfg.augment.resize < inputs.face_size):
+        raise ValueError(f"augment.resize ({cfg.augment.resize}) must be >= face_size ({inputs.face_size})")
     files = list_shards(file_pattern)
     batch_size = cfg.batch_size
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -181,25 +237,25 @@ def make_dataset(file_pattern: str | Sequence[str], cfg: ReaderConfig, *, traini
                             f"input pipelines: {file_pattern}")
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         batch_size = input_context.get_per_replica_batch_size(cfg.batch_size)
-    if training:
+    if training:  # one pass over the files: shuffled, each with a random draw for its start offset
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    if training:
-        offsets = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
-            lambda r: tf.math.floormod(r, cfg.seq_len))
-        ds = tf.data.Dataset.zip(ds, offsets)
+        ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True))
     else:
         ds = ds.map(lambda f: (f, tf.constant(0, tf.int64)))
-    ds = ds.interleave(lambda f, o: _file_windows(f, o, cfg, training),
+    ds = ds.interleave(lambda f, draw: _file_windows(f, draw, inputs, cfg, training),
                        cycle_length=cfg.cycle_length if training else 1,
                        num_parallel_calls=AUTOTUNE, deterministic=not training)
     if training:
+        ds = _fail_if_empty(ds, f"no training window of seq_len={cfg.seq_len} frames can be cut: every recording "
+                                f"of the {len(files)} shard(s) matching {file_pattern} is shorter")
+    if repeat:  # every pass is checked, reshuffled and draws new offsets
+        ds = ds.repeat()
+    if training:
         ds = ds.shuffle(cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(ds, seeds).map(lambda w, s: finish_window(w, cfg, True, s),
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda w, s: finish_window(w, inputs, cfg, True, s),
                                                 num_parallel_calls=AUTOTUNE, deterministic=False)
     else:
-        ds = ds.map(lambda w: finish_window(w, cfg, False), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda w: finish_window(w, inputs, cfg, False), num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=training)
     return ds.prefetch(AUTOTUNE)

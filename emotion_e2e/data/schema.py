@@ -59,7 +59,7 @@ def label_key(name: str) -> str:
     return LABEL_PREFIX + name
 
 
-def feature_spec(*, samples_per_frame: int, modalities=("audio", "video"), label_names=()) -> dict:
+def feature_spec(*, samples_per_frame: int, modalities=("audio", "face"), label_names=()) -> dict:
     """Parsing spec for ``tf.io.parse_example``: metadata, the asked modalities and labels.
 
     Shapes come from here, never from a file: audio ``(samples_per_frame,)``,
@@ -68,7 +68,7 @@ def feature_spec(*, samples_per_frame: int, modalities=("audio", "video"), label
     spec = dict(_META_SPEC)
     if "audio" in modalities:
         spec[AUDIO] = tf.io.FixedLenFeature([samples_per_frame], tf.float32)
-    if "video" in modalities:
+    if "face" in modalities:
         spec[FACE] = tf.io.FixedLenFeature([], tf.string)
         spec[FACE_FOUND] = tf.io.FixedLenFeature([], tf.int64)
     for name in label_names:
@@ -95,7 +95,7 @@ def encode_frame(*, recording_id: str, partition: str, frame: int, num_frames: i
 
     Args:
       audio: ``(samples_per_frame,)`` float32, or None for a corpus without audio.
-      face_jpeg: JPEG bytes of the face crop, or None for a corpus without video.
+      face_jpeg: JPEG bytes of the face crop, or None for a corpus without faces.
       face_found: whether the crop comes from a detection in this very frame.
       labels: ``{name: value}`` for labelled partitions, None for unlabelled ones.
     """

@@ -56,14 +56,14 @@ class MediaRecording(Recording):
         tb, rid = cfg.time_base, self.recording_id
         track = self._labels(cfg)
         lengths = {}
-        for modality, path in (("audio", self.audio), ("video", self.video)):
+        for modality, kind, path in (("audio", "audio", self.audio), ("face", "video", self.video)):
             if modality not in cfg.modalities:
                 continue
             if not path:
-                raise DataError(f"recording {rid}: {modality} is needed (modalities {list(cfg.modalities)}) "
-                                f"but no {modality} file was given")
-            duration = media.audio_duration(path) if modality == "audio" else media.video_duration(path)
-            lengths[f"{modality} ({path})"] = tb.frames_in(duration)
+                raise DataError(f"recording {rid}: modality {modality!r} needs a {kind} file "
+                                f"(modalities {list(cfg.modalities)}) but none was given")
+            duration = media.audio_duration(path) if kind == "audio" else media.video_duration(path)
+            lengths[f"{kind} ({path})"] = tb.frames_in(duration)
         if track is not None:
             lengths["labels"] = track.num_frames
         if max(lengths.values()) - min(lengths.values()) > cfg.max_length_mismatch:
@@ -76,7 +76,7 @@ class MediaRecording(Recording):
         tb = cfg.time_base
         audio = (media.audio_frames(self.audio, tb, n) if "audio" in cfg.modalities
                  else itertools.repeat(None))
-        if "video" in cfg.modalities:
+        if "face" in cfg.modalities:
             crops = faces.face_crops(lambda: media.video_frames(self.video, tb, n), _detector(cfg.face),
                                      cfg.face, source=f"video {self.video} (recording {self.recording_id})")
         else:
@@ -87,7 +87,7 @@ class MediaRecording(Recording):
 
 
 def recola_recordings(root: str, partitions=RECOLA_PARTITIONS, dimensions=RECOLA_DIMENSIONS):
-    """The AVEC 2016 package layout (SPEC "Datasets"); the partition is the file-name prefix.
+    """The AVEC 2016 package layout (docs/design.md §4); the partition is the file-name prefix.
 
     The audio comes from ``recordings_audio/ID.wav`` or, when that is missing,
     from the track of ``recordings_video/ID.mp4``.

@@ -5,11 +5,11 @@ read a saved ``.keras`` model.
 """
 
 from emotion_e2e.models.audio import build_audio_network
+from emotion_e2e.models.face import build_backbone, build_face_network, num_features
 from emotion_e2e.models.inference import fold_batch_norms, optimize_for_inference
 from emotion_e2e.models.layers import CaffePreprocessing, FoldTime, UnfoldTime
 from emotion_e2e.models.model import apply_per_frame, build_model, copy_feature_weights, feature_network
 from emotion_e2e.models.recurrent import PeepholeLSTMCell, apply_recurrent
-from emotion_e2e.models.visual import build_backbone, build_visual_network, num_features
 
 
 def load_model(path: str, compile: bool = False):  # noqa: A002 - keras' own argument name
@@ -30,8 +30,8 @@ __all__ = [
     "apply_recurrent",
     "build_audio_network",
     "build_backbone",
+    "build_face_network",
     "build_model",
-    "build_visual_network",
     "copy_feature_weights",
     "feature_network",
     "fold_batch_norms",

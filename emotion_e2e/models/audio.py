@@ -1,4 +1,4 @@
-"""The raw-audio CNN (SPEC "Model"): one 40 ms frame of 640 samples → 1280 features.
+"""The raw-audio CNN (docs/design.md §5): one 40 ms frame of 640 samples → 1280 features.
 
     (frames, 640) → dropout → (640, 1) → conv1 → BN → ReLU → max-pool 2 over time (320, 40)
                   → conv2 → BN → ReLU → max-pool across channels in groups of 10 (320, 4)
@@ -38,15 +38,16 @@ def apply_channel_max_pool(x, group: int, name: str):
     return keras.layers.Flatten(name=f"{name}_flatten")(x)
 
 
-def build_audio_network(cfg: AudioNetConfig, name: str = "audio_network") -> keras.Model:
+def build_audio_network(cfg: AudioNetConfig, samples_per_frame: int, name: str = "audio_network") -> keras.Model:
     """The per-frame audio network: ``(frames, samples_per_frame)`` float32 →
-    ``(frames, cfg.num_features)`` (1280 with the defaults).
+    ``(frames, cfg.num_features(samples_per_frame))`` (1280 with the defaults).
 
     The input dropout is active only with ``training=True``.
     """
-    frames = keras.Input((cfg.samples_per_frame,), name="audio_frames")
+    cfg.num_features(samples_per_frame)  # validates samples_per_frame against the pooling
+    frames = keras.Input((samples_per_frame,), name="audio_frames")
     x = keras.layers.Dropout(cfg.input_dropout, name="input_dropout")(frames)
-    x = keras.layers.Reshape((cfg.samples_per_frame, 1), name="add_channel")(x)
+    x = keras.layers.Reshape((samples_per_frame, 1), name="add_channel")(x)
     x = apply_conv_block(x, cfg.conv1_filters, cfg.conv1_kernel, cfg, name="conv1")
     x = keras.layers.MaxPooling1D(cfg.pool1, name="pool1")(x)
     x = apply_conv_block(x, cfg.conv2_filters, cfg.conv2_kernel, cfg, name="conv2")

@@ -29,7 +29,7 @@ import numpy as np
 from keras import ops
 
 from emotion_e2e.models.layers import PACKAGE
-from emotion_e2e.models.recurrent import PeepholeLSTMCell
+from emotion_e2e.models.recurrent import GATES, PeepholeLSTMCell, peephole_update
 
 CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D)
 
@@ -158,7 +158,7 @@ class ProjectedPeepholeLSTM(keras.layers.Layer):
         self.units, self.cell_clip, self.forget_bias = int(units), cell_clip, float(forget_bias)
 
     def build(self, input_shape):
-        n = 4 * self.units
+        n = GATES * self.units
         self.kernel = self.add_weight(shape=(input_shape[-1], n), name="kernel")
         self.recurrent_kernel = self.add_weight(shape=(self.units, n), name="recurrent_kernel")
         self.bias = self.add_weight(shape=(n,), name="bias")
@@ -173,14 +173,8 @@ class ProjectedPeepholeLSTM(keras.layers.Layer):
 
         def step(carry, z_t):
             h_prev, c_prev = carry[:, : self.units], carry[:, self.units:]
-            z = z_t + ops.matmul(h_prev, u)
-            z_i, z_j, z_f, z_o = ops.split(z, 4, axis=-1)
-            i = ops.sigmoid(z_i + w_ci * c_prev)
-            f = ops.sigmoid(z_f + self.forget_bias + w_cf * c_prev)
-            c = f * c_prev + i * ops.tanh(z_j)
-            if self.cell_clip is not None:
-                c = ops.clip(c, -self.cell_clip, self.cell_clip)
-            h = ops.sigmoid(z_o + w_co * c) * ops.tanh(c)
+            h, c = peephole_update(z_t + ops.matmul(h_prev, u), c_prev, w_ci, w_cf, w_co, self.forget_bias,
+                                   self.cell_clip)
             state = ops.concatenate([h, c], axis=-1)
             return state, state  # Keras' TF scan wants outputs shaped like the carry
 

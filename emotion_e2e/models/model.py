@@ -1,28 +1,28 @@
-"""The assembled model (SPEC "Model"): per-frame feature networks → fusion → LSTMs → head.
+"""The assembled model (docs/design.md §5): per-frame feature networks → fusion → LSTMs → head.
 
-    audio (batch, time, 640)         → fold → audio_network  → unfold → (batch, time, 1280) ┐
-    face  (batch, time, 96, 96, 3)   → fold → visual_network → unfold → (batch, time, 2048) ┴ concat
+    audio (batch, time, 640)         → fold → audio_network → unfold → (batch, time, 1280) ┐
+    face  (batch, time, 96, 96, 3)   → fold → face_network  → unfold → (batch, time, 2048) ┴ concat
         → (batch, time, 3328) → cfg.recurrent.layers LSTMs → (batch, time, units)
         → one linear unit per label and frame → {label: (batch, time)}
 
-Batch and time are dynamic. The feature networks are nested models named
-``audio_network`` and ``visual_network`` so weights move between an audio-only, a
-visual-only and a multimodal model by name (``copy_feature_weights``).
+Batch and time are dynamic. The model's inputs are named after the modalities (``audio``,
+``face``), its outputs after the label dimensions. The feature networks are nested models
+named ``audio_network`` and ``face_network`` so weights move between an audio-only, a
+face-only and a multimodal model by name (``copy_feature_weights``).
 """
 
 from __future__ import annotations
 
 import keras
 
-from emotion_e2e.config import ModelConfig
+from emotion_e2e.config import MODALITIES, InputConfig, ModelConfig
 from emotion_e2e.models.audio import build_audio_network
+from emotion_e2e.models.face import build_face_network
 from emotion_e2e.models.layers import FoldTime, UnfoldTime
 from emotion_e2e.models.recurrent import apply_recurrent
-from emotion_e2e.models.visual import build_visual_network
 
-INPUT_NAMES = {"audio": "audio", "video": "face"}
-FEATURE_NETWORKS = {"audio": "audio_network", "video": "visual_network"}
-FEATURE_NAMES = {"audio": "audio_features", "video": "visual_features"}
+FEATURE_NETWORKS = {m: f"{m}_network" for m in MODALITIES}
+FEATURE_NAMES = {m: f"{m}_features" for m in MODALITIES}
 FUSION_NAME = "fusion"
 HEAD_UNITS = 1  # one linear output per label dimension and frame
 HEAD_DTYPE = "float32"
@@ -47,35 +47,34 @@ def apply_head(x, label_names, name: str = "head") -> dict:
     return outputs
 
 
-def build_model(cfg: ModelConfig, name: str = "emotion_model") -> keras.Model:
-    """The whole model for ``cfg.modalities``.
+def build_model(cfg: ModelConfig, inputs: InputConfig, name: str = "emotion_model") -> keras.Model:
+    """The whole model for ``inputs.modalities`` and ``inputs.label_names``.
 
-    Inputs (a dict, keys per modality): ``'audio'`` (batch, time, samples_per_frame) float32;
+    Inputs (a dict keyed by modality): ``'audio'`` (batch, time, samples_per_frame) float32;
     ``'face'`` (batch, time, face_size, face_size, 3) float32 in [0, 1].
-    Outputs: ``{label: (batch, time) float32 for label in cfg.label_names}``. Calling the
+    Outputs: ``{label: (batch, time) float32 for label in inputs.label_names}``. Calling the
     model returns the dict in label order, but Keras flattens dict outputs by sorted key:
-    ``model.output_names`` and ``model.outputs`` are in ``sorted(cfg.label_names)`` order.
-    Fused features: 1280 audio-only, 2048 visual-only (resnet50), 3328 both.
+    ``model.output_names`` and ``model.outputs`` are in ``sorted(inputs.label_names)`` order.
+    Fused features: 1280 audio-only, 2048 face-only (resnet50), 3328 both.
     """
-    inputs, features = {}, []
-    if "audio" in cfg.modalities:
-        audio = keras.Input((None, cfg.audio.samples_per_frame), name=INPUT_NAMES["audio"])
-        inputs[INPUT_NAMES["audio"]] = audio
-        features.append(apply_per_frame(audio, build_audio_network(cfg.audio, name=FEATURE_NETWORKS["audio"]),
-                                         name=FEATURE_NAMES["audio"]))
-    if "video" in cfg.modalities:
-        size = cfg.visual.face_size
-        face = keras.Input((None, size, size, 3), name=INPUT_NAMES["video"])
-        inputs[INPUT_NAMES["video"]] = face
-        features.append(apply_per_frame(face, build_visual_network(cfg.visual, name=FEATURE_NETWORKS["video"]),
-                                        name=FEATURE_NAMES["video"]))
+    if not inputs.label_names:
+        raise ValueError(f"build_model needs at least one label name. Received: label_names={inputs.label_names}")
+    shapes = {"audio": (inputs.samples_per_frame,), "face": (inputs.face_size, inputs.face_size, 3)}
+    tensors, features = {}, []
+    for modality in inputs.modalities:
+        x = keras.Input((None, *shapes[modality]), name=modality)
+        network = (build_audio_network(cfg.audio, inputs.samples_per_frame, name=FEATURE_NETWORKS[modality])
+                   if modality == "audio" else
+                   build_face_network(cfg.face, inputs.face_size, name=FEATURE_NETWORKS[modality]))
+        tensors[modality] = x
+        features.append(apply_per_frame(x, network, name=FEATURE_NAMES[modality]))
     x = features[0] if len(features) == 1 else keras.layers.Concatenate(name=FUSION_NAME)(features)
     x = apply_recurrent(x, cfg.recurrent, name="lstm")
-    return keras.Model(inputs, apply_head(x, cfg.label_names), name=name)
+    return keras.Model(tensors, apply_head(x, inputs.label_names), name=name)
 
 
 def feature_network(model: keras.Model, modality: str) -> keras.Model:
-    """The nested per-frame network of ``modality`` ('audio' or 'video') in ``model``."""
+    """The nested per-frame network of ``modality`` ('audio' or 'face') in ``model``."""
     if modality not in FEATURE_NETWORKS:
         raise ValueError(f"modality must be one of {tuple(FEATURE_NETWORKS)}. Received: modality={modality!r}")
     names = [layer.name for layer in model.layers]

@@ -27,6 +27,21 @@ from emotion_e2e.models.layers import PACKAGE
 GATES = 4  # i, j, f, o (TF1's order)
 
 
+def peephole_update(z, c_prev, w_ci, w_cf, w_co, forget_bias: float, cell_clip: float | None):
+    """One peephole LSTM step from the gate pre-activations ``z = x·W + h_prev·U + b``
+    ``(batch, 4·units)`` and the previous cell state ``c_prev`` ``(batch, units)``:
+    returns ``h, c``, each ``(batch, units)``. The one place the step is written
+    (``PeepholeLSTMCell`` and the inference-time ``ProjectedPeepholeLSTM`` both call it)."""
+    z_i, z_j, z_f, z_o = ops.split(z, GATES, axis=-1)
+    i = ops.sigmoid(z_i + w_ci * c_prev)
+    f = ops.sigmoid(z_f + forget_bias + w_cf * c_prev)
+    c = f * c_prev + i * ops.tanh(z_j)
+    if cell_clip is not None:
+        c = ops.clip(c, -cell_clip, cell_clip)
+    o = ops.sigmoid(z_o + w_co * c)  # peeks at the new cell state, as TF1 does
+    return o * ops.tanh(c), c
+
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class PeepholeLSTMCell(keras.layers.Layer):
     """LSTM cell with diagonal peephole connections, cell clipping and a constant forget bias.
@@ -72,14 +87,7 @@ class PeepholeLSTMCell(keras.layers.Layer):
     def call(self, inputs, states, training=False):
         h_prev, c_prev = states
         z = ops.matmul(inputs, self.kernel) + ops.matmul(h_prev, self.recurrent_kernel) + self.bias
-        z_i, z_j, z_f, z_o = ops.split(z, GATES, axis=-1)
-        i = ops.sigmoid(z_i + self.w_ci * c_prev)
-        f = ops.sigmoid(z_f + self.forget_bias + self.w_cf * c_prev)
-        c = f * c_prev + i * ops.tanh(z_j)
-        if self.cell_clip is not None:
-            c = ops.clip(c, -self.cell_clip, self.cell_clip)
-        o = ops.sigmoid(z_o + self.w_co * c)  # peeks at the new cell state, as TF1 does
-        h = o * ops.tanh(c)
+        h, c = peephole_update(z, c_prev, self.w_ci, self.w_cf, self.w_co, self.forget_bias, self.cell_clip)
         return h, [h, c]
 
     def get_config(self):

@@ -24,7 +24,7 @@ def frame_content(rid_index, i):
     return audio, face, labels
 
 
-def write_shards(directory, lengths, partition="train", labelled=True, video=True, audio=True):
+def write_shards(directory, lengths, partition="train", labelled=True, face=True, audio=True):
     """One shard per recording ``{partition}_{k}`` with ``lengths[k]`` frames; returns the paths."""
     os.makedirs(directory, exist_ok=True)
     paths = []
@@ -32,11 +32,11 @@ def write_shards(directory, lengths, partition="train", labelled=True, video=Tru
         path = os.path.join(str(directory), schema.shard_name(partition, k, len(lengths)))
         with tf.io.TFRecordWriter(path) as w:
             for i in range(1, n + 1):
-                a, face, y = frame_content(k, i)
+                a, crop, y = frame_content(k, i)
                 w.write(schema.encode_frame(
                     recording_id=f"{partition}_{k}", partition=partition, frame=i, num_frames=n, time=0.04 * i,
                     audio=a if audio else None,
-                    face_jpeg=faces_lib.encode_jpeg(face, 95) if video else None, face_found=i % 3 != 0,
+                    face_jpeg=faces_lib.encode_jpeg(crop, 95) if face else None, face_found=i % 3 != 0,
                     labels=dict(zip(LABELS, y.tolist())) if labelled else None))
         paths.append(path)
     return paths

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from emotion_e2e.config import ReaderConfig, TimeBase
+from emotion_e2e.config import InputConfig, ReaderConfig, TimeBase
 from emotion_e2e.data import convert, reader
 from emotion_e2e.errors import DataError
 from records import FACE, LABELS, SPF, FakeRecording, frame_content
@@ -45,9 +45,10 @@ def test_shards_metadata_and_round_trip(tmp_path):
     assert rec["train_a"]["shard"] == "train-00000-of-00002.tfrecord"  # id order within a partition
     assert rec["train_b"]["num_frames"] == 6 and rec["train_b"]["face_found_ratio"] == pytest.approx(0.5)
     # written → read back through the reader: every frame, exact audio and labels
-    rc = ReaderConfig(seq_len=4, batch_size=1, face_size=FACE, samples_per_frame=SPF, label_names=LABELS)
+    inputs = InputConfig(face_size=FACE, samples_per_frame=SPF, label_names=LABELS)
+    rc = ReaderConfig(seq_len=4, batch_size=1)
     got = [(b["recording_id"][0].numpy().decode(), int(f), b["audio"][0, t].numpy(), b["labels"][0, t].numpy())
-           for b in reader.make_dataset(str(tmp_path / "train-*.tfrecord"), rc, training=False)
+           for b in reader.make_dataset(str(tmp_path / "train-*.tfrecord"), inputs, rc, training=False)
            for t, f in enumerate(b["frame"][0].numpy()) if f]
     assert [(r, f) for r, f, _, _ in got] == [("train_a", i) for i in range(1, 5)] + [("train_b", i) for i in range(1, 7)]
     for r, f, audio, labels in got:

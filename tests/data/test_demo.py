@@ -108,7 +108,7 @@ def test_modalities_and_face_size():
     rec = demo.demo_recordings(TINY)[0]
     f = next(demo.frames(rec, TINY, modalities=("audio",)))
     assert f.face is None and f.audio.shape == (640,)
-    f = next(demo.frames(rec, TINY, face_cfg=FaceConfig(size=64), modalities=("video",)))
+    f = next(demo.frames(rec, TINY, face_cfg=FaceConfig(size=64), modalities=("face",)))
     assert f.audio is None and f.face.shape == (64, 64, 3)
     with pytest.raises(ValueError, match="sound"):
         next(demo.frames(rec, TINY, modalities=("sound",)))

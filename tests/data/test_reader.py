@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from emotion_e2e.config import AugmentConfig, ReaderConfig
+from emotion_e2e.config import AugmentConfig, InputConfig, ReaderConfig
 from emotion_e2e.data import reader
 from emotion_e2e.errors import DataError
 from records import FACE, LABELS, SPF, frame_content, write_shards
@@ -22,10 +22,16 @@ def shards(tmp_path_factory):
     return os.path.join(str(d), "train-*.tfrecord")
 
 
+INPUT_FIELDS = ("modalities", "label_names", "samples_per_frame", "face_size")
+
+
 def cfg(**kw):
+    """``(InputConfig, ReaderConfig)`` for the test shards, with ``kw`` overriding either."""
     base = dict(seq_len=SEQ, batch_size=2, face_size=FACE, samples_per_frame=SPF, label_names=LABELS,
                 shuffle_buffer=8, cycle_length=2)
-    return ReaderConfig(**{**base, **kw})
+    merged = {**base, **kw}
+    inputs = InputConfig(**{k: v for k, v in merged.items() if k in INPUT_FIELDS})
+    return inputs, ReaderConfig(**{k: v for k, v in merged.items() if k not in INPUT_FIELDS})
 
 
 def frames_of(ds):
@@ -40,7 +46,7 @@ def frames_of(ds):
 
 
 def test_eval_yields_every_frame_once_in_order_with_exact_content(shards):
-    seen = list(frames_of(reader.make_dataset(shards, cfg(), training=False)))
+    seen = list(frames_of(reader.make_dataset(shards, *cfg(), training=False)))
     expected = [(f"train_{k}", i) for k, n in enumerate(LENGTHS) for i in range(1, n + 1)]
     assert [(r, i) for r, i, *_ in seen] == expected
     for rid, i, audio, face, labels in seen:
@@ -51,7 +57,7 @@ def test_eval_yields_every_frame_once_in_order_with_exact_content(shards):
 
 
 def test_eval_pads_the_last_window_and_masks_it(shards):
-    batches = list(reader.make_dataset(shards, cfg(batch_size=1), training=False))
+    batches = list(reader.make_dataset(shards, *cfg(batch_size=1), training=False))
     masks = [b["mask"][0].numpy().tolist() for b in batches]
     # 7 frames → 4 + 3, 10 → 4 + 4 + 2, 4 → 4, 1 → 1
     assert [int(sum(m)) for m in masks] == [4, 3, 4, 4, 2, 4, 1]
@@ -62,7 +68,7 @@ def test_eval_pads_the_last_window_and_masks_it(shards):
 
 
 def test_training_windows_stay_inside_one_recording_and_move_between_passes(shards):
-    ds = reader.make_dataset(shards, cfg(), training=True, seed=3, repeat=True)
+    ds = reader.make_dataset(shards, *cfg(), training=True, seed=3, repeat=True)
     starts = {}
     for b in ds.take(60):
         assert b["mask"].numpy().min() == 1  # training windows are full
@@ -79,9 +85,9 @@ def test_training_windows_stay_inside_one_recording_and_move_between_passes(shar
 
 
 def test_modalities_and_labels_are_decoded_only_when_asked(shards):
-    b = next(iter(reader.make_dataset(shards, cfg(modalities=("audio",), label_names=()), training=False)))
+    b = next(iter(reader.make_dataset(shards, *cfg(modalities=("audio",), label_names=()), training=False)))
     assert set(b) == {"audio", "mask", "frame", "recording_id"}
-    b = next(iter(reader.make_dataset(shards, cfg(modalities=("video",)), training=True, seed=0)))
+    b = next(iter(reader.make_dataset(shards, *cfg(modalities=("face",)), training=True, seed=0)))
     assert set(b) == {"face", "face_found", "labels", "mask", "frame", "recording_id"}
     assert b["face_found"].dtype == tf.int32
 
@@ -89,10 +95,10 @@ def test_modalities_and_labels_are_decoded_only_when_asked(shards):
 def test_unlabelled_records_fail_when_labels_are_asked(tmp_path):
     write_shards(tmp_path, [3], partition="test", labelled=False)
     pattern = str(tmp_path / "test-*.tfrecord")
-    b = next(iter(reader.make_dataset(pattern, cfg(label_names=()), training=False)))
+    b = next(iter(reader.make_dataset(pattern, *cfg(label_names=()), training=False)))
     assert "labels" not in b
     with pytest.raises(tf.errors.InvalidArgumentError, match="label/arousal"):
-        next(iter(reader.make_dataset(pattern, cfg(), training=False)))
+        next(iter(reader.make_dataset(pattern, *cfg(), training=False)))
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "drop_tail_records"])
@@ -114,7 +120,7 @@ def test_damaged_shard_fails_naming_the_file(tmp_path, damage):
     open(paths[1], "wb").write(data)
     for training in (False, True):
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"train-00001-of-00002\.tfrecord.*truncated or corrupt"):
-            for _ in reader.make_dataset(str(tmp_path / "*.tfrecord"), cfg(), training=training, seed=1):
+            for _ in reader.make_dataset(str(tmp_path / "*.tfrecord"), *cfg(), training=training, seed=1):
                 pass
 
 
@@ -124,12 +130,12 @@ def test_two_recordings_in_one_file_are_refused(tmp_path):
         f.write(open(b, "rb").read())
     os.remove(b)
     with pytest.raises(tf.errors.InvalidArgumentError, match="does not hold consecutive frames of one recording"):
-        list(reader.make_dataset(a, cfg(), training=False))
+        list(reader.make_dataset(a, *cfg(), training=False))
 
 
 def test_no_matching_files():
     with pytest.raises(DataError, match="no TFRecord files match"):
-        reader.make_dataset("/nonexistent/dev-*.tfrecord", cfg(), training=False)
+        reader.make_dataset("/nonexistent/dev-*.tfrecord", *cfg(), training=False)
 
 
 def test_input_context_shards_files_and_batches_per_replica(shards):
@@ -137,13 +143,13 @@ def test_input_context_shards_files_and_batches_per_replica(shards):
     for pipeline in range(2):
         ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
                                          num_replicas_in_sync=2)
-        ds = reader.make_dataset(shards, cfg(batch_size=4), training=False, input_context=ctx)
+        ds = reader.make_dataset(shards, *cfg(batch_size=4), training=False, input_context=ctx)
         batches = list(ds)
         assert max(b["mask"].shape[0] for b in batches) == 2  # global 4 over 2 replicas
         seen.append({r.decode() for b in batches for r in b["recording_id"].numpy()})
     assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == {f"train_{k}" for k in range(4)}
     with pytest.raises(DataError, match="cannot feed 5 input pipelines"):
-        reader.make_dataset(shards, cfg(), training=False,
+        reader.make_dataset(shards, *cfg(), training=False,
                             input_context=tf.distribute.InputContext(5, 0, 5))
 
 
@@ -164,8 +170,8 @@ def test_augmentation_eagerly_and_inside_tf_data_agree():
 def test_parse_window_eagerly_and_inside_tf_data_agree(shards):
     path = sorted(tf.io.gfile.glob(shards))[0]
     serialized = next(iter(tf.data.TFRecordDataset(path).batch(5)))
-    eager = reader.parse_window(serialized, cfg())
-    graph = next(iter(tf.data.TFRecordDataset(path).batch(5).map(lambda s: reader.parse_window(s, cfg()))))
+    eager = reader.parse_window(serialized, cfg()[0])
+    graph = next(iter(tf.data.TFRecordDataset(path).batch(5).map(lambda s: reader.parse_window(s, cfg()[0]))))
     assert eager.keys() == graph.keys()
     for k in eager:
         np.testing.assert_array_equal(eager[k].numpy(), graph[k].numpy())
@@ -173,9 +179,47 @@ def test_parse_window_eagerly_and_inside_tf_data_agree(shards):
 
 
 def test_training_faces_are_augmented_and_eval_faces_are_not(shards):
-    c = cfg(modalities=("video",), augment=AugmentConfig(resize=20))
-    b = next(iter(reader.make_dataset(shards, c, training=False)))
+    c = cfg(modalities=("face",), augment=AugmentConfig(resize=20))
+    b = next(iter(reader.make_dataset(shards, *c, training=False)))
     _, f, _ = frame_content(0, 1)
     assert np.abs(b["face"][0, 0].numpy() * 255 - f).max() <= 3
-    tb = next(iter(reader.make_dataset(shards, c, training=True, seed=5)))
+    tb = next(iter(reader.make_dataset(shards, *c, training=True, seed=5)))
     assert tb["face"].shape == (2, SEQ, FACE, FACE, 3)
+
+
+def test_no_training_window_is_an_error_not_a_hang(tmp_path):
+    write_shards(tmp_path, [3, 2])  # both shorter than SEQ = 4
+    ds = reader.make_dataset(str(tmp_path / "*.tfrecord"), *cfg(), training=True, seed=0, repeat=True)
+    with pytest.raises(tf.errors.InvalidArgumentError) as e:
+        next(iter(ds))
+    error = reader.data_error(e.value)
+    assert error is not None and "\n" not in str(error), str(e.value)[-500:]
+    assert str(error) == (f"no training window of seq_len=4 frames can be cut: every recording of the 2 shard(s) "
+                          f"matching {tmp_path / '*.tfrecord'} is shorter")
+
+
+def test_a_recording_of_exactly_one_window_yields_it_every_pass(tmp_path):
+    write_shards(tmp_path, [SEQ])
+    ds = reader.make_dataset(str(tmp_path / "*.tfrecord"), *cfg(batch_size=1), training=True, seed=0, repeat=True)
+    starts = [int(b["frame"][0, 0]) for b in ds.take(12)]
+    assert starts == [1] * 12
+
+
+def test_a_damaged_shard_becomes_one_line_naming_file_and_frame(tmp_path):
+    paths = write_shards(tmp_path, [6, 9])
+    records = list(tf.data.TFRecordDataset(paths[1]).as_numpy_iterator())
+    with tf.io.TFRecordWriter(paths[1]) as w:
+        for r in records[:5]:
+            w.write(r)
+    with pytest.raises(tf.errors.InvalidArgumentError) as e:
+        list(reader.make_dataset(str(tmp_path / "*.tfrecord"), *cfg(), training=False))
+    assert str(reader.data_error(e.value)) == (f"TFRecord file {paths[1]} is truncated or corrupt: its frames end at "
+                                               f"5 but the recording has 9 frames")
+    assert reader.data_error(tf.errors.InvalidArgumentError(None, None, "some other failure")) is None
+
+
+def test_hidden_files_are_not_shards(tmp_path):
+    write_shards(tmp_path, [3])
+    (tmp_path / ".tmp-train-00001-of-00002.tfrecord").write_bytes(b"left by a killed conversion")
+    assert [os.path.basename(p) for p in reader.list_shards(str(tmp_path / "*.tfrecord"))] == [
+        "train-00000-of-00001.tfrecord"]

@@ -11,7 +11,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from emotion_e2e.config import ReaderConfig
+from emotion_e2e.config import InputConfig, ReaderConfig
 from emotion_e2e.data import convert, reader, sources
 from emotion_e2e.errors import DataError
 from face_fixtures import face_patch, paste
@@ -22,7 +22,7 @@ N = 30  # grid frames per recording: 1.2 s
 FPS = {"train_1": Fraction(30), "dev_1": Fraction(25), "test_1": Fraction(24000, 1001)}
 BLUE_STEP = 6  # the blue channel of video frame k is BLUE_STEP·k: time is in the picture
 CFG = convert.ConvertConfig()
-READ = ReaderConfig(seq_len=8, batch_size=1, label_names=())
+READ = (InputConfig(label_names=()), ReaderConfig(seq_len=8, batch_size=1))
 
 
 def tone_hz(i):
@@ -54,11 +54,12 @@ def expected_video_frame(i, fps, count):
     return min(int(Fraction(i, 25) * fps), count - 1)
 
 
-def read_back(directory, pattern="*", label_names=(), modalities=("audio", "video")):
+def read_back(directory, pattern="*", label_names=(), modalities=("audio", "face")):
     """{recording_id: dict of per-frame arrays} read through the tf.data reader in eval mode."""
-    cfg = ReaderConfig(seq_len=8, batch_size=1, label_names=label_names, modalities=modalities)
+    inputs = InputConfig(label_names=label_names, modalities=modalities)
     out = {}
-    for b in reader.make_dataset(os.path.join(directory, pattern + ".tfrecord"), cfg, training=False):
+    for b in reader.make_dataset(os.path.join(directory, pattern + ".tfrecord"), inputs,
+                                 ReaderConfig(seq_len=8, batch_size=1), training=False):
         keep = b["mask"][0].numpy() > 0
         rec = out.setdefault(b["recording_id"][0].numpy().decode(), {})
         for k in ("frame", "audio", "face", "face_found", "labels"):
@@ -225,7 +226,7 @@ def test_bad_input_is_named(tmp_path, case, match):
     }
     row, files = rows[case]
     recs = bad_manifest(tmp_path, row, **files)
-    modalities = ("audio",) if row[3] == "" or case == "no_audio_track" else ("audio", "video")
+    modalities = ("audio",) if row[3] == "" or case == "no_audio_track" else ("audio", "face")
     with pytest.raises(DataError, match=match):
         convert.convert(recs, convert.ConvertConfig(modalities=modalities), str(tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out") or not os.listdir(tmp_path / "out")
@@ -295,7 +296,7 @@ def test_interrupted_conversion_leaves_no_shard_and_reruns_cleanly(tmp_path):
     assert any(n.startswith(".tmp-") for n in os.listdir(out))  # killed mid-shard: the partial file is hidden
     assert [n for n in os.listdir(out) if n.endswith(".tfrecord") and not n.startswith(".")] == []
     with pytest.raises(DataError, match="no TFRecord files match"):
-        reader.make_dataset(str(out / "train-*.tfrecord"), READ, training=False)
+        reader.make_dataset(str(out / "train-*.tfrecord"), *READ, training=False)
     r = run(*args)
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(out)) == ["metadata.json", "train-00000-of-00003.tfrecord",

@@ -9,15 +9,16 @@ from emotion_e2e.config import AudioNetConfig
 from emotion_e2e.models import build_audio_network
 
 CFG = AudioNetConfig()
+SPF = 640  # samples per 40 ms frame at 16 kHz
 
 
 @pytest.fixture(scope="module")
 def net():
-    return build_audio_network(CFG)
+    return build_audio_network(CFG, SPF)
 
 
 def frames(n, seed=0):
-    return np.random.default_rng(seed).uniform(-1, 1, (n, CFG.samples_per_frame)).astype("float32")
+    return np.random.default_rng(seed).uniform(-1, 1, (n, SPF)).astype("float32")
 
 
 def n_params(weights):
@@ -27,7 +28,7 @@ def n_params(weights):
 def test_output_shape(net):
     assert tuple(net.input.shape) == (None, 640)
     assert tuple(net.output.shape) == (None, 1280)
-    assert CFG.num_features == 1280
+    assert CFG.num_features(SPF) == 1280
     assert tuple(net(frames(3), training=False).shape) == (3, 1280)
 
 
@@ -67,11 +68,11 @@ def test_channel_max_pool_equals_numpy(net):
 
 def test_dropout_only_in_training():
     x = frames(3, seed=2)
-    net = build_audio_network(CFG)
+    net = build_audio_network(CFG, SPF)
     np.testing.assert_array_equal(net(x, training=False), net(x, training=False))
     assert not np.allclose(net(x, training=True), net(x, training=True))
     # ... and the training-time randomness is the dropout's (batch norm is deterministic).
-    plain = build_audio_network(dataclasses.replace(CFG, input_dropout=0.0))
+    plain = build_audio_network(dataclasses.replace(CFG, input_dropout=0.0), SPF)
     np.testing.assert_allclose(plain(x, training=True), plain(x, training=True), rtol=1e-6)
 
 

@@ -5,17 +5,17 @@ import keras
 import numpy as np
 import pytest
 
-from emotion_e2e.config import ModelConfig, RecurrentConfig, VisualNetConfig
-from emotion_e2e.models import build_model
+from emotion_e2e.config import FaceNetConfig, InputConfig, ModelConfig, RecurrentConfig
 from emotion_e2e.models.inference import (FoldedBatchNorm, ProjectedPeepholeLSTM, fold_batch_norms, foldable_pairs,
                                           optimize_for_inference)
-from model_inputs import random_inputs
+from model_inputs import Spec, random_inputs
 
 SMALL_RNN = RecurrentConfig(layers=2, units=8)
 CONFIGS = {
-    "audio": ModelConfig(modalities=("audio",), recurrent=SMALL_RNN),
-    "resnet10": ModelConfig(modalities=("video",), visual=VisualNetConfig(backbone="resnet10"), recurrent=SMALL_RNN),
-    "resnet50+audio": ModelConfig(),  # the paper's model
+    "audio": Spec(ModelConfig(recurrent=SMALL_RNN), InputConfig(modalities=("audio",))),
+    "resnet10": Spec(ModelConfig(face=FaceNetConfig(backbone="resnet10"), recurrent=SMALL_RNN),
+                     InputConfig(modalities=("face",))),
+    "resnet50+audio": Spec(ModelConfig(), InputConfig()),  # the paper's model
 }
 EXPECTED_PAIRS = {"audio": 2, "resnet10": 12, "resnet50+audio": 55}
 
@@ -45,7 +45,7 @@ def features_and_outputs(model, x):
 def case(request):
     keras.utils.set_random_seed(0)
     cfg = CONFIGS[request.param]
-    model = build_model(cfg)
+    model = cfg.build()
     randomize_batch_norms(model)
     return request.param, cfg, model
 
@@ -88,13 +88,13 @@ def test_mixed_bfloat16_close_to_fp32():
     unmodified bf16 model does (bf16 has 8 significant bits)."""
     cfg = CONFIGS["resnet10"]
     keras.utils.set_random_seed(0)
-    ref = build_model(cfg)
+    ref = cfg.build()
     randomize_batch_norms(ref)
     x = inputs(cfg)
     want = features_and_outputs(ref, x)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        bf16 = build_model(cfg)
+        bf16 = cfg.build()
         bf16.set_weights(ref.get_weights())
         base, fast = features_and_outputs(bf16, x), features_and_outputs(optimize_for_inference(bf16), x)
     finally:
@@ -110,7 +110,7 @@ def test_save_and_reload(tmp_path):
 
     cfg = CONFIGS["audio"]
     keras.utils.set_random_seed(0)
-    model = build_model(cfg)
+    model = cfg.build()
     randomize_batch_norms(model)
     fast = optimize_for_inference(model)
     path = str(tmp_path / "fast.keras")

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from emotion_e2e.config import ModelConfig, RecurrentConfig, VisualNetConfig
-from emotion_e2e.models import FoldTime, UnfoldTime, build_model, copy_feature_weights, feature_network
-from model_inputs import random_inputs
+from emotion_e2e.config import FaceNetConfig, InputConfig, ModelConfig, RecurrentConfig
+from emotion_e2e.models import FoldTime, UnfoldTime, copy_feature_weights, feature_network
+from model_inputs import Spec, random_inputs
 
 SMALL_RNN = RecurrentConfig(layers=2, units=8)
 LABELS = ("arousal", "valence")
@@ -22,30 +22,34 @@ def predict(model, x):
     return {k: np.asarray(v) for k, v in model(x, training=False).items()}
 
 
-AUDIO_CFG = ModelConfig(modalities=("audio",), recurrent=SMALL_RNN)
-VISUAL_CFG = ModelConfig(modalities=("video",), visual=VisualNetConfig(backbone="resnet10"), recurrent=SMALL_RNN,
-                         label_names=("arousal", "valence", "liking"))
-MULTI_CFG = ModelConfig()  # the paper's: resnet50, 2 × 256 peephole LSTMs
+AUDIO_CFG = Spec(ModelConfig(recurrent=SMALL_RNN), InputConfig(modalities=("audio",)))
+FACE_CFG = Spec(ModelConfig(face=FaceNetConfig(backbone="resnet10"), recurrent=SMALL_RNN),
+                InputConfig(modalities=("face",), label_names=("arousal", "valence", "liking")))
+MULTI_CFG = Spec(ModelConfig(), InputConfig())  # the paper's: resnet50, 2 × 256 peephole LSTMs
+
+
+def with_rnn(spec, recurrent):
+    return spec._replace(model=dataclasses.replace(spec.model, recurrent=recurrent))
 
 
 @pytest.fixture(scope="module")
 def audio_model():
-    return build_model(AUDIO_CFG)
+    return AUDIO_CFG.build()
 
 
 @pytest.fixture(scope="module")
-def visual_model():
-    return build_model(VISUAL_CFG)
+def face_model():
+    return FACE_CFG.build()
 
 
 @pytest.fixture(scope="module")
 def multi_model():
-    return build_model(MULTI_CFG)
+    return MULTI_CFG.build()
 
 
 @pytest.mark.parametrize("which, cfg, inputs, features, feature_layer", [
     ("audio_model", AUDIO_CFG, {"audio": (None, None, 640)}, 1280, "audio_features"),
-    ("visual_model", VISUAL_CFG, {"face": (None, None, 96, 96, 3)}, 512, "visual_features"),
+    ("face_model", FACE_CFG, {"face": (None, None, 96, 96, 3)}, 512, "face_features"),
     ("multi_model", MULTI_CFG, {"audio": (None, None, 640), "face": (None, None, 96, 96, 3)}, 3328, "fusion"),
 ])
 def test_inputs_outputs_and_fused_size(request, which, cfg, inputs, features, feature_layer):
@@ -64,8 +68,8 @@ def test_inputs_outputs_and_fused_size(request, which, cfg, inputs, features, fe
 
 def test_multimodal_feature_sizes(multi_model):
     assert tuple(multi_model.get_layer("audio_features").output.shape) == (None, None, 1280)
-    assert tuple(multi_model.get_layer("visual_features").output.shape) == (None, None, 2048)
-    assert {la.name for la in multi_model.layers} >= {"audio_network", "visual_network"}
+    assert tuple(multi_model.get_layer("face_features").output.shape) == (None, None, 2048)
+    assert {la.name for la in multi_model.layers} >= {"audio_network", "face_network"}
     assert not any(isinstance(la, keras.layers.TimeDistributed) for la in multi_model._flatten_layers())
 
 
@@ -93,10 +97,10 @@ def test_variable_time_and_causality(audio_model):
         np.testing.assert_allclose(out5[label][:, :3], out3[label], atol=1e-5)
 
 
-def test_batch_elements_are_independent(visual_model):
-    x = batch(VISUAL_CFG, b=2, t=4, seed=2)
-    both, first = predict(visual_model, x), predict(visual_model, {"face": x["face"][:1]})
-    for label in VISUAL_CFG.label_names:
+def test_batch_elements_are_independent(face_model):
+    x = batch(FACE_CFG, b=2, t=4, seed=2)
+    both, first = predict(face_model, x), predict(face_model, {"face": x["face"][:1]})
+    for label in FACE_CFG.label_names:
         np.testing.assert_allclose(both[label][:1], first[label], atol=1e-5)
 
 
@@ -122,36 +126,35 @@ def test_save_load_gives_identical_predictions(multi_model, tmp_path):
 def test_copy_feature_weights(audio_model, multi_model):
     src, dst = feature_network(audio_model, "audio"), feature_network(multi_model, "audio")
     assert not np.allclose(src.get_layer("conv2_conv").kernel, dst.get_layer("conv2_conv").kernel)
-    visual_before = [np.array(w) for w in feature_network(multi_model, "video").weights]
+    face_before = [np.array(w) for w in feature_network(multi_model, "face").weights]
     assert copy_feature_weights(audio_model, multi_model, "audio") == len(src.weights) == 12
     for s, d in zip(src.weights, dst.weights):
         np.testing.assert_array_equal(s, d)
-    for before, after in zip(visual_before, feature_network(multi_model, "video").weights):
+    for before, after in zip(face_before, feature_network(multi_model, "face").weights):
         np.testing.assert_array_equal(before, after)
 
 
-def test_copy_feature_weights_errors(audio_model, visual_model, multi_model):
-    with pytest.raises(ValueError, match="no 'visual_network'"):
-        copy_feature_weights(audio_model, multi_model, "video")
-    with pytest.raises(ValueError, match="visual_network"):  # resnet10 into resnet50
-        copy_feature_weights(visual_model, multi_model, "video")
-    with pytest.raises(ValueError, match="modality='face'"):
+def test_copy_feature_weights_errors(audio_model, face_model, multi_model):
+    with pytest.raises(ValueError, match="no 'face_network'"):
         copy_feature_weights(audio_model, multi_model, "face")
+    with pytest.raises(ValueError, match="face_network"):  # resnet10 into resnet50
+        copy_feature_weights(face_model, multi_model, "face")
+    with pytest.raises(ValueError, match="modality='video'"):
+        copy_feature_weights(audio_model, multi_model, "video")
 
 
 def test_standard_cell_and_no_recurrent_layers():
-    standard = build_model(dataclasses.replace(AUDIO_CFG, recurrent=RecurrentConfig(layers=1, units=6,
-                                                                                    cell="standard")))
+    standard = with_rnn(AUDIO_CFG, RecurrentConfig(layers=1, units=6, cell="standard")).build()
     assert isinstance(standard.get_layer("lstm_1"), keras.layers.LSTM)
     assert predict(standard, batch(AUDIO_CFG, t=4))["valence"].shape == (1, 4)
-    direct = build_model(dataclasses.replace(AUDIO_CFG, recurrent=RecurrentConfig(layers=0)))
+    direct = with_rnn(AUDIO_CFG, RecurrentConfig(layers=0)).build()
     assert not any(la.name.startswith("lstm") for la in direct.layers)
     assert direct.get_layer("head_arousal").kernel.shape == (1280, 1)
     assert predict(direct, batch(AUDIO_CFG, t=4))["arousal"].shape == (1, 4)
 
 
 def test_one_training_step():
-    model = build_model(AUDIO_CFG)
+    model = AUDIO_CFG.build()
     model.compile(optimizer="adam", loss={label: "mse" for label in LABELS})
     x = batch(AUDIO_CFG, b=2, t=3)
     y = {label: np.zeros((2, 3), "float32") for label in LABELS}
@@ -164,7 +167,7 @@ def test_one_training_step():
 def test_outputs_stay_float32_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model = build_model(dataclasses.replace(AUDIO_CFG, recurrent=RecurrentConfig(layers=1, units=4)))
+        model = with_rnn(AUDIO_CFG, RecurrentConfig(layers=1, units=4)).build()
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert feature_network(model, "audio").get_layer("conv1_conv").compute_dtype == "bfloat16"

@@ -13,7 +13,7 @@ The small backbones take the [0, 1] crop as it is.
 
 Weights (``cfg.weights``): ``'none'`` random init; ``'imagenet'`` downloads keras' file
 (opt-in: nothing is ever downloaded otherwise); any other value is the path of a local
-weights file loaded into the backbone, i.e. the nested model ``visual.get_layer('backbone')``
+weights file loaded into the backbone, i.e. the nested model ``face_network.get_layer('backbone')``
 (``backbone.save_weights('x.weights.h5')`` writes one; keras' legacy ``.h5`` ImageNet
 file for ResNet50 without top loads too).
 
@@ -28,7 +28,7 @@ import os
 
 import keras
 
-from emotion_e2e.config import VisualNetConfig
+from emotion_e2e.config import FaceNetConfig
 from emotion_e2e.models.layers import CaffePreprocessing
 
 BACKBONE_NAME = "backbone"
@@ -46,12 +46,12 @@ DOWNSAMPLE_STRIDE = 2  # first block of every stage but the first
 RESNET50_FEATURES = 2048
 
 
-def num_features(cfg: VisualNetConfig) -> int:
+def num_features(cfg: FaceNetConfig) -> int:
     """Width of the network's output for ``cfg.backbone``."""
     return RESNET50_FEATURES if cfg.backbone == "resnet50" else STAGE_WIDTHS[-1]
 
 
-def apply_conv_bn(x, filters: int, kernel_size: int, strides: int, cfg: VisualNetConfig, name: str):
+def apply_conv_bn(x, filters: int, kernel_size: int, strides: int, cfg: FaceNetConfig, name: str):
     """Conv2D (same padding, no bias) → batch norm: ``(n, h, w, c)`` → ``(n, h/strides, w/strides, filters)``."""
     x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                             kernel_initializer=KERNEL_INITIALIZER,
@@ -59,7 +59,7 @@ def apply_conv_bn(x, filters: int, kernel_size: int, strides: int, cfg: VisualNe
     return keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
 
 
-def apply_basic_block(x, filters: int, strides: int, cfg: VisualNetConfig, name: str):
+def apply_basic_block(x, filters: int, strides: int, cfg: FaceNetConfig, name: str):
     """ResNet v1 basic block: ``relu(shortcut(x) + bn(conv3×3(relu(bn(conv3×3/strides(x))))))``.
 
     ``(n, h, w, c)`` → ``(n, h/strides, w/strides, filters)``; the shortcut is a 1×1
@@ -75,21 +75,21 @@ def apply_basic_block(x, filters: int, strides: int, cfg: VisualNetConfig, name:
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def apply_stage(x, filters: int, blocks: int, strides: int, cfg: VisualNetConfig, name: str):
+def apply_stage(x, filters: int, blocks: int, strides: int, cfg: FaceNetConfig, name: str):
     """``blocks`` basic blocks, the first one with ``strides``."""
     for b in range(blocks):
         x = apply_basic_block(x, filters, strides if b == 0 else 1, cfg, name=f"{name}_block{b + 1}")
     return x
 
 
-def build_basic_resnet(cfg: VisualNetConfig, name: str = BACKBONE_NAME) -> keras.Model:
+def build_basic_resnet(cfg: FaceNetConfig, face_size: int, name: str = BACKBONE_NAME) -> keras.Model:
     """ResNet v1 with basic blocks (``resnet18`` / ``resnet10``), random init:
     ``(n, face_size, face_size, 3)`` → ``(n, 512)``.
 
     7×7/2 stem conv → BN → ReLU → 3×3/2 max-pool → 4 stages of widths 64-128-256-512
     (strides 1, 2, 2, 2) → global average pool.
     """
-    images = keras.Input((cfg.face_size, cfg.face_size, 3), name="images")
+    images = keras.Input((face_size, face_size, 3), name="images")
     x = apply_conv_bn(images, STAGE_WIDTHS[0], STEM_KERNEL, STEM_STRIDE, cfg, name="conv1")
     x = keras.layers.ReLU(name="conv1_relu")(x)
     x = keras.layers.MaxPooling2D(STEM_POOL, strides=STEM_POOL_STRIDE, padding="same", name="pool1")(x)
@@ -99,12 +99,12 @@ def build_basic_resnet(cfg: VisualNetConfig, name: str = BACKBONE_NAME) -> keras
     return keras.Model(images, x, name=name)
 
 
-def build_resnet50(cfg: VisualNetConfig, name: str = BACKBONE_NAME) -> keras.Model:
+def build_resnet50(cfg: FaceNetConfig, face_size: int, name: str = BACKBONE_NAME) -> keras.Model:
     """keras.applications' ResNet50 without top, average pooled, with ``cfg``'s L2 and BN
     momentum: ``(n, face_size, face_size, 3)`` caffe-preprocessed → ``(n, 2048)``."""
     weights = "imagenet" if cfg.weights == "imagenet" else None
     model = keras.applications.ResNet50(include_top=False, weights=weights, pooling="avg",
-                                        input_shape=(cfg.face_size, cfg.face_size, 3), name=name)
+                                        input_shape=(face_size, face_size, 3), name=name)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = cfg.bn_momentum
@@ -116,7 +116,7 @@ def build_resnet50(cfg: VisualNetConfig, name: str = BACKBONE_NAME) -> keras.Mod
     return model
 
 
-def build_backbone(cfg: VisualNetConfig, name: str = BACKBONE_NAME) -> keras.Model:
+def build_backbone(cfg: FaceNetConfig, face_size: int, name: str = BACKBONE_NAME) -> keras.Model:
     """The backbone of ``cfg.backbone`` with ``cfg.weights`` loaded:
     ``(n, face_size, face_size, 3)`` → ``(n, num_features(cfg))``.
 
@@ -124,23 +124,24 @@ def build_backbone(cfg: VisualNetConfig, name: str = BACKBONE_NAME) -> keras.Mod
     """
     local = cfg.weights not in ("none", "imagenet")
     if local and not os.path.exists(cfg.weights):
-        raise FileNotFoundError(f"VisualNetConfig.weights must be 'none', 'imagenet' or an existing weights file. "
+        raise FileNotFoundError(f"FaceNetConfig.weights must be 'none', 'imagenet' or an existing weights file. "
                                 f"Received: weights={cfg.weights!r} (no such file)")
-    model = build_resnet50(cfg, name) if cfg.backbone == "resnet50" else build_basic_resnet(cfg, name)
+    build = build_resnet50 if cfg.backbone == "resnet50" else build_basic_resnet
+    model = build(cfg, face_size, name)
     if local:
         model.load_weights(cfg.weights)
     return model
 
 
-def build_visual_network(cfg: VisualNetConfig, name: str = "visual_network") -> keras.Model:
+def build_face_network(cfg: FaceNetConfig, face_size: int, name: str = "face_network") -> keras.Model:
     """The per-frame face network: ``(frames, face_size, face_size, 3)`` float32 RGB in [0, 1]
     → ``(frames, num_features(cfg))`` (2048 for resnet50, 512 for resnet18 / resnet10).
 
     The backbone is the nested model named ``'backbone'``.
     """
-    faces = keras.Input((cfg.face_size, cfg.face_size, 3), name="face_frames")
+    faces = keras.Input((face_size, face_size, 3), name="face_frames")
     x = faces
     if cfg.backbone == "resnet50":
         x = CaffePreprocessing(name="caffe_preprocessing")(x)
-    x = build_backbone(cfg)(x)
+    x = build_backbone(cfg, face_size)(x)
     return keras.Model(faces, x, name=name)

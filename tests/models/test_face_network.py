@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from emotion_e2e.config import VisualNetConfig
-from emotion_e2e.models import build_visual_network
+from emotion_e2e.config import FaceNetConfig
+from emotion_e2e.models import build_face_network
 from emotion_e2e.models.layers import CaffePreprocessing
 
 SIZE = 96
@@ -49,12 +49,12 @@ def resnet50():
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("keras.src.utils.file_utils.get_file", no_download)
-        return build_visual_network(VisualNetConfig(backbone="resnet50"))
+        return build_face_network(FaceNetConfig(backbone="resnet50"), SIZE)
 
 
 @pytest.fixture(scope="module", params=["resnet18", "resnet10"])
 def basic(request):
-    return request.param, build_visual_network(VisualNetConfig(backbone=request.param))
+    return request.param, build_face_network(FaceNetConfig(backbone=request.param), SIZE)
 
 
 def test_resnet50_parameter_count_and_shape(resnet50):
@@ -74,7 +74,7 @@ def test_resnet50_l2_and_bn_momentum(resnet50):
     np.testing.assert_allclose(sorted(float(v) for v in resnet50.losses),
                                sorted(1e-4 * float(np.sum(np.square(k))) for k in kernels), rtol=1e-4)
     bns = [la for la in resnet50._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)]
-    assert bns and all(la.momentum == VisualNetConfig().bn_momentum for la in bns)
+    assert bns and all(la.momentum == FaceNetConfig().bn_momentum for la in bns)
 
 
 def test_resnet50_l2_survives_config_round_trip(resnet50):
@@ -83,7 +83,7 @@ def test_resnet50_l2_survives_config_round_trip(resnet50):
 
 
 def test_bn_momentum_from_config():
-    net = build_visual_network(VisualNetConfig(backbone="resnet10", bn_momentum=0.9))
+    net = build_face_network(FaceNetConfig(backbone="resnet10", bn_momentum=0.9), SIZE)
     bns = [la for la in net._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)]
     assert len(bns) == 12 and all(la.momentum == 0.9 for la in bns)
 
@@ -108,12 +108,12 @@ def test_basic_resnet_counts_and_shape(basic):
 
 
 def test_local_weights_file_round_trip(tmp_path):
-    cfg = VisualNetConfig(backbone="resnet10")
-    source = build_visual_network(cfg)
+    cfg = FaceNetConfig(backbone="resnet10")
+    source = build_face_network(cfg, SIZE)
     path = str(tmp_path / "resnet10.weights.h5")
     source.get_layer("backbone").save_weights(path)
-    loaded = build_visual_network(dataclasses.replace(cfg, weights=path))
-    fresh = build_visual_network(cfg)
+    loaded = build_face_network(dataclasses.replace(cfg, weights=path), SIZE)
+    fresh = build_face_network(cfg, SIZE)
     x = faces(2, seed=4)
     np.testing.assert_array_equal(loaded(x, training=False), source(x, training=False))
     assert not np.allclose(fresh(x, training=False), source(x, training=False))
@@ -123,4 +123,4 @@ def test_local_weights_file_round_trip(tmp_path):
 def test_missing_weights_file_raises(tmp_path):
     missing = str(tmp_path / "nope.weights.h5")
     with pytest.raises(FileNotFoundError, match="nope.weights.h5"):
-        build_visual_network(VisualNetConfig(backbone="resnet10", weights=missing))
+        build_face_network(FaceNetConfig(backbone="resnet10", weights=missing), SIZE)

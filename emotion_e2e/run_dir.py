@@ -1,0 +1,132 @@
+"""The run directory: one home for its layout, its saved configuration and its checkpoints.
+
+Training writes it, evaluation, comparison and export read it::
+
+    RUN_DIR/
+      config.json              the resolved TrainConfig: everything needed to rebuild the model
+      checkpoints/best.keras   the model of the best epoch by dev mean CCC
+      checkpoints/last.keras   the model after the last finished epoch
+      backup/                  Keras BackupAndRestore state: re-running the same command resumes here
+      history.csv              one row per epoch
+      tensorboard/             the same scalars for TensorBoard
+      eval/PARTITION/          report.json, predictions/*.csv, plots/*.png (eval.py)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from emotion_e2e import config as config_lib
+from emotion_e2e.config import TrainConfig
+from emotion_e2e.errors import ConfigError, DataError
+
+CONFIG = "config.json"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_FILES = {"best": "best.keras", "last": "last.keras"}
+BACKUP = "backup"
+HISTORY = "history.csv"
+TENSORBOARD = "tensorboard"
+EVAL = "eval"
+REPORT = "report.json"
+
+
+def config_path(run_dir: str) -> str:
+    return os.path.join(run_dir, CONFIG)
+
+
+def checkpoint_path(run_dir: str, which: str = "best") -> str:
+    """``checkpoints/best.keras`` or ``checkpoints/last.keras``."""
+    if which not in CHECKPOINT_FILES:
+        raise ValueError(f"which must be one of {tuple(CHECKPOINT_FILES)}. Received: which={which!r}")
+    return os.path.join(run_dir, CHECKPOINTS, CHECKPOINT_FILES[which])
+
+
+def backup_dir(run_dir: str) -> str:
+    return os.path.join(run_dir, BACKUP)
+
+
+def history_path(run_dir: str) -> str:
+    return os.path.join(run_dir, HISTORY)
+
+
+def tensorboard_dir(run_dir: str) -> str:
+    return os.path.join(run_dir, TENSORBOARD)
+
+
+def eval_dir(run_dir: str, partition: str) -> str:
+    """Where ``eval.py`` writes the evaluation of ``partition``."""
+    return os.path.join(run_dir, EVAL, partition)
+
+
+def report_path(run_dir: str, partition: str) -> str:
+    return os.path.join(eval_dir(run_dir, partition), REPORT)
+
+
+def load_config(run_dir: str) -> TrainConfig:
+    """The ``TrainConfig`` saved in ``run_dir``; ConfigError naming the file when it is missing,
+    not JSON, or written by an incompatible version."""
+    path = config_path(run_dir)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{run_dir} is not a run directory: {CONFIG} not found")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return config_lib.from_dict(TrainConfig, data)
+    except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError; so are invalid values
+        raise ConfigError(f"{path} is not a readable run configuration: {e}") from e
+
+
+def save_config(run_dir: str, cfg: TrainConfig):
+    """Writes ``config.json`` atomically (a reader never sees half a file)."""
+    os.makedirs(run_dir, exist_ok=True)
+    write_json(config_path(run_dir), config_lib.to_dict(cfg))
+
+
+def load_checkpoint(run_dir: str, which: str = "best", compile: bool = False):  # noqa: A002 - keras' name
+    """The saved ``.keras`` model of the run; ConfigError when the run has none yet, DataError
+    naming the file when it is truncated or corrupt."""
+    from emotion_e2e.models import load_model  # noqa: PLC0415 - keeps TF out of config-only callers
+
+    path = checkpoint_path(run_dir, which)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path} not found: has the run in {run_dir} finished an epoch?")
+    try:
+        return load_model(path, compile=compile)
+    except Exception as e:  # noqa: BLE001 - zipfile, h5py and Keras all raise their own types
+        raise DataError(f"{path} is not a readable .keras model (truncated or corrupt?): "
+                        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+
+
+def best_score(run_dir: str, monitor: str) -> float | None:
+    """The best (largest) ``monitor`` value in ``history.csv``, or None before the first epoch."""
+    path = history_path(run_dir)
+    if not os.path.isfile(path):
+        return None
+    import pandas as pd  # noqa: PLC0415
+
+    history = pd.read_csv(path)
+    if monitor not in history or not history[monitor].notna().any():
+        return None
+    return float(history[monitor].max())
+
+
+def strict_json(value):
+    """``value`` with every non-finite float replaced by None, so it dumps as strict JSON
+    (``NaN`` is not JSON; an undefined score is ``null``)."""
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str, value):
+    """Writes ``value`` as strict JSON to ``path`` atomically."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(strict_json(value), f, indent=2, allow_nan=False)
+    os.replace(tmp, path)
