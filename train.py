@@ -72,9 +72,9 @@ flags.mark_flags_as_required(["data_dir", "run_dir"])
 
 
 def config_from_flags() -> C.TrainConfig:
-    from emotion_e2e.data import convert  # noqa: PLC0415
+    from emotion_e2e.data import metadata  # noqa: PLC0415
 
-    meta = convert.read_metadata(_DATA_DIR.value)
+    meta = metadata.read(_DATA_DIR.value)
     labels = tuple(_LABELS.value) or tuple(meta["label_names"])
     modalities = tuple(_MODALITIES.value)
     face_size = meta["face"]["size"]

@@ -139,14 +139,14 @@ def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str 
     import json  # noqa: PLC0415
 
     from emotion_e2e import training  # noqa: PLC0415
-    from emotion_e2e.data import convert  # noqa: PLC0415
+    from emotion_e2e.data import metadata  # noqa: PLC0415
 
     cfg = training.load_run_config(run_dir)
     partition = partition or cfg.eval_partition
     ckpt = training.checkpoint_path(run_dir, checkpoint)
     if not os.path.exists(ckpt):
         raise training.ConfigError(f"{ckpt} not found: has the run in {run_dir} finished an epoch?")
-    meta = convert.read_metadata(cfg.data_dir)
+    meta = metadata.read(cfg.data_dir)
     if partition not in meta["partitions"]:
         raise training.ConfigError(f"partition {partition!r} not in {cfg.data_dir}: {sorted(meta['partitions'])}")
     labelled = meta["partitions"][partition]["labelled"]

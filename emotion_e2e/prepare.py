@@ -16,7 +16,7 @@ import sys
 from absl import app, flags
 
 from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase
-from emotion_e2e.data import convert, demo, sources
+from emotion_e2e.data import convert, demo, metadata, sources
 from emotion_e2e.errors import DataError
 
 _SOURCE = flags.DEFINE_enum("source", None, ["demo", "recola", "manifest"], "The corpus kind.")
@@ -71,14 +71,14 @@ def main(argv):
         modalities=tuple(_MODALITIES.value), max_length_mismatch=_MISMATCH.value)
     output_dir = _OUTPUT_DIR.value or os.path.join("tfrecords", _SOURCE.value)
     try:
-        metadata = convert.convert(_recordings(tuple(_PARTITIONS.value)), cfg, output_dir,
-                                   workers=_WORKERS.value, source=_SOURCE.value)
+        meta = convert.convert(_recordings(tuple(_PARTITIONS.value)), cfg, output_dir,
+                               workers=_WORKERS.value, source=_SOURCE.value)
     except DataError as e:
         sys.exit(f"error: {e}")
-    for name, p in metadata["partitions"].items():
+    for name, p in meta["partitions"].items():
         print(f"{name}: {p['num_recordings']} recordings, {p['num_frames']} frames -> "
               f"{os.path.join(output_dir, name)}-*.tfrecord")
-    print(f"metadata: {os.path.join(output_dir, convert.METADATA)}")
+    print(f"metadata: {metadata.path(output_dir)}")
 
 
 if __name__ == "__main__":

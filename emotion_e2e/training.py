@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from emotion_e2e import config as config_lib
 from emotion_e2e.config import TrainConfig
-from emotion_e2e.data import convert, reader, schema
+from emotion_e2e.data import metadata, reader, schema
 from emotion_e2e.errors import DataError
 from emotion_e2e.models.model import INPUT_NAMES  # modality → model input and reader key
 
@@ -52,7 +52,7 @@ def load_run_config(run_dir: str) -> TrainConfig:
 def check_config(cfg: TrainConfig, run_dir: str) -> dict:
     """Everything that can be checked without building a graph; returns the data's metadata."""
     try:
-        meta = convert.read_metadata(cfg.data_dir)
+        meta = metadata.read(cfg.data_dir)
     except DataError as e:
         raise ConfigError(str(e)) from e
     missing = [m for m in cfg.model.modalities if m not in meta["modalities"]]

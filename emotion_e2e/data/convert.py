@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import json
 import multiprocessing
 import os
 import typing
@@ -21,10 +20,9 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase
-from emotion_e2e.data import schema
+from emotion_e2e.data import metadata, schema
 from emotion_e2e.errors import DataError
 
-METADATA = "metadata.json"
 _TMP_PREFIX = ".tmp-"
 
 
@@ -219,13 +217,13 @@ def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str
             os.remove(tmp)
         raise DataError(f"recordings disagree on label names: {sorted(label_sets)}")
     label_names = next(iter(label_sets), ())
-    metadata = _metadata(summaries, plan, cfg, label_names, source, output_dir)
-    _commit(output_dir, jobs, plan, metadata)
-    return metadata
+    meta = _metadata(summaries, plan, cfg, label_names, source, output_dir)
+    _commit(output_dir, jobs, plan, meta)
+    return meta
 
 
 def _metadata(summaries, plan, cfg, label_names, source, output_dir) -> dict:
-    previous = read_metadata(output_dir, missing_ok=True) or {}
+    previous = metadata.read(output_dir, missing_ok=True) or {}
     partitions = sorted({s.partition for s in summaries})
     kept = {k: v for k, v in previous.get("partitions", {}).items() if k not in partitions}
     if kept and (previous.get("label_names") != list(label_names)
@@ -256,9 +254,9 @@ def _metadata(summaries, plan, cfg, label_names, source, output_dir) -> dict:
     }
 
 
-def _commit(output_dir, jobs, plan, metadata):
+def _commit(output_dir, jobs, plan, meta):
     """Replaces the converted partitions' shards and writes ``metadata.json`` last."""
-    keep_partitions = set(metadata["partitions"])
+    keep_partitions = set(meta["partitions"])
     new_names = {os.path.basename(p) for _, p in plan}
     for name in os.listdir(output_dir):
         parsed = schema.parse_shard_name(name)
@@ -267,17 +265,4 @@ def _commit(output_dir, jobs, plan, metadata):
             os.remove(os.path.join(output_dir, name))
     for (_, _, tmp), (_, final) in zip(jobs, plan):
         os.replace(tmp, final)
-    tmp = os.path.join(output_dir, _TMP_PREFIX + METADATA)
-    with open(tmp, "w") as f:
-        json.dump(metadata, f, indent=2)
-    os.replace(tmp, os.path.join(output_dir, METADATA))
-
-
-def read_metadata(directory: str, missing_ok: bool = False) -> dict | None:
-    path = os.path.join(directory, METADATA)
-    if not os.path.exists(path):
-        if missing_ok:
-            return None
-        raise DataError(f"{path} not found: is {directory} the output of emotion_e2e.prepare?")
-    with open(path) as f:
-        return json.load(f)
+    metadata.write(output_dir, meta)

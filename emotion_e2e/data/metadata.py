@@ -1,0 +1,58 @@
+"""``metadata.json``, the index of a converted corpus: the one place that reads and writes it.
+
+The converter writes it last; training, evaluation and the tools read it. Its
+layout is documented in ``tfrecords/README.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from emotion_e2e.data import schema
+from emotion_e2e.errors import DataError
+
+FILENAME = "metadata.json"
+_PART = "." + FILENAME + ".part"  # hidden, so that no shard or metadata pattern matches it
+
+
+def path(directory: str) -> str:
+    return os.path.join(directory, FILENAME)
+
+
+def read(directory: str, missing_ok: bool = False) -> dict | None:
+    """The metadata of the converted corpus in ``directory``.
+
+    Raises DataError naming the file when it is missing (unless ``missing_ok``:
+    then None), not valid JSON (e.g. truncated), or of another schema version.
+    """
+    p = path(directory)
+    if not os.path.exists(p):
+        if missing_ok:
+            return None
+        raise DataError(f"{p} not found: is {directory} the output of emotion_e2e.prepare?")
+    try:
+        with open(p, encoding="utf-8") as f:
+            meta = json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): "
+                        f"re-run emotion_e2e.prepare") from e
+    except OSError as e:
+        raise DataError(f"cannot read {p}: {e.strerror or e}") from e
+    if not isinstance(meta, dict) or meta.get("schema_version") != schema.SCHEMA_VERSION:
+        found = meta.get("schema_version") if isinstance(meta, dict) else type(meta).__name__
+        raise DataError(f"{p}: schema_version {found!r}, this code reads schema version "
+                        f"{schema.SCHEMA_VERSION}: re-run emotion_e2e.prepare")
+    return meta
+
+
+def write(directory: str, meta: dict) -> None:
+    """Replaces ``directory``'s metadata atomically: readers see the old file or the new one."""
+    tmp = os.path.join(directory, _PART)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=2)
+        os.replace(tmp, path(directory))
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

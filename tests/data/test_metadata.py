@@ -1,0 +1,54 @@
+"""metadata.json: reading with errors that name the file, atomic writes, the check against the shards."""
+
+import json
+import os
+
+import pytest
+
+from emotion_e2e.config import TimeBase
+from emotion_e2e.data import convert, metadata
+from emotion_e2e.errors import DataError
+from records import SPF, FakeRecording
+
+CFG = convert.ConvertConfig(time_base=TimeBase(frame_step=0.04, sample_rate=SPF * 25))
+
+
+@pytest.fixture
+def converted(tmp_path):
+    recs = [FakeRecording("train_a", "train", index=0, length=3), FakeRecording("train_b", "train", index=1, length=2),
+            FakeRecording("dev_a", "dev", index=2, length=2)]
+    convert.convert(recs, CFG, str(tmp_path))
+    return tmp_path
+
+
+def test_read_round_trips_what_the_converter_wrote(converted):
+    meta = metadata.read(str(converted))
+    assert meta == json.loads((converted / metadata.FILENAME).read_text())
+    assert metadata.read(str(converted / "elsewhere"), missing_ok=True) is None
+    with pytest.raises(DataError, match=r"elsewhere/metadata\.json not found"):
+        metadata.read(str(converted / "elsewhere"))
+
+
+def test_truncated_file_is_a_data_error_naming_it(converted):
+    path = converted / metadata.FILENAME
+    path.write_bytes(path.read_bytes()[:-40])  # a disk-full or copy cut short
+    with pytest.raises(DataError, match=rf"{path} is not valid JSON \(.* at line \d+, column \d+\)"):
+        metadata.read(str(converted))
+
+
+def test_other_schema_version_is_refused(converted):
+    path = converted / metadata.FILENAME
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(meta, schema_version=99)))
+    with pytest.raises(DataError, match=rf"{path}: schema_version 99, this code reads schema version 1"):
+        metadata.read(str(converted))
+    path.write_text("[]")
+    with pytest.raises(DataError, match=rf"{path}: schema_version 'list'"):
+        metadata.read(str(converted))
+
+
+def test_write_replaces_atomically_and_leaves_no_temporary_file(tmp_path):
+    metadata.write(str(tmp_path), {"a": 1})
+    metadata.write(str(tmp_path), {"a": 2})
+    assert os.listdir(tmp_path) == [metadata.FILENAME]
+    assert json.loads((tmp_path / metadata.FILENAME).read_text()) == {"a": 2}
