@@ -14,6 +14,7 @@ import abc
 import dataclasses
 import multiprocessing
 import os
+import shutil
 import typing
 from collections.abc import Iterator, Sequence
 
@@ -23,7 +24,11 @@ from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase
 from emotion_e2e.data import metadata, schema
 from emotion_e2e.errors import DataError
 
-_TMP_PREFIX = ".tmp-"
+# Shards are written into this hidden folder under ``{shard}.part`` names: TF's glob
+# does not descend into folders, so no ``DIR/*.tfrecord`` pattern matches them.
+INCOMPLETE = ".incomplete"
+_PART = ".part"
+_LEGACY_TMP_PREFIX = ".tmp-"  # the temporary names of earlier versions, beside the shards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,39 +192,47 @@ def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str
     """
     if not recordings:
         raise DataError(f"no recordings to convert into {output_dir}")
-    os.makedirs(output_dir, exist_ok=True)
-    for name in os.listdir(output_dir):  # leftovers of an interrupted run
-        if name.startswith(_TMP_PREFIX):
-            os.remove(os.path.join(output_dir, name))
     plan = _shard_plan(recordings, output_dir)
-    jobs = [(r, cfg, os.path.join(output_dir, _TMP_PREFIX + os.path.basename(p))) for r, p in plan]
-    summaries = []
+    os.makedirs(output_dir, exist_ok=True)
+    incomplete = os.path.join(output_dir, INCOMPLETE)
+    _remove_leftovers(output_dir)
+    os.makedirs(incomplete)
+    jobs = [(r, cfg, os.path.join(incomplete, os.path.basename(p) + _PART)) for r, p in plan]
     try:
-        with _progress(len(jobs)) as bar:
-            if workers > 1:
-                ctx = multiprocessing.get_context("spawn")  # TF and fork do not mix
-                with ctx.Pool(min(workers, len(jobs))) as pool:
-                    for s in pool.imap(_work, jobs):
-                        summaries.append(s)
-                        bar.update()
-            else:
-                for job in jobs:
-                    summaries.append(_work(job))
-                    bar.update()
+        summaries = _convert_all(jobs, workers)
+        label_sets = {s.label_names for s in summaries if s.label_names}
+        if len(label_sets) > 1:
+            raise DataError(f"recordings disagree on label names: {sorted(label_sets)}")
+        label_names = next(iter(label_sets), ())
+        meta = _metadata(summaries, plan, cfg, label_names, source, output_dir)
+        _commit(output_dir, jobs, plan, meta)
     finally:
-        if len(summaries) != len(jobs):
-            for _, _, tmp in jobs:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
-    label_sets = {s.label_names for s in summaries if s.label_names}
-    if len(label_sets) > 1:
-        for _, _, tmp in jobs:
-            os.remove(tmp)
-        raise DataError(f"recordings disagree on label names: {sorted(label_sets)}")
-    label_names = next(iter(label_sets), ())
-    meta = _metadata(summaries, plan, cfg, label_names, source, output_dir)
-    _commit(output_dir, jobs, plan, meta)
+        shutil.rmtree(incomplete, ignore_errors=True)
     return meta
+
+
+def _remove_leftovers(output_dir):
+    """Temporary files of a killed run."""
+    shutil.rmtree(os.path.join(output_dir, INCOMPLETE), ignore_errors=True)
+    for name in os.listdir(output_dir):
+        if name.startswith(_LEGACY_TMP_PREFIX):
+            os.remove(os.path.join(output_dir, name))
+
+
+def _convert_all(jobs, workers) -> list[_Summary]:
+    summaries = []
+    with _progress(len(jobs)) as bar:
+        if workers > 1:
+            ctx = multiprocessing.get_context("spawn")  # TF and fork do not mix
+            with ctx.Pool(min(workers, len(jobs))) as pool:
+                for s in pool.imap(_work, jobs):
+                    summaries.append(s)
+                    bar.update()
+        else:
+            for job in jobs:
+                summaries.append(_work(job))
+                bar.update()
+    return summaries
 
 
 def _metadata(summaries, plan, cfg, label_names, source, output_dir) -> dict:

@@ -33,10 +33,21 @@ from emotion_e2e.errors import DataError
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+def _hidden_by_wildcard(path: str, pattern: str) -> bool:
+    """True when a wildcard of ``pattern`` matched a hidden name in ``path``.
+
+    TF's glob, unlike the shell's, lets ``*`` match a leading dot; hidden files
+    and folders are the converter's temporary and backup files, never shards.
+    A name the pattern spells with a dot itself is asked for and kept.
+    """
+    return any(name.startswith(".") and not part.startswith(".")
+               for name, part in zip(reversed(path.split("/")), reversed(pattern.split("/"))))
+
+
 def list_shards(file_pattern: str | Sequence[str]) -> list[str]:
-    """Sorted files matching one pattern or several (local paths or ``gs://``)."""
+    """Sorted files matching one pattern or several (local paths or ``gs://``), hidden files left out."""
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
+    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p) if not _hidden_by_wildcard(f, p)})
     if not files:
         raise DataError(f"no TFRecord files match {patterns}")
     return files

@@ -67,7 +67,9 @@ def test_failure_leaves_previous_output_intact_and_no_partial_shard(tmp_path):
 
 def test_rerun_replaces_shards_and_removes_stale_ones(tmp_path):
     convert.convert(corpus(), CFG, str(tmp_path))
-    (tmp_path / ".tmp-train-00000-of-00002.tfrecord").write_bytes(b"left by a killed run")
+    (tmp_path / convert.INCOMPLETE).mkdir()
+    (tmp_path / convert.INCOMPLETE / "train-00000-of-00002.tfrecord.part").write_bytes(b"left by a killed run")
+    (tmp_path / ".tmp-train-00000-of-00002.tfrecord").write_bytes(b"left by a killed run of an earlier version")
     fewer = [FakeRecording("train_a", "train", index=0, length=4)]
     meta = convert.convert(fewer, CFG, str(tmp_path))
     # train now has one shard; dev and test, not re-converted, are kept with their metadata
@@ -90,7 +92,7 @@ def test_worker_failure_is_reported_with_its_message(tmp_path):
     bad = corpus(dev_a=FakeRecording("dev_a", "dev", index=2, length=3, fail_at=2))
     with pytest.raises(DataError, match="recording dev_a, frame 2"):
         convert.convert(bad, CFG, str(tmp_path), workers=2)
-    assert not [n for n in listing(tmp_path) if n.endswith(".tfrecord") or n.startswith(".tmp")]
+    assert listing(tmp_path) == []  # no shard, no temporary file
 
 
 def test_duplicate_ids_and_empty_corpus(tmp_path):
