@@ -193,10 +193,7 @@ def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str
     if not recordings:
         raise DataError(f"no recordings to convert into {output_dir}")
     plan = _shard_plan(recordings, output_dir)
-    os.makedirs(output_dir, exist_ok=True)
-    incomplete = os.path.join(output_dir, INCOMPLETE)
-    _remove_leftovers(output_dir)
-    os.makedirs(incomplete)
+    incomplete = _open_output_dir(output_dir)
     jobs = [(r, cfg, os.path.join(incomplete, os.path.basename(p) + _PART)) for r, p in plan]
     try:
         summaries = _convert_all(jobs, workers)
@@ -209,6 +206,28 @@ def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str
     finally:
         shutil.rmtree(incomplete, ignore_errors=True)
     return meta
+
+
+def _open_output_dir(output_dir) -> str:
+    """Creates ``output_dir`` and its empty ``.incomplete/`` folder, whose path it returns.
+
+    Creating that folder is the writability check: it is a real write in
+    ``output_dir``, as the renames of the commit will be, and it is the only
+    check that also holds for root, which ignores permission bits.
+    """
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise DataError(f"output directory {output_dir} is a file, not a directory")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create output directory {output_dir}: {e.strerror or e}") from e
+    incomplete = os.path.join(output_dir, INCOMPLETE)
+    try:
+        _remove_leftovers(output_dir)
+        os.makedirs(incomplete)
+    except OSError as e:
+        raise DataError(f"output directory {output_dir} is not writable: {e.strerror or e}") from e
+    return incomplete
 
 
 def _remove_leftovers(output_dir):

@@ -1,7 +1,10 @@
 """The conversion engine: shards, metadata, atomic replacement, workers."""
 
+import contextlib
 import json
 import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -23,6 +26,23 @@ def corpus(**overrides):
 
 def listing(d):
     return sorted(os.listdir(d))
+
+
+@contextlib.contextmanager
+def unwritable(path):
+    """Makes ``path`` refuse writes for real. The tests run as root, which ignores permission
+    bits, but not the immutable attribute (``chattr +i``, ext4 and most local filesystems)."""
+    if os.geteuid() != 0:
+        os.chmod(path, 0o555 if os.path.isdir(path) else 0o444)
+        undo = lambda: os.chmod(path, 0o755 if os.path.isdir(path) else 0o644)  # noqa: E731
+    elif shutil.which("chattr") and not subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+        undo = lambda: subprocess.run(["chattr", "-i", str(path)], check=True)  # noqa: E731
+    else:
+        pytest.skip(f"cannot make {path} unwritable for root here (chattr +i unsupported)")
+    try:
+        yield
+    finally:
+        undo()
 
 
 def test_shards_metadata_and_round_trip(tmp_path):
@@ -101,6 +121,27 @@ def test_duplicate_ids_and_empty_corpus(tmp_path):
         convert.convert(dupes, CFG, str(tmp_path))
     with pytest.raises(DataError, match="no recordings"):
         convert.convert([], CFG, str(tmp_path))
+
+
+def test_output_dir_that_is_a_file_or_cannot_be_created_stops_before_any_work(tmp_path):
+    # every recording fails at its first frame: the error below proves no recording was opened
+    never = [FakeRecording("train_a", "train", fail_at=1)]
+    f = tmp_path / "somefile"
+    f.write_text("not a folder")
+    with pytest.raises(DataError, match=rf"^output directory {f} is a file, not a directory$"):
+        convert.convert(never, CFG, str(f))
+    with pytest.raises(DataError, match=rf"^cannot create output directory {f}/out: Not a directory$"):
+        convert.convert(never, CFG, str(f / "out"))
+    assert listing(tmp_path) == ["somefile"] and f.read_text() == "not a folder"
+
+
+def test_unwritable_output_dir_stops_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with unwritable(out):
+        with pytest.raises(DataError, match=rf"^output directory {out} is not writable: "):
+            convert.convert([FakeRecording("train_a", "train", fail_at=1)], CFG, str(out))
+    assert listing(out) == []
 
 
 def test_audio_of_the_wrong_length_is_refused(tmp_path):
