@@ -145,6 +145,13 @@ def _shard_plan(recordings: Sequence[Recording], output_dir: str):
     by_partition: dict[str, list[Recording]] = {}
     for r in recordings:
         by_partition.setdefault(r.partition, []).append(r)
+    partition_of = {}
+    for r in recordings:
+        other = partition_of.setdefault(r.recording_id, r.partition)
+        if other != r.partition:
+            a, b = sorted((other, r.partition))
+            raise DataError(f"recording id {r.recording_id} is in two partitions, {a} and {b}: a recording in "
+                            f"more than one partition leaks between them")
     plan = []
     for partition, recs in sorted(by_partition.items()):
         recs.sort(key=lambda r: r.recording_id)
@@ -196,16 +203,30 @@ def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str
     incomplete = _open_output_dir(output_dir)
     jobs = [(r, cfg, os.path.join(incomplete, os.path.basename(p) + _PART)) for r, p in plan]
     try:
+        previous = metadata.read(output_dir, missing_ok=True) or {}
+        _check_kept(previous, plan, output_dir)
         summaries = _convert_all(jobs, workers)
         label_sets = {s.label_names for s in summaries if s.label_names}
         if len(label_sets) > 1:
             raise DataError(f"recordings disagree on label names: {sorted(label_sets)}")
         label_names = next(iter(label_sets), ())
-        meta = _metadata(summaries, plan, cfg, label_names, source, output_dir)
+        meta = _metadata(previous, summaries, plan, cfg, label_names, source)
         _commit(output_dir, jobs, plan, meta)
     finally:
         shutil.rmtree(incomplete, ignore_errors=True)
     return meta
+
+
+def _check_kept(previous: dict, plan, output_dir):
+    """Refuses, before any conversion, a run that contradicts the partitions it keeps."""
+    converting = {r.partition for r, _ in plan}
+    kept_ids = {e["recording_id"]: e["partition"] for e in previous.get("recordings", [])
+                if e["partition"] not in converting}
+    for r, _ in plan:
+        if r.recording_id in kept_ids:
+            raise DataError(f"recording id {r.recording_id} (partition {r.partition}) is already in partition "
+                            f"{kept_ids[r.recording_id]} of {metadata.path(output_dir)}, which this run keeps: "
+                            f"a recording in more than one partition leaks between them")
 
 
 def _open_output_dir(output_dir) -> str:
@@ -254,8 +275,7 @@ def _convert_all(jobs, workers) -> list[_Summary]:
     return summaries
 
 
-def _metadata(summaries, plan, cfg, label_names, source, output_dir) -> dict:
-    previous = metadata.read(output_dir, missing_ok=True) or {}
+def _metadata(previous, summaries, plan, cfg, label_names, source) -> dict:
     partitions = sorted({s.partition for s in summaries})
     kept = {k: v for k, v in previous.get("partitions", {}).items() if k not in partitions}
     if kept and (previous.get("label_names") != list(label_names)

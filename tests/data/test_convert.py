@@ -28,6 +28,12 @@ def listing(d):
     return sorted(os.listdir(d))
 
 
+def snapshot(d):
+    """Every file under ``d``, hidden ones included: ``{relative path: bytes}``."""
+    return {os.path.relpath(os.path.join(root, n), d): open(os.path.join(root, n), "rb").read()
+            for root, _, names in os.walk(d) for n in names}
+
+
 @contextlib.contextmanager
 def unwritable(path):
     """Makes ``path`` refuse writes for real. The tests run as root, which ignores permission
@@ -142,6 +148,20 @@ def test_unwritable_output_dir_stops_before_any_work(tmp_path):
         with pytest.raises(DataError, match=rf"^output directory {out} is not writable: "):
             convert.convert([FakeRecording("train_a", "train", fail_at=1)], CFG, str(out))
     assert listing(out) == []
+
+
+def test_a_recording_in_two_partitions_is_refused_before_converting(tmp_path):
+    leak = [FakeRecording("spk1", "train", fail_at=1), FakeRecording("spk1", "dev", index=1, fail_at=1)]
+    with pytest.raises(DataError, match=r"^recording id spk1 is in two partitions, dev and train: "):
+        convert.convert(leak, CFG, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    convert.convert(corpus(), CFG, str(tmp_path))
+    before = snapshot(tmp_path)
+    # train is kept (only dev is converted) and holds train_a already
+    with pytest.raises(DataError, match=rf"^recording id train_a \(partition dev\) is already in partition train "
+                                        rf"of {tmp_path}/metadata.json, which this run keeps: "):
+        convert.convert([FakeRecording("train_a", "dev", fail_at=1)], CFG, str(tmp_path))
+    assert snapshot(tmp_path) == before
 
 
 def test_audio_of_the_wrong_length_is_refused(tmp_path):
