@@ -203,30 +203,69 @@ def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str
     incomplete = _open_output_dir(output_dir)
     jobs = [(r, cfg, os.path.join(incomplete, os.path.basename(p) + _PART)) for r, p in plan]
     try:
-        previous = metadata.read(output_dir, missing_ok=True) or {}
-        _check_kept(previous, plan, output_dir)
+        previous = metadata.read(output_dir, missing_ok=True)
+        kept = _kept(previous, plan, cfg, output_dir)
         summaries = _convert_all(jobs, workers)
-        label_sets = {s.label_names for s in summaries if s.label_names}
-        if len(label_sets) > 1:
-            raise DataError(f"recordings disagree on label names: {sorted(label_sets)}")
-        label_names = next(iter(label_sets), ())
-        meta = _metadata(previous, summaries, plan, cfg, label_names, source)
+        label_names = _label_names(summaries, kept, output_dir)
+        meta = _metadata(kept, summaries, plan, cfg, label_names, source)
         _commit(output_dir, jobs, plan, meta)
     finally:
         shutil.rmtree(incomplete, ignore_errors=True)
     return meta
 
 
-def _check_kept(previous: dict, plan, output_dir):
-    """Refuses, before any conversion, a run that contradicts the partitions it keeps."""
+def _kept(previous: dict | None, plan, cfg: ConvertConfig, output_dir) -> dict:
+    """The part of the previous metadata that this run keeps: ``{"partitions": ..., "recordings": ...}``
+    of the partitions it does not convert.
+
+    A run that contradicts them is refused here, before any conversion: a
+    recording id already in a kept partition, or settings other than theirs.
+    """
     converting = {r.partition for r, _ in plan}
-    kept_ids = {e["recording_id"]: e["partition"] for e in previous.get("recordings", [])
-                if e["partition"] not in converting}
+    partitions = {p: v for p, v in (previous or {"partitions": {}})["partitions"].items() if p not in converting}
+    if not partitions:
+        return {"partitions": {}, "recordings": []}
+    recordings = [e for e in previous["recordings"] if e["partition"] in partitions]
+    path, names = metadata.path(output_dir), ", ".join(sorted(partitions))
+    settings = {"modalities": list(cfg.modalities), "time_base": dataclasses.asdict(cfg.time_base),
+                "samples_per_frame": cfg.time_base.samples_per_frame}
+    if "video" in cfg.modalities:  # the crop settings matter to face records only
+        settings["face"] = dataclasses.asdict(cfg.face)
+    for key, value in settings.items():
+        if previous[key] != value:
+            raise DataError(f"{path}: partitions {names}, which this run keeps, were converted with {key} "
+                            f"{previous[key]}; this run has {key} {value}. Convert every partition with the "
+                            f"same settings, or into another --output_dir")
+    kept_ids = {e["recording_id"]: e["partition"] for e in recordings}
     for r, _ in plan:
         if r.recording_id in kept_ids:
             raise DataError(f"recording id {r.recording_id} (partition {r.partition}) is already in partition "
-                            f"{kept_ids[r.recording_id]} of {metadata.path(output_dir)}, which this run keeps: "
+                            f"{kept_ids[r.recording_id]} of {path}, which this run keeps: "
                             f"a recording in more than one partition leaks between them")
+    return {"partitions": partitions, "recordings": recordings}
+
+
+def _label_names(summaries: list[_Summary], kept: dict, output_dir) -> tuple[str, ...]:
+    """The label names of the converted recordings, which every labelled partition must share."""
+    by_partition = {}
+    for s in summaries:
+        by_partition.setdefault(s.partition, {}).setdefault(s.label_names, []).append(s.recording_id)
+    for p, groups in by_partition.items():
+        if () in groups and len(groups) > 1:
+            labelled = sorted(i for names, ids in groups.items() if names for i in ids)
+            raise DataError(f"partition {p} mixes labelled recordings {labelled} and unlabelled ones "
+                            f"{sorted(groups[()])}: a partition is labelled or not")
+    label_sets = {s.label_names for s in summaries if s.label_names}
+    if len(label_sets) > 1:
+        raise DataError(f"recordings disagree on label names: {sorted(label_sets)}")
+    label_names = next(iter(label_sets), ())
+    for p, info in sorted(kept["partitions"].items()):
+        if label_names and info["label_names"] and tuple(info["label_names"]) != label_names:
+            converted = ", ".join(sorted(q for q, groups in by_partition.items() if label_names in groups))
+            raise DataError(f"partition {converted} has labels {list(label_names)} but partition {p}, kept in "
+                            f"{metadata.path(output_dir)}, has {info['label_names']}: every labelled partition "
+                            f"needs the same label names")
+    return label_names
 
 
 def _open_output_dir(output_dir) -> str:
@@ -275,13 +314,8 @@ def _convert_all(jobs, workers) -> list[_Summary]:
     return summaries
 
 
-def _metadata(previous, summaries, plan, cfg, label_names, source) -> dict:
-    partitions = sorted({s.partition for s in summaries})
-    kept = {k: v for k, v in previous.get("partitions", {}).items() if k not in partitions}
-    if kept and (previous.get("label_names") != list(label_names)
-                 or previous.get("time_base") != dataclasses.asdict(cfg.time_base)):
-        kept = {}  # an older conversion with another schema: its partitions are dropped below
-    recordings = [r for r in previous.get("recordings", []) if r["partition"] in kept]
+def _metadata(kept, summaries, plan, cfg, label_names, source) -> dict:
+    recordings = list(kept["recordings"])
     for s, (_, path) in zip(summaries, plan):
         entry = {"recording_id": s.recording_id, "partition": s.partition, "shard": os.path.basename(path),
                  "num_frames": s.num_frames}
@@ -290,18 +324,24 @@ def _metadata(previous, summaries, plan, cfg, label_names, source) -> dict:
         if s.label_sum is not None:
             entry["label_means"] = dict(zip(label_names, (s.label_sum / s.num_frames).tolist()))
         recordings.append(entry)
-    new = {p: dict(_stats([s for s in summaries if s.partition == p], label_names),
-                   labelled=any(s.label_sum is not None for s in summaries if s.partition == p))
-           for p in partitions}
+    new = {}
+    for p in sorted({s.partition for s in summaries}):
+        of_p = [s for s in summaries if s.partition == p]
+        labelled = bool(of_p[0].label_names)  # all or none of a partition's recordings are (_label_names)
+        new[p] = {"label_names": list(label_names) if labelled else [], "labelled": labelled,
+                  **_stats(of_p, label_names)}
+    partitions = dict(sorted({**kept["partitions"], **new}.items()))
     return {
+        "metadata_version": metadata.VERSION,
         "schema_version": schema.SCHEMA_VERSION,
         "source": source,
         "modalities": list(cfg.modalities),
-        "label_names": list(label_names),
+        # the labelled partitions' names, which _label_names made sure agree
+        "label_names": next((info["label_names"] for info in partitions.values() if info["labelled"]), []),
         "time_base": dataclasses.asdict(cfg.time_base),
         "samples_per_frame": cfg.time_base.samples_per_frame,
         "face": dataclasses.asdict(cfg.face),
-        "partitions": dict(sorted({**kept, **new}.items())),
+        "partitions": partitions,
         "recordings": sorted(recordings, key=lambda r: (r["partition"], r["recording_id"])),
     }
 

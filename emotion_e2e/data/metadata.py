@@ -13,6 +13,9 @@ from emotion_e2e.data import schema
 from emotion_e2e.errors import DataError
 
 FILENAME = "metadata.json"
+# 2: per-partition label_names and the generation id. Version 1 files (without
+# "metadata_version") are read as version 2.
+VERSION = 2
 _PART = "." + FILENAME + ".part"  # hidden, so that no shard or metadata pattern matches it
 
 
@@ -43,7 +46,20 @@ def read(directory: str, missing_ok: bool = False) -> dict | None:
         found = meta.get("schema_version") if isinstance(meta, dict) else type(meta).__name__
         raise DataError(f"{p}: schema_version {found!r}, this code reads schema version "
                         f"{schema.SCHEMA_VERSION}: re-run emotion_e2e.prepare")
+    version = meta.get("metadata_version", 1)
+    if version == 1:
+        return _from_version_1(meta)
+    if version != VERSION:
+        raise DataError(f"{p}: metadata_version {version!r}, this code reads versions 1 and {VERSION}: "
+                        f"re-run emotion_e2e.prepare")
     return meta
+
+
+def _from_version_1(meta):
+    """Version 1 had one ``label_names`` for all partitions, which only its labelled ones carry."""
+    partitions = {p: {"label_names": meta["label_names"] if info["labelled"] else [], **info}
+                  for p, info in meta["partitions"].items()}
+    return {"metadata_version": VERSION, **meta, "generation": None, "partitions": partitions}
 
 
 def write(directory: str, meta: dict) -> None:
@@ -56,3 +72,21 @@ def write(directory: str, meta: dict) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def partition(meta: dict, name: str) -> dict:
+    """The entry of partition ``name``: counts, ``label_names``, ``labelled``, label statistics."""
+    if name not in meta["partitions"]:
+        raise DataError(f"partition {name!r} is not in the metadata; partitions: {sorted(meta['partitions'])}")
+    return meta["partitions"][name]
+
+
+def label_names(meta: dict, name: str) -> tuple[str, ...]:
+    """The label names of partition ``name``; empty for an unlabelled partition."""
+    return tuple(partition(meta, name)["label_names"])
+
+
+def recordings(meta: dict, name: str) -> list[dict]:
+    """The recordings of partition ``name`` in shard order: ``recording_id``, ``shard``, ``num_frames``, ..."""
+    partition(meta, name)
+    return [r for r in meta["recordings"] if r["partition"] == name]

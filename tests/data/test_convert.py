@@ -1,6 +1,7 @@
 """The conversion engine: shards, metadata, atomic replacement, workers."""
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -9,8 +10,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from emotion_e2e.config import ReaderConfig, TimeBase
-from emotion_e2e.data import convert, reader
+from emotion_e2e.config import FaceConfig, ReaderConfig, TimeBase
+from emotion_e2e.data import convert, metadata, reader
 from emotion_e2e.errors import DataError
 from records import FACE, LABELS, SPF, FakeRecording, frame_content
 
@@ -161,6 +162,68 @@ def test_a_recording_in_two_partitions_is_refused_before_converting(tmp_path):
     with pytest.raises(DataError, match=rf"^recording id train_a \(partition dev\) is already in partition train "
                                         rf"of {tmp_path}/metadata.json, which this run keeps: "):
         convert.convert([FakeRecording("train_a", "dev", fail_at=1)], CFG, str(tmp_path))
+    assert snapshot(tmp_path) == before
+
+
+def without_generation(meta):
+    return {k: v for k, v in meta.items() if k != "generation"}
+
+
+@pytest.mark.parametrize("first, second", [("labelled", "test"), ("test", "labelled")])
+def test_converting_some_partitions_keeps_the_others_with_their_own_label_names(tmp_path, first, second):
+    """The RECOLA case: the unlabelled test partition converted apart from train and dev, in either order."""
+    part = {"labelled": [r for r in corpus() if r.partition != "test"],
+            "test": [r for r in corpus() if r.partition == "test"]}
+    out, whole = tmp_path / "out", tmp_path / "whole"
+    convert.convert(part[first], CFG, str(out))
+    kept = snapshot(out)
+    meta = convert.convert(part[second], CFG, str(out))
+    assert {n: b for n, b in snapshot(out).items() if n in kept and n.endswith(".tfrecord")} == {
+        n: b for n, b in kept.items() if n.endswith(".tfrecord")}  # the kept shards are untouched
+    assert meta["label_names"] == list(LABELS)
+    assert {p: info["label_names"] for p, info in meta["partitions"].items()} == {
+        "dev": list(LABELS), "test": [], "train": list(LABELS)}
+    # two runs give what one run over the whole corpus gives: the same files, the same metadata
+    expected = convert.convert(corpus(), CFG, str(whole))
+    assert without_generation(meta) == without_generation(expected)
+    assert {n: b for n, b in snapshot(out).items() if n != metadata.FILENAME} == {
+        n: b for n, b in snapshot(whole).items() if n != metadata.FILENAME}
+
+
+def test_a_partition_with_other_label_names_than_the_kept_ones_is_refused_and_nothing_changes(tmp_path):
+    convert.convert(corpus(), CFG, str(tmp_path))
+    before = snapshot(tmp_path)
+    dev = FakeRecording("dev_a", "dev", index=2, label_names=("joy", "anger"))
+    with pytest.raises(DataError, match=rf"^partition dev has labels \['joy', 'anger'\] but partition train, kept in "
+                                        rf"{tmp_path}/metadata.json, has \['arousal', 'valence'\]"):
+        convert.convert([dev], CFG, str(tmp_path))
+    assert snapshot(tmp_path) == before
+    # replacing every labelled partition with new names is fine: the unlabelled test partition has none
+    train = FakeRecording("train_a", "train", label_names=("joy", "anger"))
+    meta = convert.convert([train, dev], CFG, str(tmp_path))
+    assert meta["label_names"] == ["joy", "anger"] and meta["partitions"]["test"]["label_names"] == []
+
+
+def test_a_partition_mixing_labelled_and_unlabelled_recordings_is_refused(tmp_path):
+    mixed = [FakeRecording("test_a", "test"), FakeRecording("test_b", "test", index=1, labelled=False)]
+    with pytest.raises(DataError, match=r"^partition test mixes labelled recordings \['test_a'\] and unlabelled "
+                                        r"ones \['test_b'\]"):
+        convert.convert(mixed, CFG, str(tmp_path))
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("time_base", TimeBase(frame_step=0.02, sample_rate=SPF * 50)),
+    ("modalities", ("audio",)),
+    ("face", FaceConfig(size=32)),
+])
+def test_kept_partitions_converted_with_other_settings_are_refused_before_converting(tmp_path, setting, value):
+    convert.convert(corpus(), CFG, str(tmp_path))
+    before = snapshot(tmp_path)
+    cfg = dataclasses.replace(CFG, **{setting: value})
+    with pytest.raises(DataError, match=rf"^{tmp_path}/metadata.json: partitions test, train, which this run keeps, "
+                                        rf"were converted with {setting} .*; this run has {setting} "):
+        convert.convert([FakeRecording("dev_a", "dev", fail_at=1)], cfg, str(tmp_path))
     assert snapshot(tmp_path) == before
 
 

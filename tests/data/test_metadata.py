@@ -47,6 +47,30 @@ def test_other_schema_version_is_refused(converted):
         metadata.read(str(converted))
 
 
+def test_version_1_files_are_read_with_per_partition_label_names_and_later_versions_refused(converted):
+    path = converted / metadata.FILENAME
+    v2 = json.loads(path.read_text())
+    v1 = {k: v for k, v in v2.items() if k not in ("metadata_version", "generation")}
+    v1["partitions"] = {p: {k: v for k, v in info.items() if k != "label_names"} for p, info in v2["partitions"].items()}
+    v1["partitions"]["test"] = {"num_recordings": 0, "num_frames": 0, "face_found_ratio": 0.0, "labelled": False}
+    path.write_text(json.dumps(v1))  # the layout of the converter before per-partition label names
+    meta = metadata.read(str(converted))
+    assert meta["metadata_version"] == 2 and meta["generation"] is None
+    assert metadata.label_names(meta, "train") == ("arousal", "valence") and metadata.label_names(meta, "test") == ()
+    path.write_text(json.dumps(dict(v2, metadata_version=3)))
+    with pytest.raises(DataError, match=rf"{path}: metadata_version 3, this code reads versions 1 and 2"):
+        metadata.read(str(converted))
+
+
+def test_partition_helpers(converted):
+    meta = metadata.read(str(converted))
+    assert [(r["recording_id"], r["shard"]) for r in metadata.recordings(meta, "train")] == [
+        ("train_a", "train-00000-of-00002.tfrecord"), ("train_b", "train-00001-of-00002.tfrecord")]
+    assert metadata.label_names(meta, "dev") == ("arousal", "valence")
+    with pytest.raises(DataError, match=r"partition 'test' is not in the metadata; partitions: \['dev', 'train'\]"):
+        metadata.recordings(meta, "test")
+
+
 def test_write_replaces_atomically_and_leaves_no_temporary_file(tmp_path):
     metadata.write(str(tmp_path), {"a": 1})
     metadata.write(str(tmp_path), {"a": 2})
