@@ -2,10 +2,11 @@
 
 The conversion streams frame by frame (decode → detect → crop → encode → write)
 so memory does not grow with recording length or video resolution. Shards are
-written under temporary names and renamed only when every recording of the run
-has converted, then ``metadata.json`` is written last: an interrupted or failed
-run leaves the previous output as it was and nothing a reader could mistake for
-a shard.
+written into the hidden ``.incomplete/`` folder and put in place only when every
+recording of the run has converted, and replacing ``metadata.json`` is the
+commit point (``_commit``): a failed run leaves the previous output byte for
+byte as it was, and what a killed run leaves is repaired by the next run.
+Partitions a run does not convert are kept as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import multiprocessing
 import os
 import shutil
 import typing
+import uuid
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -269,7 +271,8 @@ def _label_names(summaries: list[_Summary], kept: dict, output_dir) -> tuple[str
 
 
 def _open_output_dir(output_dir) -> str:
-    """Creates ``output_dir`` and its empty ``.incomplete/`` folder, whose path it returns.
+    """Creates ``output_dir``, repairs what a killed run left in it, and creates
+    the empty ``.incomplete/`` folder, whose path it returns.
 
     Creating that folder is the writability check: it is a real write in
     ``output_dir``, as the renames of the commit will be, and it is the only
@@ -283,6 +286,7 @@ def _open_output_dir(output_dir) -> str:
         raise DataError(f"cannot create output directory {output_dir}: {e.strerror or e}") from e
     incomplete = os.path.join(output_dir, INCOMPLETE)
     try:
+        _recover(output_dir)
         _remove_leftovers(output_dir)
         os.makedirs(incomplete)
     except OSError as e:
@@ -291,10 +295,11 @@ def _open_output_dir(output_dir) -> str:
 
 
 def _remove_leftovers(output_dir):
-    """Temporary files of a killed run."""
+    """Temporary files of a killed run: ``.incomplete/`` and hidden ``.part`` files
+    (a metadata write's), and the temporary shards of earlier versions."""
     shutil.rmtree(os.path.join(output_dir, INCOMPLETE), ignore_errors=True)
     for name in os.listdir(output_dir):
-        if name.startswith(_LEGACY_TMP_PREFIX):
+        if name.startswith(_LEGACY_TMP_PREFIX) or (name.startswith(".") and name.endswith(_PART)):
             os.remove(os.path.join(output_dir, name))
 
 
@@ -334,6 +339,7 @@ def _metadata(kept, summaries, plan, cfg, label_names, source) -> dict:
     return {
         "metadata_version": metadata.VERSION,
         "schema_version": schema.SCHEMA_VERSION,
+        "generation": uuid.uuid4().hex,  # new every run: tells a committed conversion from one that was not
         "source": source,
         "modalities": list(cfg.modalities),
         # the labelled partitions' names, which _label_names made sure agree
@@ -347,14 +353,66 @@ def _metadata(kept, summaries, plan, cfg, label_names, source) -> dict:
 
 
 def _commit(output_dir, jobs, plan, meta):
-    """Replaces the converted partitions' shards and writes ``metadata.json`` last."""
-    keep_partitions = set(meta["partitions"])
-    new_names = {os.path.basename(p) for _, p in plan}
-    for name in os.listdir(output_dir):
-        parsed = schema.parse_shard_name(name)
-        if parsed and name not in new_names and (
-                parsed[0] in {r.partition for r, _ in plan} or parsed[0] not in keep_partitions):
+    """Replaces the converted partitions' shards and ``metadata.json``: all or nothing.
+
+    1. the journal (the new metadata's generation, the new and the old shard
+       names) is written into ``.backup/``;
+    2. the old shards of the converted partitions are moved into ``.backup/``;
+    3. the new shards are moved from ``.incomplete/`` into place;
+    4. ``metadata.json`` is replaced (``os.replace``): the commit point;
+    5. ``.backup/`` is deleted.
+    An exception before 4 rolls back (``_roll_back``) and leaves the folder as
+    it was; a kill is repaired by the next run (``_recover``). Every step is a
+    rename within ``output_dir``, so none copies data.
+    """
+    converting = {r.partition for r, _ in plan}
+    journal = {"generation": meta["generation"],
+               "new_shards": [os.path.basename(final) for _, final in plan],
+               "old_shards": sorted(n for n in os.listdir(output_dir)
+                                    if (parsed := schema.parse_shard_name(n)) and parsed[0] in converting)}
+    backup = os.path.join(output_dir, metadata.BACKUP)
+    try:
+        os.mkdir(backup)
+        metadata.write_journal(output_dir, journal)
+        for name in journal["old_shards"]:
+            os.replace(os.path.join(output_dir, name), os.path.join(backup, name))
+        for (_, _, tmp), (_, final) in zip(jobs, plan):
+            os.replace(tmp, final)
+        metadata.write(output_dir, meta)
+    except BaseException as e:
+        _roll_back(output_dir, journal)
+        if isinstance(e, OSError):
+            raise DataError(f"cannot replace the output in {output_dir}: {e}; the previous output is kept") from e
+        raise
+    _discard_backup(output_dir)
+
+
+def _roll_back(output_dir, journal):
+    """Undoes steps 1-3 of ``_commit``, however far they got; running it again is harmless."""
+    backup = os.path.join(output_dir, metadata.BACKUP)
+    old = set(journal["old_shards"])
+    for name in journal["new_shards"]:
+        # a new shard named like an old one is replaced by the old one below
+        if name not in old and os.path.exists(os.path.join(output_dir, name)):
             os.remove(os.path.join(output_dir, name))
-    for (_, _, tmp), (_, final) in zip(jobs, plan):
-        os.replace(tmp, final)
-    metadata.write(output_dir, meta)
+    for name in journal["old_shards"]:
+        if os.path.exists(os.path.join(backup, name)):  # not there: never moved, still in place
+            os.replace(os.path.join(backup, name), os.path.join(output_dir, name))
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _discard_backup(output_dir):
+    # After the commit point: a failure here leaves a backup that the next run deletes.
+    shutil.rmtree(os.path.join(output_dir, metadata.BACKUP), ignore_errors=True)
+
+
+def _recover(output_dir):
+    """Repairs what a conversion killed during ``_commit`` left: rolls back an
+    uncommitted one, deletes the backup of a committed one."""
+    if not os.path.isdir(os.path.join(output_dir, metadata.BACKUP)):
+        return
+    journal = metadata.pending_journal(output_dir)
+    if journal is not None:
+        _roll_back(output_dir, journal)
+    # No journal: killed before it was written, when no shard had moved yet.
+    _discard_backup(output_dir)

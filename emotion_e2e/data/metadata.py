@@ -2,6 +2,13 @@
 
 The converter writes it last; training, evaluation and the tools read it. Its
 layout is documented in ``tfrecords/README.md``.
+
+Replacing it is the commit point of a conversion (``convert._commit``). While
+a conversion replaces shards, a journal in the hidden ``.backup/`` folder
+holds the ``generation`` id of the metadata it is about to write: a journal
+whose generation ``metadata.json`` does not have belongs to a conversion that
+has not committed (in progress, failed or killed), and ``read`` refuses the
+folder until the next conversion has rolled it back.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ FILENAME = "metadata.json"
 # 2: per-partition label_names and the generation id. Version 1 files (without
 # "metadata_version") are read as version 2.
 VERSION = 2
-_PART = "." + FILENAME + ".part"  # hidden, so that no shard or metadata pattern matches it
+BACKUP = ".backup"  # the replaced shards during a commit, and the journal
+JOURNAL = "journal.json"
 
 
 def path(directory: str) -> str:
@@ -29,19 +37,17 @@ def read(directory: str, missing_ok: bool = False) -> dict | None:
     Raises DataError naming the file when it is missing (unless ``missing_ok``:
     then None), not valid JSON (e.g. truncated), or of another schema version.
     """
+    journal = pending_journal(directory)
+    if journal is not None:
+        raise DataError(f"{directory}: a conversion into it was interrupted before it finished "
+                        f"({os.path.join(directory, BACKUP, JOURNAL)}): run emotion_e2e.prepare into it again, "
+                        f"which first restores the previous output")
     p = path(directory)
     if not os.path.exists(p):
         if missing_ok:
             return None
         raise DataError(f"{p} not found: is {directory} the output of emotion_e2e.prepare?")
-    try:
-        with open(p, encoding="utf-8") as f:
-            meta = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): "
-                        f"re-run emotion_e2e.prepare") from e
-    except OSError as e:
-        raise DataError(f"cannot read {p}: {e.strerror or e}") from e
+    meta = _load(p)
     if not isinstance(meta, dict) or meta.get("schema_version") != schema.SCHEMA_VERSION:
         found = meta.get("schema_version") if isinstance(meta, dict) else type(meta).__name__
         raise DataError(f"{p}: schema_version {found!r}, this code reads schema version "
@@ -55,6 +61,17 @@ def read(directory: str, missing_ok: bool = False) -> dict | None:
     return meta
 
 
+def _load(p):
+    try:
+        with open(p, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): "
+                        f"re-run emotion_e2e.prepare") from e
+    except OSError as e:
+        raise DataError(f"cannot read {p}: {e.strerror or e}") from e
+
+
 def _from_version_1(meta):
     """Version 1 had one ``label_names`` for all partitions, which only its labelled ones carry."""
     partitions = {p: {"label_names": meta["label_names"] if info["labelled"] else [], **info}
@@ -64,14 +81,38 @@ def _from_version_1(meta):
 
 def write(directory: str, meta: dict) -> None:
     """Replaces ``directory``'s metadata atomically: readers see the old file or the new one."""
-    tmp = os.path.join(directory, _PART)
+    _write_json(path(directory), meta)
+
+
+def _write_json(p, content):
+    tmp = os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".part")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2)
-        os.replace(tmp, path(directory))
+            json.dump(content, f, indent=2)
+        os.replace(tmp, p)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_journal(directory: str, journal: dict) -> None:
+    """Writes ``.backup/journal.json`` atomically; ``journal["generation"]`` is the metadata's to come."""
+    _write_json(os.path.join(directory, BACKUP, JOURNAL), journal)
+
+
+def pending_journal(directory: str) -> dict | None:
+    """The journal of a conversion into ``directory`` that has not committed, or None.
+
+    A journal whose generation ``metadata.json`` has is that of a committed
+    conversion killed while deleting its backup: nothing is pending.
+    """
+    p = os.path.join(directory, BACKUP, JOURNAL)
+    if not os.path.exists(p):
+        return None
+    journal = _load(p)
+    meta = _load(path(directory)) if os.path.exists(path(directory)) else None
+    committed = isinstance(meta, dict) and meta.get("generation") == journal["generation"]
+    return None if committed else journal
 
 
 def partition(meta: dict, name: str) -> dict:

@@ -29,6 +29,10 @@ def listing(d):
     return sorted(os.listdir(d))
 
 
+def without_generation(meta):
+    return {k: v for k, v in meta.items() if k != "generation"}
+
+
 def snapshot(d):
     """Every file under ``d``, hidden ones included: ``{relative path: bytes}``."""
     return {os.path.relpath(os.path.join(root, n), d): open(os.path.join(root, n), "rb").read()
@@ -85,11 +89,11 @@ def test_shards_metadata_and_round_trip(tmp_path):
 
 def test_failure_leaves_previous_output_intact_and_no_partial_shard(tmp_path):
     convert.convert(corpus(), CFG, str(tmp_path))
-    before = {n: (tmp_path / n).read_bytes() for n in listing(tmp_path)}
+    before = snapshot(tmp_path)
     bad = corpus(train_b=FakeRecording("train_b", "train", index=1, length=6, fail_at=4))
     with pytest.raises(DataError, match="recording train_b, frame 4: injected failure"):
         convert.convert(bad, CFG, str(tmp_path))
-    assert {n: (tmp_path / n).read_bytes() for n in listing(tmp_path)} == before
+    assert snapshot(tmp_path) == before
 
 
 def test_rerun_replaces_shards_and_removes_stale_ones(tmp_path):
@@ -105,14 +109,101 @@ def test_rerun_replaces_shards_and_removes_stale_ones(tmp_path):
     assert sorted(meta["partitions"]) == ["dev", "test", "train"]
     assert [r["recording_id"] for r in meta["recordings"]] == ["dev_a", "test_a", "train_a"]
     again = convert.convert(fewer, CFG, str(tmp_path))
-    assert again == meta
+    assert without_generation(again) == without_generation(meta) and again["generation"] != meta["generation"]
+
+
+# A second run over the corpus of corpus(): train loses a recording, dev changes; test is kept.
+SECOND = [FakeRecording("train_a", "train", index=0, length=5), FakeRecording("dev_a", "dev", index=4, length=2)]
+
+
+def test_metadata_that_cannot_be_written_leaves_the_previous_output_byte_identical(tmp_path):
+    convert.convert(corpus(), CFG, str(tmp_path))
+    before = snapshot(tmp_path)
+    with unwritable(tmp_path / metadata.FILENAME):  # new shards are in place when the metadata write fails
+        with pytest.raises(DataError, match=rf"^cannot replace the output in {tmp_path}: .*metadata\.json.*; "
+                                            rf"the previous output is kept$"):
+            convert.convert(SECOND, CFG, str(tmp_path))
+    assert snapshot(tmp_path) == before
+    assert listing(tmp_path) == sorted(n for n in before if "/" not in n)  # no hidden folder is left either
+
+
+def test_a_failure_midway_through_the_renames_rolls_back(tmp_path, monkeypatch):
+    convert.convert(corpus(), CFG, str(tmp_path))
+    before = snapshot(tmp_path)
+    real_replace, placed = os.replace, []
+
+    def replace(src, dst):
+        if str(src).endswith(".part") and str(dst).endswith(".tfrecord"):
+            if placed:  # the first new shard is in place, the second fails
+                raise OSError(28, "No space left on device", str(dst))
+            placed.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(DataError, match=r"No space left on device.*the previous output is kept$"):
+        convert.convert(SECOND, CFG, str(tmp_path))
+    assert placed and snapshot(tmp_path) == before
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no rollback."""
+
+
+def kill(*args):
+    raise Killed()
+
+
+def test_a_run_killed_at_any_step_of_the_commit_is_repaired_by_the_next_run(tmp_path, monkeypatch):
+    test_b = [FakeRecording("test_b", "test", index=5, length=3, labelled=False)]  # the next run
+    old, new = tmp_path / "old", tmp_path / "new"  # references: the killed run not committed, committed
+    for ref, runs in ((old, [corpus(), test_b]), (new, [corpus(), SECOND, test_b])):
+        for recs in runs:
+            convert.convert(recs, CFG, str(ref))
+    real_replace, steps = os.replace, {"left": 0}
+
+    def replace(src, dst):  # every rename of the commit is a step; the kill comes before step k
+        steps["left"] -= 1
+        if steps["left"] == 0:
+            kill()
+        real_replace(src, dst)
+
+    k = 0
+    while True:
+        k += 1
+        out = tmp_path / f"kill{k}"
+        convert.convert(corpus(), CFG, str(out))
+        with monkeypatch.context() as m:
+            m.setattr(os, "replace", replace)
+            m.setattr(convert, "_roll_back", lambda *a: None)  # a killed process rolls nothing back
+            m.setattr(convert, "_discard_backup", kill)
+            steps["left"] = k
+            with pytest.raises(Killed):
+                convert.convert(SECOND, CFG, str(out))
+        committed = steps["left"] > 0  # every rename was done: killed before the backup was deleted
+        if not committed and (out / metadata.BACKUP / metadata.JOURNAL).exists():
+            # shards may have moved: readers refuse the folder until a run repairs it
+            with pytest.raises(DataError, match=rf"^{out}: a conversion into it was interrupted"):
+                metadata.read(str(out))
+        else:  # killed before any shard moved, or after the commit: a consistent folder
+            assert metadata.read(str(out))["recordings"]
+        convert.convert(test_b, CFG, str(out))
+        expected = new if committed else old
+        assert {n: b for n, b in snapshot(out).items() if n != metadata.FILENAME} == {
+            n: b for n, b in snapshot(expected).items() if n != metadata.FILENAME}, k
+        assert without_generation(metadata.read(str(out))) == without_generation(metadata.read(str(expected)))
+        if committed:
+            break
+    assert k > 5  # journal, 3 old shards moved, 2 new shards placed, metadata: every step was a kill point
 
 
 def test_workers_give_the_same_bytes(tmp_path):
     convert.convert(corpus(), CFG, str(tmp_path / "one"))
     convert.convert(corpus(), CFG, str(tmp_path / "two"), workers=2)
     for name in listing(tmp_path / "one"):
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+        if name != metadata.FILENAME:
+            assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert without_generation(metadata.read(str(tmp_path / "one"))) == without_generation(
+        metadata.read(str(tmp_path / "two")))
 
 
 def test_worker_failure_is_reported_with_its_message(tmp_path):
@@ -163,10 +254,6 @@ def test_a_recording_in_two_partitions_is_refused_before_converting(tmp_path):
                                         rf"of {tmp_path}/metadata.json, which this run keeps: "):
         convert.convert([FakeRecording("train_a", "dev", fail_at=1)], CFG, str(tmp_path))
     assert snapshot(tmp_path) == before
-
-
-def without_generation(meta):
-    return {k: v for k, v in meta.items() if k != "generation"}
 
 
 @pytest.mark.parametrize("first, second", [("labelled", "test"), ("test", "labelled")])
