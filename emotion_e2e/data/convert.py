@@ -221,7 +221,8 @@ def _kept(previous: dict | None, plan, cfg: ConvertConfig, output_dir) -> dict:
     of the partitions it does not convert.
 
     A run that contradicts them is refused here, before any conversion: a
-    recording id already in a kept partition, or settings other than theirs.
+    recording id already in a kept partition, settings other than theirs, or
+    kept shards that do not match the metadata (``metadata.verify``).
     """
     converting = {r.partition for r, _ in plan}
     partitions = {p: v for p, v in (previous or {"partitions": {}})["partitions"].items() if p not in converting}
@@ -244,6 +245,7 @@ def _kept(previous: dict | None, plan, cfg: ConvertConfig, output_dir) -> dict:
             raise DataError(f"recording id {r.recording_id} (partition {r.partition}) is already in partition "
                             f"{kept_ids[r.recording_id]} of {path}, which this run keeps: "
                             f"a recording in more than one partition leaks between them")
+    metadata.verify(output_dir, previous, sorted(partitions))
     return {"partitions": partitions, "recordings": recordings}
 
 

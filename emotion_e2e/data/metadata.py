@@ -131,3 +131,64 @@ def recordings(meta: dict, name: str) -> list[dict]:
     """The recordings of partition ``name`` in shard order: ``recording_id``, ``shard``, ``num_frames``, ..."""
     partition(meta, name)
     return [r for r in meta["recordings"] if r["partition"] == name]
+
+
+def verify(directory: str, meta: dict, partitions) -> None:
+    """Checks ``meta`` against the shards of ``partitions`` in ``directory``, cheaply.
+
+    Every listed shard exists, no unlisted shard of those partitions does, the
+    partition totals add up, and the first record of each shard (one record per
+    shard: the check does not grow with the corpus' length) has the recording
+    id, partition and num_frames that ``meta`` lists. Raises DataError naming the
+    shard and both values.
+    """
+    p_meta = path(directory)
+    on_disk = {}
+    for name in os.listdir(directory):
+        parsed = schema.parse_shard_name(name)
+        if parsed:
+            on_disk.setdefault(parsed[0], set()).add(name)
+    for p in partitions:
+        again = f"convert partition {p} again"
+        entries = recordings(meta, p)
+        for e in entries:
+            shard = os.path.join(directory, e["shard"])
+            if not os.path.isfile(shard):
+                raise DataError(f"{shard} (recording {e['recording_id']}, partition {p}) is listed in {p_meta} "
+                                f"but does not exist; {again}")
+        unlisted = sorted(on_disk.get(p, set()) - {e["shard"] for e in entries})
+        if unlisted:
+            raise DataError(f"{os.path.join(directory, unlisted[0])} is a shard of partition {p} that {p_meta} "
+                            f"does not list; {again}")
+        for e in entries:
+            shard = os.path.join(directory, e["shard"])
+            got = _first_record(shard)
+            for key, want in ((schema.RECORDING_ID, e["recording_id"]), (schema.PARTITION, p),
+                              (schema.NUM_FRAMES, e["num_frames"])):
+                if got[key] != want:
+                    raise DataError(f"{shard}: {key} {got[key]!r} in its first record, {want!r} in {p_meta}; {again}")
+        info = partition(meta, p)
+        for key, total in (("num_recordings", len(entries)), ("num_frames", sum(e["num_frames"] for e in entries))):
+            if info[key] != total:
+                raise DataError(f"{p_meta}: partition {p} has {key} {info[key]} but its recordings add up to "
+                                f"{total}; {again}")
+
+
+def _first_record(shard: str) -> dict:
+    """Recording id, partition and num_frames of a shard's first record."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    try:
+        first = next(iter(tf.data.TFRecordDataset(shard).take(1)), None)
+    except tf.errors.OpError as e:
+        raise DataError(f"TFRecord file {shard} is unreadable: {e.message.splitlines()[-1]}") from e
+    if first is None:
+        raise DataError(f"TFRecord file {shard} holds no records")
+    feats = tf.train.Example.FromString(first.numpy()).features.feature
+    try:
+        return {schema.RECORDING_ID: feats[schema.RECORDING_ID].bytes_list.value[0].decode(),
+                schema.PARTITION: feats[schema.PARTITION].bytes_list.value[0].decode(),
+                schema.NUM_FRAMES: feats[schema.NUM_FRAMES].int64_list.value[0]}
+    except IndexError as e:
+        raise DataError(f"TFRecord file {shard}: its first record lacks {schema.RECORDING_ID}, "
+                        f"{schema.PARTITION} or {schema.NUM_FRAMES}") from e

@@ -190,7 +190,9 @@ def test_a_run_killed_at_any_step_of_the_commit_is_repaired_by_the_next_run(tmp_
         expected = new if committed else old
         assert {n: b for n, b in snapshot(out).items() if n != metadata.FILENAME} == {
             n: b for n, b in snapshot(expected).items() if n != metadata.FILENAME}, k
-        assert without_generation(metadata.read(str(out))) == without_generation(metadata.read(str(expected)))
+        meta = metadata.read(str(out))
+        assert without_generation(meta) == without_generation(metadata.read(str(expected)))
+        metadata.verify(str(out), meta, meta["partitions"])
         if committed:
             break
     assert k > 5  # journal, 3 old shards moved, 2 new shards placed, metadata: every step was a kill point
@@ -265,6 +267,7 @@ def test_converting_some_partitions_keeps_the_others_with_their_own_label_names(
     convert.convert(part[first], CFG, str(out))
     kept = snapshot(out)
     meta = convert.convert(part[second], CFG, str(out))
+    metadata.verify(str(out), meta, ["dev", "test", "train"])
     assert {n: b for n, b in snapshot(out).items() if n in kept and n.endswith(".tfrecord")} == {
         n: b for n, b in kept.items() if n.endswith(".tfrecord")}  # the kept shards are untouched
     assert meta["label_names"] == list(LABELS)

@@ -6,9 +6,9 @@ import os
 import pytest
 
 from emotion_e2e.config import TimeBase
-from emotion_e2e.data import convert, metadata
+from emotion_e2e.data import convert, metadata, schema
 from emotion_e2e.errors import DataError
-from records import SPF, FakeRecording
+from records import SPF, FakeRecording, write_shards
 
 CFG = convert.ConvertConfig(time_base=TimeBase(frame_step=0.04, sample_rate=SPF * 25))
 
@@ -76,3 +76,66 @@ def test_write_replaces_atomically_and_leaves_no_temporary_file(tmp_path):
     metadata.write(str(tmp_path), {"a": 2})
     assert os.listdir(tmp_path) == [metadata.FILENAME]
     assert json.loads((tmp_path / metadata.FILENAME).read_text()) == {"a": 2}
+
+
+def edit(directory, change):
+    """Rewrites metadata.json by hand, as a bad state would have it."""
+    path = directory / metadata.FILENAME
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
+    return metadata.read(str(directory))
+
+
+def test_verify_accepts_what_the_converter_wrote(converted):
+    metadata.verify(str(converted), metadata.read(str(converted)), ["dev", "train"])
+
+
+def test_verify_finds_a_deleted_shard(converted):
+    os.remove(converted / "train-00001-of-00002.tfrecord")
+    with pytest.raises(DataError, match=rf"^{converted}/train-00001-of-00002\.tfrecord \(recording train_b, "
+                                        rf"partition train\) is listed in {converted}/metadata\.json but does not exist"):
+        metadata.verify(str(converted), metadata.read(str(converted)), ["dev", "train"])
+    metadata.verify(str(converted), metadata.read(str(converted)), ["dev"])  # only the partitions asked for
+
+
+def test_verify_finds_a_shard_the_metadata_does_not_list(converted):
+    write_shards(converted / "other", [2], partition="dev")
+    os.replace(converted / "other" / "dev-00000-of-00001.tfrecord", converted / "dev-00000-of-00002.tfrecord")
+    with pytest.raises(DataError, match=rf"^{converted}/dev-00000-of-00002\.tfrecord is a shard of partition dev "
+                                        rf"that {converted}/metadata\.json does not list"):
+        metadata.verify(str(converted), metadata.read(str(converted)), ["dev"])
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_verify_finds_frame_counts_understated_or_overstated(converted, delta):
+    def change(meta):
+        meta["recordings"][1]["num_frames"] += delta  # train_a: 3 frames
+        meta["partitions"]["train"]["num_frames"] += delta
+    meta = edit(converted, change)
+    with pytest.raises(DataError, match=rf"^{converted}/train-00000-of-00002\.tfrecord: num_frames 3 in its first "
+                                        rf"record, {3 + delta} in {converted}/metadata\.json"):
+        metadata.verify(str(converted), meta, ["train"])
+
+
+def test_verify_finds_partition_totals_that_disagree_with_the_recordings(converted):
+    meta = edit(converted, lambda m: m["partitions"]["train"].update(num_frames=4))
+    with pytest.raises(DataError, match=rf"^{converted}/metadata\.json: partition train has num_frames 4 but its "
+                                        rf"recordings add up to 5"):
+        metadata.verify(str(converted), meta, ["train"])
+
+
+def test_verify_finds_a_shard_of_another_recording(converted):
+    os.replace(converted / "train-00001-of-00002.tfrecord", converted / "train-00000-of-00002.tfrecord")
+    write_shards(converted / "other", [2])  # keep the listing complete with a shard of recording train_0
+    os.replace(converted / "other" / schema.shard_name("train", 0, 1), converted / "train-00001-of-00002.tfrecord")
+    with pytest.raises(DataError, match=rf"^{converted}/train-00000-of-00002\.tfrecord: recording_id 'train_b' in its "
+                                        rf"first record, 'train_a' in {converted}/metadata\.json"):
+        metadata.verify(str(converted), metadata.read(str(converted)), ["train"])
+
+
+def test_convert_refuses_to_keep_a_partition_whose_shards_disagree_with_the_metadata(converted):
+    os.remove(converted / "dev-00000-of-00001.tfrecord")
+    with pytest.raises(DataError, match=r"dev-00000-of-00001\.tfrecord \(recording dev_a, partition dev\) is "
+                                        r"listed in .* but does not exist; convert partition dev again"):
+        convert.convert([FakeRecording("train_a", "train", fail_at=1)], CFG, str(converted))
