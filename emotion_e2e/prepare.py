@@ -5,7 +5,8 @@ r"""Converts a corpus into sharded TFRecords.
   python -m emotion_e2e.prepare --source=manifest --input=corpus.csv --modalities=audio
 
 Writes, per partition, ``{partition}-{i:05d}-of-{n:05d}.tfrecord`` (one shard
-per recording) and, last, ``metadata.json``.
+per recording) and, last, ``metadata.json``; partitions already in the output
+directory that are not converted are kept.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from emotion_e2e.errors import DataError
 _SOURCE = flags.DEFINE_enum("source", None, ["demo", "recola", "manifest"], "The corpus kind.")
 _INPUT = flags.DEFINE_string("input", None, "recola: the AVEC 2016 package folder; manifest: the manifest CSV.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where shards go. Default: tfrecords/{source}.")
-_PARTITIONS = flags.DEFINE_list("partitions", [], "Partitions to convert (default: all).")
+_PARTITIONS = flags.DEFINE_list("partitions", [], "Partitions to convert (default: all); the others "
+                                "already in --output_dir are kept.")
 _MODALITIES = flags.DEFINE_list("modalities", list(MODALITIES), "Modalities to write: audio, video.")
 _WORKERS = flags.DEFINE_integer("workers", 1, "Processes converting recordings in parallel.")
 _DIMENSIONS = flags.DEFINE_list("recola_dimensions", list(sources.RECOLA_DIMENSIONS),
