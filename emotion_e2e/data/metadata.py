@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 
+import tensorflow as tf
+
 from emotion_e2e.data import schema
 from emotion_e2e.errors import DataError
 
@@ -32,10 +34,12 @@ def path(directory: str) -> str:
 
 
 def read(directory: str, missing_ok: bool = False) -> dict | None:
-    """The metadata of the converted corpus in ``directory``.
+    """The metadata of the converted corpus in ``directory``, in the version 2 layout.
 
     Raises DataError naming the file when it is missing (unless ``missing_ok``:
-    then None), not valid JSON (e.g. truncated), or of another schema version.
+    then None), not valid JSON (e.g. truncated), of another schema or metadata
+    version, or when a conversion that has not committed left the folder
+    half-replaced (a pending journal).
     """
     journal = pending_journal(directory)
     if journal is not None:
@@ -176,8 +180,6 @@ def verify(directory: str, meta: dict, partitions) -> None:
 
 def _first_record(shard: str) -> dict:
     """Recording id, partition and num_frames of a shard's first record."""
-    import tensorflow as tf  # noqa: PLC0415
-
     try:
         first = next(iter(tf.data.TFRecordDataset(shard).take(1)), None)
     except tf.errors.OpError as e:
