@@ -134,8 +134,8 @@ def to_grid(times: np.ndarray, values: np.ndarray, time_base: TimeBase, source: 
     if len(bad_rows):
         r, d = bad_rows[0], bad_dims[0]
         frame = max(1, math.ceil(times[r] / time_base.frame_step - 1e-6))
-        raise DataError(f"{source}: label value {values[r, d]} (column {names[d]}) at time {times[r]:.3f} s ({row(r)}), "
-                        f"frame {frame}; labels must be finite")
+        raise DataError(f"{source}: label value {values[r, d]} (column {names[d]}) at time {times[r]:.3f} s "
+                        f"({row(r)}), frame {frame}; labels must be finite")
     num_frames = int(math.floor(times[-1] / time_base.frame_step + 1e-6))
     grid = time_base.frame_time(np.arange(1, num_frames + 1))
     if num_frames < 1 or grid[0] < times[0] - 1e-6:

@@ -51,7 +51,8 @@ def test_version_1_files_are_read_with_per_partition_label_names_and_later_versi
     path = converted / metadata.FILENAME
     v2 = json.loads(path.read_text())
     v1 = {k: v for k, v in v2.items() if k not in ("metadata_version", "generation")}
-    v1["partitions"] = {p: {k: v for k, v in info.items() if k != "label_names"} for p, info in v2["partitions"].items()}
+    v1["partitions"] = {p: {k: v for k, v in info.items() if k != "label_names"}
+                        for p, info in v2["partitions"].items()}
     v1["partitions"]["test"] = {"num_recordings": 0, "num_frames": 0, "face_found_ratio": 0.0, "labelled": False}
     path.write_text(json.dumps(v1))  # the layout of the converter before per-partition label names
     meta = metadata.read(str(converted))
@@ -94,7 +95,8 @@ def test_verify_accepts_what_the_converter_wrote(converted):
 def test_verify_finds_a_deleted_shard(converted):
     os.remove(converted / "train-00001-of-00002.tfrecord")
     with pytest.raises(DataError, match=rf"^{converted}/train-00001-of-00002\.tfrecord \(recording train_b, "
-                                        rf"partition train\) is listed in {converted}/metadata\.json but does not exist"):
+                                        rf"partition train\) is listed in {converted}/metadata\.json "
+                                        rf"but does not exist"):
         metadata.verify(str(converted), metadata.read(str(converted)), ["dev", "train"])
     metadata.verify(str(converted), metadata.read(str(converted)), ["dev"])  # only the partitions asked for
 
