@@ -5,7 +5,8 @@ r"""Converts a corpus into sharded TFRecords.
   python -m emotion_e2e.prepare --source=manifest --input=corpus.csv --modalities=audio
 
 Writes, per partition, ``{partition}-{i:05d}-of-{n:05d}.tfrecord`` (one shard
-per recording) and, last, ``metadata.json``.
+per recording) and, last, ``metadata.json``; partitions already in the output
+directory that are not converted are kept.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ import sys
 from absl import app, flags
 
 from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase
-from emotion_e2e.data import convert, demo, sources
+from emotion_e2e.data import convert, demo, metadata, sources
 from emotion_e2e.errors import DataError
 
 _SOURCE = flags.DEFINE_enum("source", None, ["demo", "recola", "manifest"], "The corpus kind.")
 _INPUT = flags.DEFINE_string("input", None, "recola: the AVEC 2016 package folder; manifest: the manifest CSV.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where shards go. Default: tfrecords/{source}.")
-_PARTITIONS = flags.DEFINE_list("partitions", [], "Partitions to convert (default: all).")
-_MODALITIES = flags.DEFINE_list("modalities", list(MODALITIES), "Modalities to write: audio (the waveform), face (crops from the video).")
+_PARTITIONS = flags.DEFINE_list("partitions", [], "Partitions to convert (default: all); the others "
+                                "already in --output_dir are kept.")
+_MODALITIES = flags.DEFINE_list("modalities", list(MODALITIES),
+                                "Modalities to write: audio (the waveform), face (crops from the video).")
 _WORKERS = flags.DEFINE_integer("workers", 1, "Processes converting recordings in parallel.")
 _DIMENSIONS = flags.DEFINE_list("recola_dimensions", list(sources.RECOLA_DIMENSIONS),
                                 "recola: gold-standard folders to read, one label dimension each.")
@@ -71,14 +74,14 @@ def main(argv):
         modalities=tuple(_MODALITIES.value), max_length_mismatch=_MISMATCH.value)
     output_dir = _OUTPUT_DIR.value or os.path.join("tfrecords", _SOURCE.value)
     try:
-        metadata = convert.convert(_recordings(tuple(_PARTITIONS.value)), cfg, output_dir,
-                                   workers=_WORKERS.value, source=_SOURCE.value)
+        meta = convert.convert(_recordings(tuple(_PARTITIONS.value)), cfg, output_dir,
+                               workers=_WORKERS.value, source=_SOURCE.value)
     except DataError as e:
         sys.exit(f"error: {e}")
-    for name, p in metadata["partitions"].items():
+    for name, p in meta["partitions"].items():
         print(f"{name}: {p['num_recordings']} recordings, {p['num_frames']} frames -> "
               f"{os.path.join(output_dir, name)}-*.tfrecord")
-    print(f"metadata: {os.path.join(output_dir, convert.METADATA)}")
+    print(f"metadata: {metadata.path(output_dir)}")
 
 
 if __name__ == "__main__":

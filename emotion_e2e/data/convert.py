@@ -2,30 +2,35 @@
 
 The conversion streams frame by frame (decode → detect → crop → encode → write)
 so memory does not grow with recording length or video resolution. Shards are
-written under temporary names and renamed only when every recording of the run
-has converted, then ``metadata.json`` is written last: an interrupted or failed
-run leaves the previous output as it was and nothing a reader could mistake for
-a shard.
+written into the hidden ``.incomplete/`` folder and put in place only when every
+recording of the run has converted, and replacing ``metadata.json`` is the
+commit point (``_commit``): a failed run leaves the previous output byte for
+byte as it was, and what a killed run leaves is repaired by the next run.
+Partitions a run does not convert are kept as they are.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-import json
 import multiprocessing
 import os
+import shutil
 import typing
+import uuid
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase, check_modalities
-from emotion_e2e.data import schema
+from emotion_e2e.data import metadata, schema
 from emotion_e2e.errors import DataError
 
-METADATA = "metadata.json"
-_TMP_PREFIX = ".tmp-"
+# Shards are written into this hidden folder under ``{shard}.part`` names: TF's glob
+# does not descend into folders, so no ``DIR/*.tfrecord`` pattern matches them.
+INCOMPLETE = ".incomplete"
+_PART = ".part"
+_LEGACY_TMP_PREFIX = ".tmp-"  # the temporary names of earlier versions, beside the shards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +144,13 @@ def _shard_plan(recordings: Sequence[Recording], output_dir: str):
     by_partition: dict[str, list[Recording]] = {}
     for r in recordings:
         by_partition.setdefault(r.partition, []).append(r)
+    partition_of = {}
+    for r in recordings:
+        other = partition_of.setdefault(r.recording_id, r.partition)
+        if other != r.partition:
+            a, b = sorted((other, r.partition))
+            raise DataError(f"recording id {r.recording_id} is in two partitions, {a} and {b}: a recording in "
+                            f"more than one partition leaks between them")
     plan = []
     for partition, recs in sorted(by_partition.items()):
         recs.sort(key=lambda r: r.recording_id)
@@ -186,49 +198,128 @@ def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str
     """
     if not recordings:
         raise DataError(f"no recordings to convert into {output_dir}")
-    os.makedirs(output_dir, exist_ok=True)
-    for name in os.listdir(output_dir):  # leftovers of an interrupted run
-        if name.startswith(_TMP_PREFIX):
-            os.remove(os.path.join(output_dir, name))
     plan = _shard_plan(recordings, output_dir)
-    jobs = [(r, cfg, os.path.join(output_dir, _TMP_PREFIX + os.path.basename(p))) for r, p in plan]
-    summaries = []
+    incomplete = _open_output_dir(output_dir)
+    jobs = [(r, cfg, os.path.join(incomplete, os.path.basename(p) + _PART)) for r, p in plan]
     try:
-        with _progress(len(jobs)) as bar:
-            if workers > 1:
-                ctx = multiprocessing.get_context("spawn")  # TF and fork do not mix
-                with ctx.Pool(min(workers, len(jobs))) as pool:
-                    for s in pool.imap(_work, jobs):
-                        summaries.append(s)
-                        bar.update()
-            else:
-                for job in jobs:
-                    summaries.append(_work(job))
-                    bar.update()
+        previous = metadata.read(output_dir, missing_ok=True)
+        kept = _kept(previous, plan, cfg, output_dir)
+        summaries = _convert_all(jobs, workers)
+        label_names = _label_names(summaries, kept, output_dir)
+        meta = _metadata(kept, summaries, plan, cfg, label_names, source)
+        _commit(output_dir, jobs, plan, meta)
     finally:
-        if len(summaries) != len(jobs):
-            for _, _, tmp in jobs:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
+        shutil.rmtree(incomplete, ignore_errors=True)
+    return meta
+
+
+def _kept(previous: dict | None, plan, cfg: ConvertConfig, output_dir) -> dict:
+    """The part of the previous metadata that this run keeps: ``{"partitions": ..., "recordings": ...}``
+    of the partitions it does not convert.
+
+    A run that contradicts them is refused here, before any conversion: a
+    recording id already in a kept partition, settings other than theirs, or
+    kept shards that do not match the metadata (``metadata.verify``).
+    """
+    converting = {r.partition for r, _ in plan}
+    partitions = {p: v for p, v in (previous or {"partitions": {}})["partitions"].items() if p not in converting}
+    if not partitions:
+        return {"partitions": {}, "recordings": []}
+    recordings = [e for e in previous["recordings"] if e["partition"] in partitions]
+    path, names = metadata.path(output_dir), ", ".join(sorted(partitions))
+    settings = {"modalities": list(cfg.modalities), "time_base": dataclasses.asdict(cfg.time_base),
+                "samples_per_frame": cfg.time_base.samples_per_frame}
+    if "face" in cfg.modalities:  # the crop settings matter to face records only
+        settings["face"] = dataclasses.asdict(cfg.face)
+    for key, value in settings.items():
+        if previous[key] != value:
+            raise DataError(f"{path}: partitions {names}, which this run keeps, were converted with {key} "
+                            f"{previous[key]}; this run has {key} {value}. Convert every partition with the "
+                            f"same settings, or into another --output_dir")
+    kept_ids = {e["recording_id"]: e["partition"] for e in recordings}
+    for r, _ in plan:
+        if r.recording_id in kept_ids:
+            raise DataError(f"recording id {r.recording_id} (partition {r.partition}) is already in partition "
+                            f"{kept_ids[r.recording_id]} of {path}, which this run keeps: "
+                            f"a recording in more than one partition leaks between them")
+    metadata.verify(output_dir, previous, sorted(partitions))
+    return {"partitions": partitions, "recordings": recordings}
+
+
+def _label_names(summaries: list[_Summary], kept: dict, output_dir) -> tuple[str, ...]:
+    """The label names of the converted recordings, which every labelled partition must share."""
+    by_partition = {}
+    for s in summaries:
+        by_partition.setdefault(s.partition, {}).setdefault(s.label_names, []).append(s.recording_id)
+    for p, groups in by_partition.items():
+        if () in groups and len(groups) > 1:
+            labelled = sorted(i for names, ids in groups.items() if names for i in ids)
+            raise DataError(f"partition {p} mixes labelled recordings {labelled} and unlabelled ones "
+                            f"{sorted(groups[()])}: a partition is labelled or not")
     label_sets = {s.label_names for s in summaries if s.label_names}
     if len(label_sets) > 1:
-        for _, _, tmp in jobs:
-            os.remove(tmp)
         raise DataError(f"recordings disagree on label names: {sorted(label_sets)}")
     label_names = next(iter(label_sets), ())
-    metadata = _metadata(summaries, plan, cfg, label_names, source, output_dir)
-    _commit(output_dir, jobs, plan, metadata)
-    return metadata
+    for p, info in sorted(kept["partitions"].items()):
+        if label_names and info["label_names"] and tuple(info["label_names"]) != label_names:
+            converted = ", ".join(sorted(q for q, groups in by_partition.items() if label_names in groups))
+            raise DataError(f"partition {converted} has labels {list(label_names)} but partition {p}, kept in "
+                            f"{metadata.path(output_dir)}, has {info['label_names']}: every labelled partition "
+                            f"needs the same label names")
+    return label_names
 
 
-def _metadata(summaries, plan, cfg, label_names, source, output_dir) -> dict:
-    previous = read_metadata(output_dir, missing_ok=True) or {}
-    partitions = sorted({s.partition for s in summaries})
-    kept = {k: v for k, v in previous.get("partitions", {}).items() if k not in partitions}
-    if kept and (previous.get("label_names") != list(label_names)
-                 or previous.get("time_base") != dataclasses.asdict(cfg.time_base)):
-        kept = {}  # an older conversion with another schema: its partitions are dropped below
-    recordings = [r for r in previous.get("recordings", []) if r["partition"] in kept]
+def _open_output_dir(output_dir) -> str:
+    """Creates ``output_dir``, repairs what a killed run left in it, and creates
+    the empty ``.incomplete/`` folder, whose path it returns.
+
+    Creating that folder is the writability check: it is a real write in
+    ``output_dir``, as the renames of the commit will be, and it is the only
+    check that also holds for root, which ignores permission bits.
+    """
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise DataError(f"output directory {output_dir} is a file, not a directory")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create output directory {output_dir}: {e.strerror or e}") from e
+    incomplete = os.path.join(output_dir, INCOMPLETE)
+    try:
+        _recover(output_dir)
+        _remove_leftovers(output_dir)
+        os.makedirs(incomplete)
+    except OSError as e:
+        raise DataError(f"output directory {output_dir} is not writable: {e.strerror or e}") from e
+    return incomplete
+
+
+def _remove_leftovers(output_dir):
+    """Temporary files of a killed run: ``.incomplete/`` and hidden ``.part`` files
+    (a metadata write's), and the temporary shards of earlier versions."""
+    shutil.rmtree(os.path.join(output_dir, INCOMPLETE), ignore_errors=True)
+    for name in os.listdir(output_dir):
+        if name.startswith(_LEGACY_TMP_PREFIX) or (name.startswith(".") and name.endswith(_PART)):
+            os.remove(os.path.join(output_dir, name))
+
+
+def _convert_all(jobs, workers) -> list[_Summary]:
+    summaries = []
+    with _progress(len(jobs)) as bar:
+        if workers > 1:
+            ctx = multiprocessing.get_context("spawn")  # TF and fork do not mix
+            with ctx.Pool(min(workers, len(jobs))) as pool:
+                for s in pool.imap(_work, jobs):
+                    summaries.append(s)
+                    bar.update()
+        else:
+            for job in jobs:
+                summaries.append(_work(job))
+                bar.update()
+    return summaries
+
+
+def _metadata(kept, summaries, plan, cfg, label_names, source) -> dict:
+    recordings = list(kept["recordings"])
     for s, (_, path) in zip(summaries, plan):
         entry = {"recording_id": s.recording_id, "partition": s.partition, "shard": os.path.basename(path),
                  "num_frames": s.num_frames}
@@ -237,44 +328,90 @@ def _metadata(summaries, plan, cfg, label_names, source, output_dir) -> dict:
         if s.label_sum is not None:
             entry["label_means"] = dict(zip(label_names, (s.label_sum / s.num_frames).tolist()))
         recordings.append(entry)
-    new = {p: dict(_stats([s for s in summaries if s.partition == p], label_names),
-                   labelled=any(s.label_sum is not None for s in summaries if s.partition == p))
-           for p in partitions}
+    new = {}
+    for p in sorted({s.partition for s in summaries}):
+        of_p = [s for s in summaries if s.partition == p]
+        labelled = bool(of_p[0].label_names)  # all or none of a partition's recordings are (_label_names)
+        new[p] = {"label_names": list(label_names) if labelled else [], "labelled": labelled,
+                  **_stats(of_p, label_names)}
+    partitions = dict(sorted({**kept["partitions"], **new}.items()))
     return {
+        "metadata_version": metadata.VERSION,
         "schema_version": schema.SCHEMA_VERSION,
+        "generation": uuid.uuid4().hex,  # new every run: tells a committed conversion from one that was not
         "source": source,
         "modalities": list(cfg.modalities),
-        "label_names": list(label_names),
+        # the labelled partitions' names, which _label_names made sure agree
+        "label_names": next((info["label_names"] for info in partitions.values() if info["labelled"]), []),
         "time_base": dataclasses.asdict(cfg.time_base),
         "samples_per_frame": cfg.time_base.samples_per_frame,
         "face": dataclasses.asdict(cfg.face),
-        "partitions": dict(sorted({**kept, **new}.items())),
+        "partitions": partitions,
         "recordings": sorted(recordings, key=lambda r: (r["partition"], r["recording_id"])),
     }
 
 
-def _commit(output_dir, jobs, plan, metadata):
-    """Replaces the converted partitions' shards and writes ``metadata.json`` last."""
-    keep_partitions = set(metadata["partitions"])
-    new_names = {os.path.basename(p) for _, p in plan}
-    for name in os.listdir(output_dir):
-        parsed = schema.parse_shard_name(name)
-        if parsed and name not in new_names and (
-                parsed[0] in {r.partition for r, _ in plan} or parsed[0] not in keep_partitions):
+def _commit(output_dir, jobs, plan, meta):
+    """Replaces the converted partitions' shards and ``metadata.json``: all or nothing.
+
+    1. the journal (the new metadata's generation, the new and the old shard
+       names) is written into ``.backup/``;
+    2. the old shards of the converted partitions are moved into ``.backup/``;
+    3. the new shards are moved from ``.incomplete/`` into place;
+    4. ``metadata.json`` is replaced (``os.replace``): the commit point;
+    5. ``.backup/`` is deleted.
+    An exception before 4 rolls back (``_roll_back``) and leaves the folder as
+    it was; a kill is repaired by the next run (``_recover``). Every step is a
+    rename within ``output_dir``, so none copies data.
+    """
+    converting = {r.partition for r, _ in plan}
+    journal = {"generation": meta["generation"],
+               "new_shards": [os.path.basename(final) for _, final in plan],
+               "old_shards": sorted(n for n in os.listdir(output_dir)
+                                    if (parsed := schema.parse_shard_name(n)) and parsed[0] in converting)}
+    backup = os.path.join(output_dir, metadata.BACKUP)
+    try:
+        os.mkdir(backup)
+        metadata.write_journal(output_dir, journal)
+        for name in journal["old_shards"]:
+            os.replace(os.path.join(output_dir, name), os.path.join(backup, name))
+        for (_, _, tmp), (_, final) in zip(jobs, plan):
+            os.replace(tmp, final)
+        metadata.write(output_dir, meta)
+    except BaseException as e:
+        _roll_back(output_dir, journal)
+        if isinstance(e, OSError):
+            raise DataError(f"cannot replace the output in {output_dir}: {e}; the previous output is kept") from e
+        raise
+    _discard_backup(output_dir)
+
+
+def _roll_back(output_dir, journal):
+    """Undoes steps 1-3 of ``_commit``, however far they got; running it again is harmless."""
+    backup = os.path.join(output_dir, metadata.BACKUP)
+    old = set(journal["old_shards"])
+    for name in journal["new_shards"]:
+        # a new shard named like an old one is replaced by the old one below
+        if name not in old and os.path.exists(os.path.join(output_dir, name)):
             os.remove(os.path.join(output_dir, name))
-    for (_, _, tmp), (_, final) in zip(jobs, plan):
-        os.replace(tmp, final)
-    tmp = os.path.join(output_dir, _TMP_PREFIX + METADATA)
-    with open(tmp, "w") as f:
-        json.dump(metadata, f, indent=2)
-    os.replace(tmp, os.path.join(output_dir, METADATA))
+    for name in journal["old_shards"]:
+        if os.path.exists(os.path.join(backup, name)):  # not there: never moved, still in place
+            os.replace(os.path.join(backup, name), os.path.join(output_dir, name))
+    shutil.rmtree(backup, ignore_errors=True)
 
 
-def read_metadata(directory: str, missing_ok: bool = False) -> dict | None:
-    path = os.path.join(directory, METADATA)
-    if not os.path.exists(path):
-        if missing_ok:
-            return None
-        raise DataError(f"{path} not found: is {directory} the output of emotion_e2e.prepare?")
-    with open(path) as f:
-        return json.load(f)
+def _discard_backup(output_dir):
+    # After the commit point: a failure here leaves a backup that the next run deletes.
+    shutil.rmtree(os.path.join(output_dir, metadata.BACKUP), ignore_errors=True)
+
+
+def _recover(output_dir):
+    """Repairs what a conversion killed during ``_commit`` left: rolls back an
+    uncommitted one, deletes the backup of a committed one."""
+    if not os.path.isdir(os.path.join(output_dir, metadata.BACKUP)):
+        return
+    journal = metadata.pending_journal(output_dir)
+    if journal is not None:
+        _roll_back(output_dir, journal)
+    # No journal: killed before it was written, when no shard had moved yet.
+    _discard_backup(output_dir)

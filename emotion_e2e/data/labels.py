@@ -51,6 +51,12 @@ def read_arff(path: str) -> tuple[np.ndarray, np.ndarray]:
     The header is parsed, not skipped: blank lines, ``%`` comments, quoted names
     and CRLF line ends are accepted; any attribute set other than AVEC's is an error.
     """
+    times, values, _ = _read_arff(path)
+    return times, values
+
+
+def _read_arff(path):
+    """``read_arff`` plus each data row's line number in the file ``(rows,)``, for error messages."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             text = f.read()
@@ -95,26 +101,41 @@ def read_arff(path: str) -> tuple[np.ndarray, np.ndarray]:
             times[row], values[row] = (float("nan") if v.strip() == "?" else float(v) for v in fields[1:])
         except ValueError as e:
             raise DataError(f"{path}, line {number}: non-numeric value in {line!r}") from e
-    return times, values
+    return times, values, np.array([number for number, _ in data_lines], np.int64)
 
 
-def to_grid(times: np.ndarray, values: np.ndarray, time_base: TimeBase, source: str) -> np.ndarray:
+def to_grid(times: np.ndarray, values: np.ndarray, time_base: TimeBase, source: str, *,
+            names: tuple[str, ...], lines: np.ndarray | None = None) -> np.ndarray:
     """Interpolates ``values`` ``(rows, dims)`` at ``times`` ``(rows,)`` onto frames ``1..N``.
 
     ``N`` is the number of grid times ``frame_step·i`` not after the last row's
-    time. Returns ``(N, dims)`` float32. Non-finite values are an error naming the frame.
+    time. Returns ``(N, dims)`` float32. Errors name ``source``, the row (its
+    line in the file when ``lines`` ``(rows,)`` is given, else its 1-based data
+    row) and, for a bad value, the column (``names``, one per dimension) and frame.
     """
     times = np.asarray(times, np.float64)
     values = np.asarray(values, np.float64).reshape(len(times), -1)
-    if len(times) < 2 or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
-        raise DataError(f"{source}: label times must be finite and strictly increasing with at least "
-                        f"two rows; received {len(times)} rows starting {times[:3].tolist()}")
+
+    def row(r):
+        return f"line {lines[r]}" if lines is not None else f"data row {r + 1}"
+
+    if len(times) < 2:
+        raise DataError(f"{source}: labels need at least two rows; received {len(times)}")
+    bad_times = np.flatnonzero(~np.isfinite(times))
+    if len(bad_times):
+        r = bad_times[0]
+        raise DataError(f"{source}: label time {times[r]} at {row(r)} is not finite")
+    backwards = np.flatnonzero(np.diff(times) <= 0)
+    if len(backwards):
+        r = backwards[0]
+        raise DataError(f"{source}: label times must be strictly increasing; time {times[r + 1]:.3f} s at "
+                        f"{row(r + 1)} is not after {times[r]:.3f} s at {row(r)}")
     bad_rows, bad_dims = np.nonzero(~np.isfinite(values))
     if len(bad_rows):
         r, d = bad_rows[0], bad_dims[0]
         frame = max(1, math.ceil(times[r] / time_base.frame_step - 1e-6))
-        raise DataError(f"{source}: label value {values[r, d]} (dimension {d}) at time {times[r]:.3f} s, "
-                        f"frame {frame}; labels must be finite")
+        raise DataError(f"{source}: label value {values[r, d]} (column {names[d]}) at time {times[r]:.3f} s "
+                        f"({row(r)}), frame {frame}; labels must be finite")
     num_frames = int(math.floor(times[-1] / time_base.frame_step + 1e-6))
     grid = time_base.frame_time(np.arange(1, num_frames + 1))
     if num_frames < 1 or grid[0] < times[0] - 1e-6:
@@ -137,8 +158,9 @@ def arff_labels(paths: dict[str, str], time_base: TimeBase, recording_id: str) -
     """One AVEC gold-standard ARFF per dimension, e.g. ``{'arousal': ..., 'valence': ...}``."""
     tracks = {}
     for name, path in paths.items():
-        times, values = read_arff(path)
-        tracks[name] = to_grid(times, values, time_base, f"{path} (recording {recording_id}, {name})")
+        times, values, lines = _read_arff(path)
+        tracks[name] = to_grid(times, values, time_base, f"{path} (recording {recording_id}, {name})",
+                               names=(name,), lines=lines)
     return _combine(tracks, f"recording {recording_id}")
 
 
@@ -158,5 +180,6 @@ def csv_labels(path: str, time_base: TimeBase, recording_id: str) -> LabelTrack:
         numeric = table.astype(np.float64)
     except ValueError as e:
         raise DataError(f"{source}: non-numeric label value: {e}") from e
-    values = to_grid(numeric[TIME_COLUMN].to_numpy(), numeric[names].to_numpy(), time_base, source)
+    values = to_grid(numeric[TIME_COLUMN].to_numpy(), numeric[names].to_numpy(), time_base, source,
+                     names=tuple(names))
     return LabelTrack(tuple(names), values)

@@ -1,34 +1,199 @@
-"""metadata.json (placeholder: replaced by the converter's version)."""
+"""``metadata.json``, the index of a converted corpus: the one place that reads and writes it.
+
+The converter writes it last; training, evaluation and the tools read it. Its
+layout is documented in ``tfrecords/README.md``.
+
+Replacing it is the commit point of a conversion (``convert._commit``). While
+a conversion replaces shards, a journal in the hidden ``.backup/`` folder
+holds the ``generation`` id of the metadata it is about to write: a journal
+whose generation ``metadata.json`` does not have belongs to a conversion that
+has not committed (in progress, failed or killed), and ``read`` refuses the
+folder until the next conversion has rolled it back.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 
+import tensorflow as tf
+
+from emotion_e2e.data import schema
 from emotion_e2e.errors import DataError
 
 FILENAME = "metadata.json"
+# 2: per-partition label_names and the generation id. Version 1 files (without
+# "metadata_version") are read as version 2.
+VERSION = 2
+BACKUP = ".backup"  # the replaced shards during a commit, and the journal
+JOURNAL = "journal.json"
 
 
-def read(directory: str) -> dict:
-    path = os.path.join(directory, FILENAME)
-    if not os.path.exists(path):
-        raise DataError(f"{path} not found: is {directory} the output of emotion_e2e.prepare?")
+def path(directory: str) -> str:
+    return os.path.join(directory, FILENAME)
+
+
+def read(directory: str, missing_ok: bool = False) -> dict | None:
+    """The metadata of the converted corpus in ``directory``, in the version 2 layout.
+
+    Raises DataError naming the file when it is missing (unless ``missing_ok``:
+    then None), not valid JSON (e.g. truncated), of another schema or metadata
+    version, or when a conversion that has not committed left the folder
+    half-replaced (a pending journal).
+    """
+    journal = pending_journal(directory)
+    if journal is not None:
+        raise DataError(f"{directory}: a conversion into it was interrupted before it finished "
+                        f"({os.path.join(directory, BACKUP, JOURNAL)}): run emotion_e2e.prepare into it again, "
+                        f"which first restores the previous output")
+    p = path(directory)
+    if not os.path.exists(p):
+        if missing_ok:
+            return None
+        raise DataError(f"{p} not found: is {directory} the output of emotion_e2e.prepare?")
+    meta = _load(p)
+    if not isinstance(meta, dict) or meta.get("schema_version") != schema.SCHEMA_VERSION:
+        found = meta.get("schema_version") if isinstance(meta, dict) else type(meta).__name__
+        raise DataError(f"{p}: schema_version {found!r}, this code reads schema version "
+                        f"{schema.SCHEMA_VERSION}: re-run emotion_e2e.prepare")
+    version = meta.get("metadata_version", 1)
+    if version == 1:
+        return _from_version_1(meta)
+    if version != VERSION:
+        raise DataError(f"{p}: metadata_version {version!r}, this code reads versions 1 and {VERSION}: "
+                        f"re-run emotion_e2e.prepare")
+    return meta
+
+
+def _load(p):
     try:
-        with open(path) as f:
+        with open(p, encoding="utf-8") as f:
             return json.load(f)
-    except ValueError as e:
-        raise DataError(f"{path} is not valid JSON (truncated?): {e}") from e
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): "
+                        f"re-run emotion_e2e.prepare") from e
+    except OSError as e:
+        raise DataError(f"cannot read {p}: {e.strerror or e}") from e
 
 
-def label_names(meta: dict, partition: str) -> list:
-    info = meta["partitions"][partition]
-    return info.get("label_names", meta["label_names"] if info.get("labelled") else [])
+def _from_version_1(meta):
+    """Version 1 had one ``label_names`` for all partitions, which only its labelled ones carry,
+    and called the face modality "video" (the records themselves are the same)."""
+    partitions = {p: {"label_names": meta["label_names"] if info["labelled"] else [], **info}
+                  for p, info in meta["partitions"].items()}
+    modalities = ["face" if m == "video" else m for m in meta["modalities"]]
+    return {"metadata_version": VERSION, **meta, "generation": None, "partitions": partitions,
+            "modalities": modalities}
 
 
-def recordings(meta: dict, partition: str) -> list:
-    return [r for r in meta["recordings"] if r["partition"] == partition]
+def write(directory: str, meta: dict) -> None:
+    """Replaces ``directory``'s metadata atomically: readers see the old file or the new one."""
+    _write_json(path(directory), meta)
+
+
+def _write_json(p, content):
+    tmp = os.path.join(os.path.dirname(p), "." + os.path.basename(p) + ".part")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(content, f, indent=2)
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_journal(directory: str, journal: dict) -> None:
+    """Writes ``.backup/journal.json`` atomically; ``journal["generation"]`` is the metadata's to come."""
+    _write_json(os.path.join(directory, BACKUP, JOURNAL), journal)
+
+
+def pending_journal(directory: str) -> dict | None:
+    """The journal of a conversion into ``directory`` that has not committed, or None.
+
+    A journal whose generation ``metadata.json`` has is that of a committed
+    conversion killed while deleting its backup: nothing is pending.
+    """
+    p = os.path.join(directory, BACKUP, JOURNAL)
+    if not os.path.exists(p):
+        return None
+    journal = _load(p)
+    meta = _load(path(directory)) if os.path.exists(path(directory)) else None
+    committed = isinstance(meta, dict) and meta.get("generation") == journal["generation"]
+    return None if committed else journal
+
+
+def partition(meta: dict, name: str) -> dict:
+    """The entry of partition ``name``: counts, ``label_names``, ``labelled``, label statistics."""
+    if name not in meta["partitions"]:
+        raise DataError(f"partition {name!r} is not in the metadata; partitions: {sorted(meta['partitions'])}")
+    return meta["partitions"][name]
+
+
+def label_names(meta: dict, name: str) -> tuple[str, ...]:
+    """The label names of partition ``name``; empty for an unlabelled partition."""
+    return tuple(partition(meta, name)["label_names"])
+
+
+def recordings(meta: dict, name: str) -> list[dict]:
+    """The recordings of partition ``name`` in shard order: ``recording_id``, ``shard``, ``num_frames``, ..."""
+    partition(meta, name)
+    return [r for r in meta["recordings"] if r["partition"] == name]
 
 
 def verify(directory: str, meta: dict, partitions) -> None:
-    return None
+    """Checks ``meta`` against the shards of ``partitions`` in ``directory``, cheaply.
+
+    Every listed shard exists, no unlisted shard of those partitions does, the
+    partition totals add up, and the first record of each shard (one record per
+    shard: the check does not grow with the corpus' length) has the recording
+    id, partition and num_frames that ``meta`` lists. Raises DataError naming the
+    shard and both values.
+    """
+    p_meta = path(directory)
+    on_disk = {}
+    for name in os.listdir(directory):
+        parsed = schema.parse_shard_name(name)
+        if parsed:
+            on_disk.setdefault(parsed[0], set()).add(name)
+    for p in partitions:
+        again = f"convert partition {p} again"
+        entries = recordings(meta, p)
+        for e in entries:
+            shard = os.path.join(directory, e["shard"])
+            if not os.path.isfile(shard):
+                raise DataError(f"{shard} (recording {e['recording_id']}, partition {p}) is listed in {p_meta} "
+                                f"but does not exist; {again}")
+        unlisted = sorted(on_disk.get(p, set()) - {e["shard"] for e in entries})
+        if unlisted:
+            raise DataError(f"{os.path.join(directory, unlisted[0])} is a shard of partition {p} that {p_meta} "
+                            f"does not list; {again}")
+        for e in entries:
+            shard = os.path.join(directory, e["shard"])
+            got = _first_record(shard)
+            for key, want in ((schema.RECORDING_ID, e["recording_id"]), (schema.PARTITION, p),
+                              (schema.NUM_FRAMES, e["num_frames"])):
+                if got[key] != want:
+                    raise DataError(f"{shard}: {key} {got[key]!r} in its first record, {want!r} in {p_meta}; {again}")
+        info = partition(meta, p)
+        for key, total in (("num_recordings", len(entries)), ("num_frames", sum(e["num_frames"] for e in entries))):
+            if info[key] != total:
+                raise DataError(f"{p_meta}: partition {p} has {key} {info[key]} but its recordings add up to "
+                                f"{total}; {again}")
+
+
+def _first_record(shard: str) -> dict:
+    """Recording id, partition and num_frames of a shard's first record."""
+    try:
+        first = next(iter(tf.data.TFRecordDataset(shard).take(1)), None)
+    except tf.errors.OpError as e:
+        raise DataError(f"TFRecord file {shard} is unreadable: {e.message.splitlines()[-1]}") from e
+    if first is None:
+        raise DataError(f"TFRecord file {shard} holds no records")
+    feats = tf.train.Example.FromString(first.numpy()).features.feature
+    try:
+        return {schema.RECORDING_ID: feats[schema.RECORDING_ID].bytes_list.value[0].decode(),
+                schema.PARTITION: feats[schema.PARTITION].bytes_list.value[0].decode(),
+                schema.NUM_FRAMES: feats[schema.NUM_FRAMES].int64_list.value[0]}
+    except IndexError as e:
+        raise DataError(f"TFRecord file {shard}: its first record lacks {schema.RECORDING_ID}, "
+                        f"{schema.PARTITION} or {schema.NUM_FRAMES}") from e

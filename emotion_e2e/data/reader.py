@@ -37,11 +37,21 @@ _ASSERT_PREFIX = "assertion failed: "
 _CHECK_MARKS = ("TFRecord file", "no training window")  # how the reader's own checks begin
 
 
+def _hidden_by_wildcard(path: str, pattern: str) -> bool:
+    """True when a wildcard of ``pattern`` matched a hidden name in ``path``.
+
+    TF's glob, unlike the shell's, lets ``*`` match a leading dot; hidden files
+    and folders are the converter's temporary and backup files, never shards.
+    A name the pattern spells with a dot itself is asked for and kept.
+    """
+    return any(name.startswith(".") and not part.startswith(".")
+               for name, part in zip(reversed(path.split("/")), reversed(pattern.split("/"))))
+
+
 def list_shards(file_pattern: str | Sequence[str]) -> list[str]:
-    """Sorted files matching one pattern or several (local paths or ``gs://``)."""
+    """Sorted files matching one pattern or several (local paths or ``gs://``), hidden files left out."""
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
-    # Hidden files are never shards: TF's glob matches them, and a killed conversion may leave some.
-    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p) if not os.path.basename(f).startswith(".")})
+    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p) if not _hidden_by_wildcard(f, p)})
     if not files:
         raise DataError(f"no TFRecord files match {patterns}")
     return files

@@ -50,6 +50,7 @@ class FakeRecording(Recording):
     length: int = 5
     fail_at: int = 0
     labelled: bool = True
+    label_names: tuple[str, ...] = LABELS
 
     def open(self, cfg):
         def frames():
@@ -58,4 +59,4 @@ class FakeRecording(Recording):
                     raise DataError(f"recording {self.recording_id}, frame {i}: injected failure")
                 a, face, y = frame_content(self.index, i)
                 yield Frame(a, faces_lib.encode_jpeg(face, 95), i % 2 == 1, y if self.labelled else None)
-        return self.length, (LABELS if self.labelled else ()), frames()
+        return self.length, (self.label_names if self.labelled else ()), frames()

@@ -1,13 +1,17 @@
 """The conversion engine: shards, metadata, atomic replacement, workers."""
 
+import contextlib
+import dataclasses
 import json
 import os
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
 
-from emotion_e2e.config import InputConfig, ReaderConfig, TimeBase
-from emotion_e2e.data import convert, reader
+from emotion_e2e.config import FaceConfig, InputConfig, ReaderConfig, TimeBase
+from emotion_e2e.data import convert, metadata, reader
 from emotion_e2e.errors import DataError
 from records import FACE, LABELS, SPF, FakeRecording, frame_content
 
@@ -23,6 +27,33 @@ def corpus(**overrides):
 
 def listing(d):
     return sorted(os.listdir(d))
+
+
+def without_generation(meta):
+    return {k: v for k, v in meta.items() if k != "generation"}
+
+
+def snapshot(d):
+    """Every file under ``d``, hidden ones included: ``{relative path: bytes}``."""
+    return {os.path.relpath(os.path.join(root, n), d): open(os.path.join(root, n), "rb").read()
+            for root, _, names in os.walk(d) for n in names}
+
+
+@contextlib.contextmanager
+def unwritable(path):
+    """Makes ``path`` refuse writes for real. The tests run as root, which ignores permission
+    bits, but not the immutable attribute (``chattr +i``, ext4 and most local filesystems)."""
+    if os.geteuid() != 0:
+        os.chmod(path, 0o555 if os.path.isdir(path) else 0o444)
+        undo = lambda: os.chmod(path, 0o755 if os.path.isdir(path) else 0o644)  # noqa: E731
+    elif shutil.which("chattr") and not subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+        undo = lambda: subprocess.run(["chattr", "-i", str(path)], check=True)  # noqa: E731
+    else:
+        pytest.skip(f"cannot make {path} unwritable for root here (chattr +i unsupported)")
+    try:
+        yield
+    finally:
+        undo()
 
 
 def test_shards_metadata_and_round_trip(tmp_path):
@@ -59,16 +90,18 @@ def test_shards_metadata_and_round_trip(tmp_path):
 
 def test_failure_leaves_previous_output_intact_and_no_partial_shard(tmp_path):
     convert.convert(corpus(), CFG, str(tmp_path))
-    before = {n: (tmp_path / n).read_bytes() for n in listing(tmp_path)}
+    before = snapshot(tmp_path)
     bad = corpus(train_b=FakeRecording("train_b", "train", index=1, length=6, fail_at=4))
     with pytest.raises(DataError, match="recording train_b, frame 4: injected failure"):
         convert.convert(bad, CFG, str(tmp_path))
-    assert {n: (tmp_path / n).read_bytes() for n in listing(tmp_path)} == before
+    assert snapshot(tmp_path) == before
 
 
 def test_rerun_replaces_shards_and_removes_stale_ones(tmp_path):
     convert.convert(corpus(), CFG, str(tmp_path))
-    (tmp_path / ".tmp-train-00000-of-00002.tfrecord").write_bytes(b"left by a killed run")
+    (tmp_path / convert.INCOMPLETE).mkdir()
+    (tmp_path / convert.INCOMPLETE / "train-00000-of-00002.tfrecord.part").write_bytes(b"left by a killed run")
+    (tmp_path / ".tmp-train-00000-of-00002.tfrecord").write_bytes(b"left by a killed run of an earlier version")
     fewer = [FakeRecording("train_a", "train", index=0, length=4)]
     meta = convert.convert(fewer, CFG, str(tmp_path))
     # train now has one shard; dev and test, not re-converted, are kept with their metadata
@@ -77,21 +110,110 @@ def test_rerun_replaces_shards_and_removes_stale_ones(tmp_path):
     assert sorted(meta["partitions"]) == ["dev", "test", "train"]
     assert [r["recording_id"] for r in meta["recordings"]] == ["dev_a", "test_a", "train_a"]
     again = convert.convert(fewer, CFG, str(tmp_path))
-    assert again == meta
+    assert without_generation(again) == without_generation(meta) and again["generation"] != meta["generation"]
+
+
+# A second run over the corpus of corpus(): train loses a recording, dev changes; test is kept.
+SECOND = [FakeRecording("train_a", "train", index=0, length=5), FakeRecording("dev_a", "dev", index=4, length=2)]
+
+
+def test_metadata_that_cannot_be_written_leaves_the_previous_output_byte_identical(tmp_path):
+    convert.convert(corpus(), CFG, str(tmp_path))
+    before = snapshot(tmp_path)
+    with unwritable(tmp_path / metadata.FILENAME):  # new shards are in place when the metadata write fails
+        with pytest.raises(DataError, match=rf"^cannot replace the output in {tmp_path}: .*metadata\.json.*; "
+                                            rf"the previous output is kept$"):
+            convert.convert(SECOND, CFG, str(tmp_path))
+    assert snapshot(tmp_path) == before
+    assert listing(tmp_path) == sorted(n for n in before if "/" not in n)  # no hidden folder is left either
+
+
+def test_a_failure_midway_through_the_renames_rolls_back(tmp_path, monkeypatch):
+    convert.convert(corpus(), CFG, str(tmp_path))
+    before = snapshot(tmp_path)
+    real_replace, placed = os.replace, []
+
+    def replace(src, dst):
+        if str(src).endswith(".part") and str(dst).endswith(".tfrecord"):
+            if placed:  # the first new shard is in place, the second fails
+                raise OSError(28, "No space left on device", str(dst))
+            placed.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(DataError, match=r"No space left on device.*the previous output is kept$"):
+        convert.convert(SECOND, CFG, str(tmp_path))
+    assert placed and snapshot(tmp_path) == before
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no rollback."""
+
+
+def kill(*args):
+    raise Killed()
+
+
+def test_a_run_killed_at_any_step_of_the_commit_is_repaired_by_the_next_run(tmp_path, monkeypatch):
+    test_b = [FakeRecording("test_b", "test", index=5, length=3, labelled=False)]  # the next run
+    old, new = tmp_path / "old", tmp_path / "new"  # references: the killed run not committed, committed
+    for ref, runs in ((old, [corpus(), test_b]), (new, [corpus(), SECOND, test_b])):
+        for recs in runs:
+            convert.convert(recs, CFG, str(ref))
+    real_replace, steps = os.replace, {"left": 0}
+
+    def replace(src, dst):  # every rename of the commit is a step; the kill comes before step k
+        steps["left"] -= 1
+        if steps["left"] == 0:
+            kill()
+        real_replace(src, dst)
+
+    k = 0
+    while True:
+        k += 1
+        out = tmp_path / f"kill{k}"
+        convert.convert(corpus(), CFG, str(out))
+        with monkeypatch.context() as m:
+            m.setattr(os, "replace", replace)
+            m.setattr(convert, "_roll_back", lambda *a: None)  # a killed process rolls nothing back
+            m.setattr(convert, "_discard_backup", kill)
+            steps["left"] = k
+            with pytest.raises(Killed):
+                convert.convert(SECOND, CFG, str(out))
+        committed = steps["left"] > 0  # every rename was done: killed before the backup was deleted
+        if not committed and (out / metadata.BACKUP / metadata.JOURNAL).exists():
+            # shards may have moved: readers refuse the folder until a run repairs it
+            with pytest.raises(DataError, match=rf"^{out}: a conversion into it was interrupted"):
+                metadata.read(str(out))
+        else:  # killed before any shard moved, or after the commit: a consistent folder
+            assert metadata.read(str(out))["recordings"]
+        convert.convert(test_b, CFG, str(out))
+        expected = new if committed else old
+        assert {n: b for n, b in snapshot(out).items() if n != metadata.FILENAME} == {
+            n: b for n, b in snapshot(expected).items() if n != metadata.FILENAME}, k
+        meta = metadata.read(str(out))
+        assert without_generation(meta) == without_generation(metadata.read(str(expected)))
+        metadata.verify(str(out), meta, meta["partitions"])
+        if committed:
+            break
+    assert k > 5  # journal, 3 old shards moved, 2 new shards placed, metadata: every step was a kill point
 
 
 def test_workers_give_the_same_bytes(tmp_path):
     convert.convert(corpus(), CFG, str(tmp_path / "one"))
     convert.convert(corpus(), CFG, str(tmp_path / "two"), workers=2)
     for name in listing(tmp_path / "one"):
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+        if name != metadata.FILENAME:
+            assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    assert without_generation(metadata.read(str(tmp_path / "one"))) == without_generation(
+        metadata.read(str(tmp_path / "two")))
 
 
 def test_worker_failure_is_reported_with_its_message(tmp_path):
     bad = corpus(dev_a=FakeRecording("dev_a", "dev", index=2, length=3, fail_at=2))
     with pytest.raises(DataError, match="recording dev_a, frame 2"):
         convert.convert(bad, CFG, str(tmp_path), workers=2)
-    assert not [n for n in listing(tmp_path) if n.endswith(".tfrecord") or n.startswith(".tmp")]
+    assert listing(tmp_path) == []  # no shard, no temporary file
 
 
 def test_duplicate_ids_and_empty_corpus(tmp_path):
@@ -100,6 +222,100 @@ def test_duplicate_ids_and_empty_corpus(tmp_path):
         convert.convert(dupes, CFG, str(tmp_path))
     with pytest.raises(DataError, match="no recordings"):
         convert.convert([], CFG, str(tmp_path))
+
+
+def test_output_dir_that_is_a_file_or_cannot_be_created_stops_before_any_work(tmp_path):
+    # every recording fails at its first frame: the error below proves no recording was opened
+    never = [FakeRecording("train_a", "train", fail_at=1)]
+    f = tmp_path / "somefile"
+    f.write_text("not a folder")
+    with pytest.raises(DataError, match=rf"^output directory {f} is a file, not a directory$"):
+        convert.convert(never, CFG, str(f))
+    with pytest.raises(DataError, match=rf"^cannot create output directory {f}/out: Not a directory$"):
+        convert.convert(never, CFG, str(f / "out"))
+    assert listing(tmp_path) == ["somefile"] and f.read_text() == "not a folder"
+
+
+def test_unwritable_output_dir_stops_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    with unwritable(out):
+        with pytest.raises(DataError, match=rf"^output directory {out} is not writable: "):
+            convert.convert([FakeRecording("train_a", "train", fail_at=1)], CFG, str(out))
+    assert listing(out) == []
+
+
+def test_a_recording_in_two_partitions_is_refused_before_converting(tmp_path):
+    leak = [FakeRecording("spk1", "train", fail_at=1), FakeRecording("spk1", "dev", index=1, fail_at=1)]
+    with pytest.raises(DataError, match=r"^recording id spk1 is in two partitions, dev and train: "):
+        convert.convert(leak, CFG, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    convert.convert(corpus(), CFG, str(tmp_path))
+    before = snapshot(tmp_path)
+    # train is kept (only dev is converted) and holds train_a already
+    with pytest.raises(DataError, match=rf"^recording id train_a \(partition dev\) is already in partition train "
+                                        rf"of {tmp_path}/metadata.json, which this run keeps: "):
+        convert.convert([FakeRecording("train_a", "dev", fail_at=1)], CFG, str(tmp_path))
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("first, second", [("labelled", "test"), ("test", "labelled")])
+def test_converting_some_partitions_keeps_the_others_with_their_own_label_names(tmp_path, first, second):
+    """The RECOLA case: the unlabelled test partition converted apart from train and dev, in either order."""
+    part = {"labelled": [r for r in corpus() if r.partition != "test"],
+            "test": [r for r in corpus() if r.partition == "test"]}
+    out, whole = tmp_path / "out", tmp_path / "whole"
+    convert.convert(part[first], CFG, str(out))
+    kept = snapshot(out)
+    meta = convert.convert(part[second], CFG, str(out))
+    metadata.verify(str(out), meta, ["dev", "test", "train"])
+    assert {n: b for n, b in snapshot(out).items() if n in kept and n.endswith(".tfrecord")} == {
+        n: b for n, b in kept.items() if n.endswith(".tfrecord")}  # the kept shards are untouched
+    assert meta["label_names"] == list(LABELS)
+    assert {p: info["label_names"] for p, info in meta["partitions"].items()} == {
+        "dev": list(LABELS), "test": [], "train": list(LABELS)}
+    # two runs give what one run over the whole corpus gives: the same files, the same metadata
+    expected = convert.convert(corpus(), CFG, str(whole))
+    assert without_generation(meta) == without_generation(expected)
+    assert {n: b for n, b in snapshot(out).items() if n != metadata.FILENAME} == {
+        n: b for n, b in snapshot(whole).items() if n != metadata.FILENAME}
+
+
+def test_a_partition_with_other_label_names_than_the_kept_ones_is_refused_and_nothing_changes(tmp_path):
+    convert.convert(corpus(), CFG, str(tmp_path))
+    before = snapshot(tmp_path)
+    dev = FakeRecording("dev_a", "dev", index=2, label_names=("joy", "anger"))
+    with pytest.raises(DataError, match=rf"^partition dev has labels \['joy', 'anger'\] but partition train, kept in "
+                                        rf"{tmp_path}/metadata.json, has \['arousal', 'valence'\]"):
+        convert.convert([dev], CFG, str(tmp_path))
+    assert snapshot(tmp_path) == before
+    # replacing every labelled partition with new names is fine: the unlabelled test partition has none
+    train = FakeRecording("train_a", "train", label_names=("joy", "anger"))
+    meta = convert.convert([train, dev], CFG, str(tmp_path))
+    assert meta["label_names"] == ["joy", "anger"] and meta["partitions"]["test"]["label_names"] == []
+
+
+def test_a_partition_mixing_labelled_and_unlabelled_recordings_is_refused(tmp_path):
+    mixed = [FakeRecording("test_a", "test"), FakeRecording("test_b", "test", index=1, labelled=False)]
+    with pytest.raises(DataError, match=r"^partition test mixes labelled recordings \['test_a'\] and unlabelled "
+                                        r"ones \['test_b'\]"):
+        convert.convert(mixed, CFG, str(tmp_path))
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("time_base", TimeBase(frame_step=0.02, sample_rate=SPF * 50)),
+    ("modalities", ("audio",)),
+    ("face", FaceConfig(size=32)),
+])
+def test_kept_partitions_converted_with_other_settings_are_refused_before_converting(tmp_path, setting, value):
+    convert.convert(corpus(), CFG, str(tmp_path))
+    before = snapshot(tmp_path)
+    cfg = dataclasses.replace(CFG, **{setting: value})
+    with pytest.raises(DataError, match=rf"^{tmp_path}/metadata.json: partitions test, train, which this run keeps, "
+                                        rf"were converted with {setting} .*; this run has {setting} "):
+        convert.convert([FakeRecording("dev_a", "dev", fail_at=1)], cfg, str(tmp_path))
+    assert snapshot(tmp_path) == before
 
 
 def test_audio_of_the_wrong_length_is_refused(tmp_path):

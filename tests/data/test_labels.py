@@ -104,3 +104,26 @@ def test_dimensions_of_different_length(tmp_path):
     c = write_arff(tmp_path / "c.arff", [0.0] * 90)
     with pytest.raises(DataError, match=r"recording r: .*'arousal': 100, 'valence': 89"):
         labels.arff_labels({"arousal": a, "valence": c}, TB, "r")
+
+
+def test_time_going_backwards_names_the_rows_and_both_times(tmp_path):
+    p = tmp_path / "unsorted.csv"
+    p.write_text("time,arousal\n0,1\n0.08,2\n0.04,3\n0.12,4\n")
+    with pytest.raises(DataError, match=r"unsorted\.csv \(recording r1\): label times must be strictly increasing; "
+                                        r"time 0\.040 s at data row 3 is not after 0\.080 s at data row 2"):
+        labels.csv_labels(str(p), TB, "r1")
+    times = np.arange(10) * 0.04
+    times[6] = times[5]  # a repeated time
+    path = write_arff(tmp_path / "train_4.arff", [0.1] * 10, times=times)
+    # header of 10 lines, the data rows from line 11 with a blank line after the third: row 7 is on line 18
+    with pytest.raises(DataError, match=r"train_4\.arff \(recording train_4, valence\): label times must be strictly "
+                                        r"increasing; time 0\.200 s at line 18 is not after 0\.200 s at line 17"):
+        labels.arff_labels({"valence": path}, TB, "train_4")
+
+
+def test_nan_label_names_the_column(tmp_path):
+    p = tmp_path / "nan.csv"
+    p.write_text("time,arousal,valence\n0,1,1\n0.04,2,2\n0.08,3,nan\n0.12,1,1\n")
+    with pytest.raises(DataError, match=r"nan\.csv \(recording r1\): label value nan \(column valence\) at time "
+                                        r"0\.080 s \(data row 3\), frame 2; labels must be finite"):
+        labels.csv_labels(str(p), TB, "r1")

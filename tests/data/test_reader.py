@@ -138,6 +138,40 @@ def test_no_matching_files():
         reader.make_dataset("/nonexistent/dev-*.tfrecord", *cfg(), training=False)
 
 
+def leave_killed_run_leftovers(directory, shard):
+    """What killed conversions leave beside the shards: hidden partial files and folders."""
+    partial = open(shard, "rb").read()[:-50]
+    hidden = os.path.join(str(directory), ".tmp-" + os.path.basename(shard))  # an older converter's temp name
+    with open(hidden, "wb") as f:
+        f.write(partial)
+    for folder in (".incomplete", ".backup"):
+        os.makedirs(os.path.join(str(directory), folder))
+        with open(os.path.join(str(directory), folder, os.path.basename(shard)), "wb") as f:
+            f.write(partial)
+    return hidden
+
+
+def test_hidden_files_and_folders_are_never_listed_as_shards(tmp_path):
+    paths = write_shards(tmp_path, [3, 2])
+    hidden = leave_killed_run_leftovers(tmp_path, paths[0])
+    assert reader.list_shards(str(tmp_path / "*.tfrecord")) == paths  # TF's glob alone matches the hidden file
+    assert reader.list_shards([str(tmp_path / "train-*.tfrecord"), str(tmp_path / "*-of-*")]) == paths
+    with pytest.raises(DataError, match="no TFRecord files match"):
+        reader.list_shards(str(tmp_path / "*" / "*.tfrecord"))  # the hidden folders' contents
+    assert reader.list_shards(str(tmp_path / ".tmp-*")) == [hidden]  # asked for by name, a hidden file is listed
+
+
+def test_inspect_records_is_not_stopped_by_a_killed_runs_leftovers(tmp_path, capsys, monkeypatch):
+    from emotion_e2e import inspect_records  # noqa: PLC0415
+
+    paths = write_shards(tmp_path, [3, 2])
+    leave_killed_run_leftovers(tmp_path, paths[1])
+    monkeypatch.setattr(inspect_records, "_CSV", type("Unset", (), {"value": None}))  # flags are not parsed here
+    inspect_records.main(["inspect_records", str(tmp_path / "*.tfrecord")])
+    out = capsys.readouterr().out
+    assert "train_0" in out and "train_1" in out and out.strip().endswith("2 recordings, 5 frames")
+
+
 def test_input_context_shards_files_and_batches_per_replica(shards):
     seen = []
     for pipeline in range(2):

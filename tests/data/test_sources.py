@@ -288,13 +288,15 @@ def test_interrupted_conversion_leaves_no_shard_and_reruns_cleanly(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env)
     deadline = time.time() + 120
-    while time.time() < deadline and not (out.exists() and any(n.startswith(".tmp-") for n in os.listdir(out))):
+    incomplete = out / convert.INCOMPLETE
+    while time.time() < deadline and not (incomplete.exists() and os.listdir(incomplete)):
         time.sleep(0.05)
     time.sleep(0.5)  # mid-way through writing the first shard
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert any(n.startswith(".tmp-") for n in os.listdir(out))  # killed mid-shard: the partial file is hidden
-    assert [n for n in os.listdir(out) if n.endswith(".tfrecord") and not n.startswith(".")] == []
+    # killed mid-shard: the partial file is in the hidden folder, out of reach of any shard pattern
+    assert os.listdir(incomplete) == ["train-00000-of-00003.tfrecord.part"]
+    assert os.listdir(out) == [convert.INCOMPLETE]
     with pytest.raises(DataError, match="no TFRecord files match"):
         reader.make_dataset(str(out / "train-*.tfrecord"), *READ, training=False)
     r = run(*args)
