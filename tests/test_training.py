@@ -327,3 +327,22 @@ def test_report_json_is_strict_and_tables_show_undefined_scores():
     assert json.loads(text)["partition"]["ccc"]["arousal"] is None
     table = evaluation.format_table(json.loads(text), ("arousal",), "dev")
     assert "partition CCC" in table and table.splitlines()[2].split()[2] == "-"
+
+
+@pytest.mark.parametrize("damage", ["understated", "overstated", "missing_shard"])
+def test_metadata_that_disagrees_with_the_shards_stops_training_in_one_line(corpus_copy, tmp_path, damage):
+    path = corpus_copy / metadata.FILENAME
+    meta = json.loads(path.read_text())
+    dev = next(r for r in meta["recordings"] if r["partition"] == "dev")
+    shard = corpus_copy / dev["shard"]
+    if damage == "missing_shard":
+        shard.unlink()
+        expected = f"{shard} (recording {dev['recording_id']}, partition dev) is listed in {path} but does not exist"
+    else:
+        dev["num_frames"] += -10 if damage == "understated" else 10
+        path.write_text(json.dumps(meta))
+        expected = f"{shard}: num_frames 50 in its first record, {dev['num_frames']} in {path}"
+    r = run_cli("train.py", f"--data_dir={corpus_copy}", f"--run_dir={tmp_path / 'r'}", "--modalities=audio",
+                "--seq_len=4")
+    assert one_line_error(r).startswith(f"error: {expected}")
+    assert not os.path.exists(tmp_path / "r")
