@@ -299,13 +299,15 @@ def define_flags():
 
 
 def main(argv):
-    from absl import app, flags  # noqa: PLC0415
+    from absl import app, flags, logging  # noqa: PLC0415
 
     from emotion_e2e.errors import DataError  # noqa: PLC0415
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     f = flags.FLAGS
+    if not f["verbosity"].present:  # TF's SavedModel writer logs every step at INFO
+        logging.set_verbosity(logging.WARNING)
     try:
         path = export_run(f.run_dir, f.export_dir, checkpoint=f.checkpoint, version=f.version)
     except (ConfigError, DataError) as e:
