@@ -1,4 +1,5 @@
-"""The networks: raw-audio CNN, face ResNet, peephole LSTMs and the assembled model.
+"""The networks: raw-audio CNN, face ResNet, peephole LSTMs and the assembled model; their
+inference-time transformations.
 
 Importing this package registers the custom layers, so ``keras.saving.load_model`` can
 read a saved ``.keras`` model.
@@ -6,7 +7,7 @@ read a saved ``.keras`` model.
 
 from emotion_e2e.models.audio import build_audio_network
 from emotion_e2e.models.face import build_backbone, build_face_network, num_features
-from emotion_e2e.models.inference import fold_batch_norms, optimize_for_inference
+from emotion_e2e.models.inference import fold_batch_norms, optimize_for_inference, with_recurrent_state
 from emotion_e2e.models.layers import CaffePreprocessing, FoldTime, UnfoldTime
 from emotion_e2e.models.model import apply_per_frame, build_model, copy_feature_weights, feature_network
 from emotion_e2e.models.recurrent import PeepholeLSTMCell, apply_recurrent
@@ -38,4 +39,5 @@ __all__ = [
     "load_model",
     "num_features",
     "optimize_for_inference",
+    "with_recurrent_state",
 ]

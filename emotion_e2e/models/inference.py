@@ -1,6 +1,8 @@
 """Inference-only model transformations (``optimize_for_inference``): batch-norm folding,
 every ``Conv → BatchNormalization`` pair becomes one convolution with a bias; and the
 peephole LSTMs' input projection computed for all time steps before the recurrence.
+``with_recurrent_state`` exposes the LSTMs' state as inputs and outputs, so a server can
+follow a stream chunk by chunk (the ``stream`` signature of ``emotion_e2e.export``).
 
 In inference mode a batch norm is a per-channel affine map of its input,
 
@@ -151,11 +153,18 @@ class ProjectedPeepholeLSTM(keras.layers.Layer):
     projection ``x·W + b`` for all time steps in one matmul before the recurrence (as cuDNN
     does) and casting the recurrent weights once per call rather than once per step; the
     loop only does ``h·U`` and the gates. Same weights, same results up to rounding:
-    ``(batch, time, input_dim)`` → ``(batch, time, units)``."""
+    ``(batch, time, input_dim)`` → ``(batch, time, units)``.
 
-    def __init__(self, units: int, cell_clip: float | None = None, forget_bias: float = 1.0, **kwargs):
+    Like Keras' RNN layers it can start from ``initial_state=[h, c]`` (each ``(batch, units)``;
+    zeros when omitted) and, with ``return_state=True``, also return the state after the last
+    frame: ``[sequence, h, c]``. Feeding that state into the call on the next chunk of a
+    sequence gives the outputs of one call on the whole sequence (``with_recurrent_state``)."""
+
+    def __init__(self, units: int, cell_clip: float | None = None, forget_bias: float = 1.0,
+                 return_state: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.units, self.cell_clip, self.forget_bias = int(units), cell_clip, float(forget_bias)
+        self.return_state = bool(return_state)
 
     def build(self, input_shape):
         n = GATES * self.units
@@ -166,27 +175,38 @@ class ProjectedPeepholeLSTM(keras.layers.Layer):
         self.w_cf = self.add_weight(shape=(self.units,), name="w_cf")
         self.w_co = self.add_weight(shape=(self.units,), name="w_co")
 
-    def call(self, inputs, mask=None, training=None):  # noqa: ARG002 - RNN's signature; no masking
+    def call(self, inputs, initial_state=None, mask=None, training=None):  # noqa: ARG002 - RNN's signature
         z_x = ops.matmul(inputs, self.kernel) + self.bias  # (batch, time, 4·units)
         u, w_ci, w_cf, w_co = self.recurrent_kernel, self.w_ci, self.w_cf, self.w_co  # read (cast) once
-        zeros = ops.zeros_like(z_x[:, 0, : 2 * self.units])  # [h, c]
+        if initial_state is None:
+            start = ops.zeros_like(z_x[:, 0, : 2 * self.units])
+        else:
+            h_0, c_0 = initial_state
+            start = ops.concatenate([ops.cast(h_0, z_x.dtype), ops.cast(c_0, z_x.dtype)], axis=-1)
 
-        def step(carry, z_t):
+        def step(carry, z_t):  # carry: [h, c] side by side, (batch, 2·units)
             h_prev, c_prev = carry[:, : self.units], carry[:, self.units:]
             h, c = peephole_update(z_t + ops.matmul(h_prev, u), c_prev, w_ci, w_cf, w_co, self.forget_bias,
                                    self.cell_clip)
             state = ops.concatenate([h, c], axis=-1)
             return state, state  # Keras' TF scan wants outputs shaped like the carry
 
-        _, hs = ops.scan(step, zeros, ops.transpose(z_x, (1, 0, 2)))
-        return ops.transpose(hs[:, :, : self.units], (1, 0, 2))
+        last, states = ops.scan(step, start, ops.transpose(z_x, (1, 0, 2)))
+        sequence = ops.transpose(states[:, :, : self.units], (1, 0, 2))
+        if not self.return_state:
+            return sequence
+        return [sequence, last[:, : self.units], last[:, self.units:]]
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape[:-1]) + (self.units,)
+        sequence = tuple(input_shape[:-1]) + (self.units,)
+        if not self.return_state:
+            return sequence
+        state = (input_shape[0], self.units)
+        return [sequence, state, state]
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "cell_clip": self.cell_clip,
-                "forget_bias": self.forget_bias}
+                "forget_bias": self.forget_bias, "return_state": self.return_state}
 
 
 def _hoistable(layer) -> bool:
@@ -198,3 +218,73 @@ def optimize_for_inference(model: keras.Model) -> keras.Model:
     """``fold_batch_norms(model)`` with every ``RNN(PeepholeLSTMCell)`` replaced by a
     ``ProjectedPeepholeLSTM`` (same name, weights and outputs). Inference only."""
     return fold_batch_norms(model, hoist_lstm_projection=True)
+
+
+# The state of LSTM layer k (1-based, bottom up) as an input and output of the stateful model:
+# the hidden state h_k and the cell state c_k, the order of Keras' [h, c].
+STATE_PARTS = ("h", "c")
+RECURRENT_TYPES = (keras.layers.RNN, ProjectedPeepholeLSTM)  # keras.layers.LSTM is an RNN
+
+
+def recurrent_layers(model: keras.Model) -> list:
+    """The LSTM layers of ``model`` (``RNN(PeepholeLSTMCell)``, ``keras.layers.LSTM`` or
+    ``ProjectedPeepholeLSTM``), bottom up."""
+    return [layer for layer in model.layers if isinstance(layer, RECURRENT_TYPES)]
+
+
+def recurrent_units(layer) -> int:
+    """The size of ``h`` and ``c`` of one of ``recurrent_layers``."""
+    return layer.cell.units if isinstance(layer, keras.layers.RNN) else layer.units
+
+
+def state_names(num_layers: int) -> list[str]:
+    """``['h_1', 'c_1', 'h_2', 'c_2', …]``: the state inputs and outputs of
+    ``with_recurrent_state`` for a model with ``num_layers`` LSTM layers."""
+    return [f"{part}_{k}" for k in range(1, num_layers + 1) for part in STATE_PARTS]
+
+
+def with_recurrent_state(model: keras.Model) -> keras.Model:
+    """``model`` with the state of its LSTMs as extra inputs and outputs, to follow a stream
+    chunk by chunk: the state a call returns is the state the next chunk starts from.
+
+    Inputs: the model's (a dict) plus ``h_k``, ``c_k`` ``(batch, units)`` float32 for LSTM layer
+    ``k`` (``state_names``; zeros start a sequence). Outputs: the model's (a dict) plus
+    ``h_k``, ``c_k`` after the chunk's last frame. Called on a sequence cut into chunks, it
+    returns what ``model`` returns on the whole sequence (up to fp32 rounding): the per-frame
+    networks and the head see one frame at a time and the LSTMs carry the rest.
+
+    The per-frame networks and the head are ``model``'s own layers (shared weights); each LSTM
+    is a ``return_state=True`` copy of the model's, with its weights copied, so the step is
+    the layer's own (``peephole_update`` for the peephole cell). ``model`` must be a functional
+    model with dict inputs whose LSTMs form one chain (each feeds the next; the outputs depend
+    on the sequence only through the last one). A model without LSTMs is returned as it is.
+    """
+    lstms = recurrent_layers(model)
+    if not lstms:
+        return model
+    if not isinstance(model.input, dict):
+        raise ValueError(f"with_recurrent_state needs a model with dict inputs. Received: {model.input}")
+    for below, above in zip(lstms, lstms[1:]):
+        if _producer(above) is not below:
+            raise ValueError(f"{model.name}: LSTM {above.name!r} does not read the output of {below.name!r}; "
+                             f"with_recurrent_state needs the LSTMs to form one chain")
+    for layer in lstms:
+        if isinstance(layer, keras.layers.RNN) and (not layer.return_sequences or layer.return_state
+                                                    or layer.go_backwards or layer.stateful):
+            raise ValueError(f"{model.name}: LSTM {layer.name!r} must return sequences, run forwards and "
+                             f"not return or keep state itself")
+    features = keras.Model(model.inputs, lstms[0].input, name=f"{model.name}_features")
+    head = keras.Model(lstms[-1].output, model.output, name=f"{model.name}_head")
+
+    inputs = {name: keras.Input(batch_shape=t.shape, dtype=t.dtype, name=name) for name, t in model.input.items()}
+    state_in, state_out = {}, {}
+    x = features(inputs)
+    for k, layer in enumerate(lstms, 1):
+        h_name, c_name = state_names(k)[-2:]
+        units = recurrent_units(layer)
+        state_in[h_name] = keras.Input((units,), dtype="float32", name=h_name)
+        state_in[c_name] = keras.Input((units,), dtype="float32", name=c_name)
+        stateful = layer.__class__.from_config({**layer.get_config(), "return_state": True})
+        x, state_out[h_name], state_out[c_name] = stateful(x, initial_state=[state_in[h_name], state_in[c_name]])
+        stateful.set_weights(layer.get_weights())
+    return keras.Model({**inputs, **state_in}, {**head(x), **state_out}, name=f"{model.name}_stateful")

@@ -1,5 +1,6 @@
 """Inference-time transformations: batch norms folded into convolutions, LSTM input
-projection hoisted out of the recurrence; outputs must match the unmodified model."""
+projection hoisted out of the recurrence, LSTM state exposed for streaming; outputs must
+match the unmodified model."""
 
 import keras
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 
 from emotion_e2e.config import FaceNetConfig, InputConfig, ModelConfig, RecurrentConfig
 from emotion_e2e.models.inference import (FoldedBatchNorm, ProjectedPeepholeLSTM, fold_batch_norms, foldable_pairs,
-                                          optimize_for_inference)
+                                          optimize_for_inference, state_names, with_recurrent_state)
+from emotion_e2e.models.recurrent import PeepholeLSTMCell
 from model_inputs import Spec, random_inputs
 
 SMALL_RNN = RecurrentConfig(layers=2, units=8)
@@ -119,3 +121,67 @@ def test_save_and_reload(tmp_path):
     want, got = fast(x, training=False), load_model(path)(x, training=False)
     for k in want:
         np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]))
+
+
+def test_projected_lstm_starts_from_and_returns_the_state_as_the_rnn_does():
+    """``initial_state`` and ``return_state`` mean what they mean for ``RNN(PeepholeLSTMCell)``."""
+    rng = np.random.default_rng(0)
+    units, dim = 4, 3
+    x = rng.normal(size=(2, 5, dim)).astype("float32")
+    h_0, c_0 = (rng.normal(size=(2, units)).astype("float32") for _ in range(2))
+    rnn = keras.layers.RNN(PeepholeLSTMCell(units, cell_clip=1.0), return_sequences=True, return_state=True)
+    rnn.build((None, None, dim))
+    for w in rnn.weights:
+        w.assign(rng.normal(scale=0.7, size=w.shape))
+    projected = ProjectedPeepholeLSTM(units, cell_clip=1.0, return_state=True)
+    projected.build((None, None, dim))
+    projected.set_weights(rnn.get_weights())
+    want = [np.asarray(t) for t in rnn(x, initial_state=[h_0, c_0])]
+    got = [np.asarray(t) for t in projected(x, initial_state=[h_0, c_0])]
+    for name, g, w in zip(("sequence", "h", "c"), got, want):
+        np.testing.assert_allclose(g, w, atol=1e-5, err_msg=name)
+    assert ProjectedPeepholeLSTM.from_config(projected.get_config()).return_state
+    plain = ProjectedPeepholeLSTM(units, cell_clip=1.0)  # zeros to start, the sequence only
+    plain.build((None, None, dim))
+    plain.set_weights(rnn.get_weights())
+    np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(rnn(x)[0]), atol=1e-5)
+
+
+STREAM_CASES = {
+    "peephole": (RecurrentConfig(layers=2, units=8), lambda m: m),
+    "peephole, optimized": (RecurrentConfig(layers=2, units=8), optimize_for_inference),
+    "standard": (RecurrentConfig(layers=2, units=8, cell="standard"), lambda m: m),
+}
+
+
+@pytest.mark.parametrize("case_name", list(STREAM_CASES))
+def test_with_recurrent_state_in_chunks_equals_the_whole_sequence(case_name):
+    rnn, transform = STREAM_CASES[case_name]
+    cfg = Spec(ModelConfig(recurrent=rnn), InputConfig(modalities=("audio",)))
+    keras.utils.set_random_seed(0)
+    model = transform(cfg.build())
+    stateful = with_recurrent_state(model)
+    names = state_names(rnn.layers)
+    assert names == ["h_1", "c_1", "h_2", "c_2"]
+    x = inputs(cfg, b=2, t=7)["audio"]
+    want = {k: np.asarray(v) for k, v in model({"audio": x}, training=False).items()}
+    state = {n: np.zeros((2, rnn.units), np.float32) for n in names}
+    chunks = []
+    for start, stop in ((0, 3), (3, 4), (4, 7)):
+        y = stateful({"audio": x[:, start:stop], **state}, training=False)
+        assert sorted(y) == sorted([*cfg.label_names, *names])
+        state = {n: np.asarray(y[n]) for n in names}
+        chunks.append(y)
+    for label in cfg.label_names:
+        got = np.concatenate([np.asarray(c[label]) for c in chunks], axis=1)
+        np.testing.assert_allclose(got, want[label], atol=1e-5, err_msg=f"{case_name}: {label}")
+    # the per-frame network and the head are the model's own layers; only the LSTMs are copies
+    assert {id(w) for w in model.get_layer("audio_network").weights} <= {id(w) for w in stateful.weights}
+    assert len(stateful.weights) == len(model.weights)
+
+
+def test_with_recurrent_state_of_a_model_without_lstm_is_the_model():
+    cfg = Spec(ModelConfig(recurrent=RecurrentConfig(layers=0)), InputConfig(modalities=("audio",)))
+    model = cfg.build()
+    assert with_recurrent_state(model) is model
+    assert state_names(0) == []

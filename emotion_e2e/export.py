@@ -1,0 +1,323 @@
+r"""Exports a training run as a TensorFlow Serving SavedModel.
+
+  python -m emotion_e2e.export --run_dir=runs/demo_multimodal --export_dir=models/emotion
+  python -m emotion_e2e.export --run_dir=runs/demo_multimodal --checkpoint=last --export_dir=models/emotion --version=7
+
+Writes one version in TF Serving's layout (the server loads the highest)::
+
+    EXPORT_DIR/
+      1/
+        saved_model.pb, variables/            tag 'serve', signatures 'serving_default' and 'stream'
+        assets.extra/tf_serving_warmup_requests   one small PredictionLog request per signature
+        assets.extra/emotion_e2e.json             time base, inputs, outputs, state: all a client needs
+
+The graph is ``optimize_for_inference`` of the checkpoint (batch norms folded, the LSTM input
+projection hoisted) with its LSTMs' state exposed (``with_recurrent_state``):
+
+- ``serving_default``: ``audio`` float32 ``(batch, time, samples_per_frame)`` and/or ``face``
+  uint8 ``(batch, time, face_size, face_size, 3)`` RGB (scaled to [0, 1] inside), the
+  modalities the model uses → one float32 ``(batch, time)`` output per label dimension.
+- ``stream``: the same inputs plus ``h_1, c_1, h_2, c_2, …`` float32 ``(batch, units)``, the
+  state of each LSTM layer (zeros start a sequence) → the label outputs plus the state after
+  the chunk's last frame under the same names. Carrying the state from one chunk into the next
+  gives the outputs of one ``serving_default`` call on the whole sequence.
+
+The time base in emotion_e2e.json comes from the data's metadata.json; when the run's data
+directory is gone it is the default 40 ms frame step with config.json's samples per frame, and
+the export warns and says so (``time_base``).
+
+A version is built in a hidden temporary folder inside EXPORT_DIR and renamed when complete, so
+a server never sees half of one; an export that fails removes its folder, one that is killed
+leaves a hidden ``.partial-*`` folder that servers and later exports ignore (safe to delete).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import uuid
+
+import numpy as np
+
+from emotion_e2e import run_dir as run_lib
+from emotion_e2e.config import MODALITIES, TimeBase, TrainConfig
+from emotion_e2e.errors import ConfigError
+
+DEFAULT_SIGNATURE = "serving_default"  # what TF Serving runs when a request names no signature
+STREAM_SIGNATURE = "stream"
+SIGNATURES = (DEFAULT_SIGNATURE, STREAM_SIGNATURE)
+ASSETS_EXTRA = "assets.extra"  # TF Serving's folder for files beside the SavedModel
+WARMUP_FILE = "tf_serving_warmup_requests"  # the name TF Serving looks for
+DESCRIPTION_FILE = "emotion_e2e.json"
+FORMAT_VERSION = 1  # of emotion_e2e.json
+PARTIAL_PREFIX = ".partial-"  # hidden: TF Serving only loads folders named by an integer
+FIRST_VERSION = 1
+# The input dtypes: the waveform as the reader yields it; faces as a camera or JPEG decoder gives
+# them (a quarter of the bytes of float32 on the wire), scaled to [0, 1] inside the graph.
+INPUT_DTYPES = {"audio": "float32", "face": "uint8"}
+OUTPUT_DTYPE = STATE_DTYPE = "float32"
+# Warm-up requests are as small as a real one can be: one sequence of a few frames.
+WARMUP_BATCH, WARMUP_FRAMES = 1, 2
+
+
+def versions(export_dir: str) -> list[int]:
+    """The versions in ``export_dir`` (its sub-folders named by an integer), sorted."""
+    if not os.path.isdir(export_dir):
+        return []
+    return sorted(int(n) for n in os.listdir(export_dir)
+                  if n.isdigit() and os.path.isdir(os.path.join(export_dir, n)))
+
+
+def input_shapes(cfg: TrainConfig) -> dict[str, tuple]:
+    """``{modality: shape}`` of the modalities the run's model uses; batch and time are None."""
+    size = cfg.inputs.face_size
+    shapes = {"audio": (None, None, cfg.inputs.samples_per_frame), "face": (None, None, size, size, 3)}
+    return {m: shapes[m] for m in MODALITIES if m in cfg.inputs.modalities}
+
+
+def state_units(cfg: TrainConfig) -> dict[str, int]:
+    """``{state name: units}`` of the stream signature's state inputs and outputs, in order."""
+    from emotion_e2e.models.inference import state_names  # noqa: PLC0415 - keeps TF out of --help
+
+    rnn = cfg.model.recurrent
+    return {name: rnn.units for name in state_names(rnn.layers)}
+
+
+def signature_specs(cfg: TrainConfig) -> dict[str, dict]:
+    """The contract of both signatures: ``{signature: {'inputs': {name: {'dtype', 'shape'}},
+    'outputs': {...}}}``, shapes with None for the dynamic batch and time."""
+    inputs = {m: {"dtype": INPUT_DTYPES[m], "shape": list(s)} for m, s in input_shapes(cfg).items()}
+    labels = {n: {"dtype": OUTPUT_DTYPE, "shape": [None, None]} for n in cfg.inputs.label_names}
+    state = {n: {"dtype": STATE_DTYPE, "shape": [None, units]} for n, units in state_units(cfg).items()}
+    return {DEFAULT_SIGNATURE: {"inputs": inputs, "outputs": labels},
+            STREAM_SIGNATURE: {"inputs": {**inputs, **state}, "outputs": {**labels, **state}}}
+
+
+def time_base(cfg: TrainConfig) -> tuple[TimeBase, str | None]:
+    """The run's time base, and None when it comes from the data's ``metadata.json`` or else
+    a note saying where it comes from.
+
+    ``metadata.json`` holds it; a run directory may outlive its data directory, though, and
+    config.json holds only ``samples_per_frame``: then the time base is the design's 40 ms
+    frame step with the sample rate that makes ``samples_per_frame`` samples of it (16 kHz for
+    640). ConfigError when metadata.json disagrees with the run's ``samples_per_frame`` (the
+    data was converted again since) or the fallback does not come out as a whole sample rate.
+    """
+    from emotion_e2e.data import metadata  # noqa: PLC0415
+
+    path = os.path.join(cfg.data_dir, metadata.FILENAME)
+    spf = cfg.inputs.samples_per_frame
+    if os.path.isfile(path):
+        tb = TimeBase(**metadata.read(cfg.data_dir)["time_base"])
+        if tb.samples_per_frame != spf:
+            raise ConfigError(f"{path} has {tb.samples_per_frame} samples per frame ({tb}) but the run was "
+                              f"trained on {spf}: the data was converted again since")
+        return tb, None
+    frame_step = TimeBase().frame_step
+    try:
+        tb = TimeBase(frame_step=frame_step, sample_rate=int(round(spf / frame_step)))
+    except ValueError as e:
+        raise ConfigError(f"{path} not found, and {spf} samples per frame (config.json) do not fit the "
+                          f"default {frame_step} s frame step: {e}") from e
+    return tb, (f"{path} not found: the time base is the default {frame_step} s frame step with the "
+                f"{spf} samples per frame of {run_lib.CONFIG}, i.e. {tb.sample_rate} Hz")
+
+
+def describe(cfg: TrainConfig, tb: TimeBase, tb_note: str | None, run_dir: str, checkpoint: str) -> dict:
+    """The JSON asset: everything a client needs to cut a stream into requests and read the answers."""
+    from emotion_e2e.data import metadata  # noqa: PLC0415
+
+    rnn = cfg.model.recurrent
+    return {
+        "format_version": FORMAT_VERSION,
+        "frame_step": tb.frame_step,
+        "sample_rate": tb.sample_rate,
+        "samples_per_frame": cfg.inputs.samples_per_frame,
+        "face_size": cfg.inputs.face_size,
+        "face_dtype": INPUT_DTYPES["face"],
+        "face_scale": "RGB uint8 0..255, divided by 255 inside the graph",
+        "time_base_source": tb_note or os.path.join(cfg.data_dir, metadata.FILENAME),
+        "modalities": list(cfg.inputs.modalities),
+        "label_names": list(cfg.inputs.label_names),
+        "lstm": {"layers": rnn.layers, "units": rnn.units, "cell": rnn.cell},
+        "state_names": list(state_units(cfg)),
+        "signatures": signature_specs(cfg),
+        "run_dir": os.path.abspath(run_dir),
+        "checkpoint": checkpoint,
+    }
+
+
+def build_archive(model, cfg: TrainConfig):
+    """A ``keras.export.ExportArchive`` with the two signatures of ``model`` (the run's Keras
+    model, unchanged): optimized for inference, its LSTMs' state exposed."""
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from emotion_e2e.models import optimize_for_inference  # noqa: PLC0415
+    from emotion_e2e.models.inference import with_recurrent_state  # noqa: PLC0415
+    from emotion_e2e.models.layers import PIXEL_SCALE  # noqa: PLC0415
+
+    stateful = with_recurrent_state(optimize_for_inference(model))
+    specs = signature_specs(cfg)
+    labels, states = list(cfg.inputs.label_names), list(state_units(cfg))
+
+    def tensor_specs(signature):
+        return {n: tf.TensorSpec(s["shape"], s["dtype"], name=n) for n, s in specs[signature]["inputs"].items()}
+
+    def model_inputs(x):
+        """The model's inputs from a request's: faces scaled to [0, 1]. A request without frames or
+        with modalities of different lengths fails here, with a message a client can act on,
+        rather than deep inside the graph."""
+        modalities = cfg.inputs.modalities
+        first = tf.shape(x[modalities[0]])[:2]  # (batch, time)
+        checks = [tf.debugging.assert_positive(first[1], message="a request needs at least one frame")]
+        checks += [tf.debugging.assert_equal(tf.shape(x[m])[:2], first, message=f"{m} and {modalities[0]} must "
+                                             f"have the same batch and time sizes") for m in modalities[1:]]
+        with tf.control_dependencies(checks):
+            return {m: tf.cast(x[m], tf.float32) / PIXEL_SCALE if m == "face" else tf.identity(x[m])
+                    for m in modalities}
+
+    def run(x):
+        return {k: tf.cast(v, OUTPUT_DTYPE) for k, v in stateful(x, training=False).items()}
+
+    def serve(x):
+        batch = tf.shape(x[cfg.inputs.modalities[0]])[0]
+        zeros = {n: tf.zeros((batch, u), STATE_DTYPE) for n, u in state_units(cfg).items()}
+        y = run({**model_inputs(x), **zeros})
+        return {n: y[n] for n in labels}
+
+    def stream(x):
+        y = run({**model_inputs(x), **{n: x[n] for n in states}})
+        return {n: y[n] for n in labels + states}
+
+    # No archive.track(stateful): it would save every variable twice (the Keras wrapper beside the
+    # tf.Variable the functions capture); add_endpoint tracks what the functions use.
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint(DEFAULT_SIGNATURE, serve, input_signature=[tensor_specs(DEFAULT_SIGNATURE)])
+    archive.add_endpoint(STREAM_SIGNATURE, stream, input_signature=[tensor_specs(STREAM_SIGNATURE)])
+    return archive
+
+
+def warmup_requests(cfg: TrainConfig) -> list:
+    """One small ``PredictionLog`` per signature (all-zero inputs), for TF Serving to run before
+    it reports the model available, so the first real request does not pay for graph set-up."""
+    import tensorflow as tf  # noqa: PLC0415
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2  # noqa: PLC0415
+
+    def concrete(shape):  # the dynamic dimensions are batch, then time (absent from the state)
+        sizes = iter((WARMUP_BATCH, WARMUP_FRAMES))
+        return [next(sizes) if d is None else d for d in shape]
+
+    logs = []
+    for signature, spec in signature_specs(cfg).items():
+        request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=signature))
+        for name, s in spec["inputs"].items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(np.zeros(concrete(s["shape"]), s["dtype"])))
+        logs.append(prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request)))
+    return logs
+
+
+def check_names(cfg: TrainConfig):
+    """Label names are output names beside the state names: ConfigError when they clash."""
+    clash = sorted(set(cfg.inputs.label_names) & set(state_units(cfg)))
+    if clash:
+        raise ConfigError(f"label names {clash} clash with the exported state names {list(state_units(cfg))}; "
+                          f"labels: {list(cfg.inputs.label_names)}")
+
+
+def export_run(run_dir: str, export_dir: str, checkpoint: str = "best", version: int | None = None) -> str:
+    """Exports ``checkpoint`` ('best' or 'last') of the run in ``run_dir`` to
+    ``export_dir/<version>/`` (the next integer after the versions there, or ``version``) and
+    returns that path.
+
+    ConfigError when the version exists (it is left untouched), the run has no such checkpoint
+    or its configuration cannot be exported; DataError for a damaged checkpoint or metadata.
+    Nothing is visible at the version's path until the export is complete.
+    """
+    try:
+        import tensorflow_serving.apis  # noqa: F401, PLC0415 - writes the warm-up requests
+    except ImportError as e:
+        raise ConfigError(f"exporting needs tensorflow-serving-api: pip install '.[serving]' ({e})") from e
+    cfg = run_lib.load_config(run_dir)
+    run_lib.checkpoint_path(run_dir, checkpoint)  # ValueError for a checkpoint name other than best/last
+    check_names(cfg)
+    if version is None:
+        version = max(versions(export_dir), default=FIRST_VERSION - 1) + 1
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ConfigError(f"version must be a non-negative integer. Received: version={version!r}")
+    target = os.path.join(export_dir, str(version))
+    if os.path.exists(target):
+        raise ConfigError(f"{target} exists: version {version} was exported already; choose another "
+                          f"--version or leave it out for the next one ({max(versions(export_dir)) + 1})")
+    tb, tb_note = time_base(cfg)
+    if tb_note:
+        print(f"warning: {tb_note}", file=sys.stderr)
+    model = run_lib.load_checkpoint(run_dir, checkpoint)
+    archive = build_archive(model, cfg)
+    os.makedirs(export_dir, exist_ok=True)
+    # Not tempfile.mkdtemp: its 0700 would keep a server running as another user out.
+    partial = os.path.join(export_dir, f"{PARTIAL_PREFIX}{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.mkdir(partial)
+    try:
+        _write_version(partial, archive, cfg, describe(cfg, tb, tb_note, run_dir, checkpoint))
+        try:
+            os.rename(partial, target)  # atomic; refuses a non-empty target
+        except OSError as e:
+            raise ConfigError(f"{target} appeared while exporting (another export?): {e}") from e
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return target
+
+
+def _write_version(path: str, archive, cfg: TrainConfig, description: dict):
+    """The SavedModel, the warm-up requests and the description, into the (temporary) ``path``."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    archive.write_out(path, verbose=False)
+    extra = os.path.join(path, ASSETS_EXTRA)
+    os.makedirs(extra)
+    with tf.io.TFRecordWriter(os.path.join(extra, WARMUP_FILE)) as writer:
+        for log in warmup_requests(cfg):
+            writer.write(log.SerializeToString())
+    with open(os.path.join(extra, DESCRIPTION_FILE), "w") as f:
+        json.dump(description, f, indent=2)
+
+
+def define_flags():
+    """The command line's flags, defined only when this module runs as a program, so importing
+    ``export_run`` defines none (they would clash with eval.py's ``--run_dir``)."""
+    from absl import flags  # noqa: PLC0415
+
+    flags.DEFINE_string("run_dir", None, "The training run to export.")
+    flags.DEFINE_enum("checkpoint", "best", list(run_lib.CHECKPOINT_FILES), "Which checkpoint of the run.")
+    flags.DEFINE_string("export_dir", None, "TF Serving's model base path: versions go in numbered folders.")
+    flags.DEFINE_integer("version", None, "The version to write (default: the next integer).", lower_bound=0)
+    flags.mark_flags_as_required(["run_dir", "export_dir"])
+
+
+def main(argv):
+    from absl import app, flags, logging  # noqa: PLC0415
+
+    from emotion_e2e.errors import DataError  # noqa: PLC0415
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    f = flags.FLAGS
+    if not f["verbosity"].present:  # TF's SavedModel writer logs every step at INFO
+        logging.set_verbosity(logging.WARNING)
+    try:
+        path = export_run(f.run_dir, f.export_dir, checkpoint=f.checkpoint, version=f.version)
+    except (ConfigError, DataError) as e:
+        sys.exit(f"error: {e}")
+    print(f"exported {f.run_dir} ({f.checkpoint}) to {path}")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    define_flags()
+    app.run(main)
