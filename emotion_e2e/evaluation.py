@@ -31,10 +31,23 @@ class Predictions:
 
 
 def predict_partition(model: keras.Model, file_pattern: str, inputs: InputConfig, cfg: ReaderConfig,
-                      label_names) -> dict[str, Predictions]:
+                      label_names, stateful: bool = False) -> dict[str, Predictions]:
     """Runs ``model`` over every frame of every recording matching ``file_pattern``; the reader
     reads ``inputs`` (gold labels when ``inputs.label_names`` is not empty), the model
-    predicts ``label_names``. A truncated or corrupt shard raises a DataError naming it."""
+    predicts ``label_names``. A truncated or corrupt shard raises a DataError naming it.
+
+    Windows of ``cfg.seq_len`` frames are predicted independently, each LSTM starting from
+    zeros; with ``stateful`` they are predicted one at a time in order, each starting from the
+    state the previous window of its recording ended in, which equals predicting each recording
+    whole (``models.inference.with_recurrent_state``).
+    """
+    if stateful:
+        from emotion_e2e.models.inference import with_recurrent_state  # noqa: PLC0415
+
+        model = with_recurrent_state(model)
+        cfg = dataclasses.replace(cfg, batch_size=1)  # a window's state is the previous window's
+    states = [n for n in model.input if n not in inputs.modalities] if isinstance(model.input, dict) else []
+    state: dict = {}
     ds = reader.make_dataset(file_pattern, inputs, cfg, training=False)
     parts: dict[str, list] = {}
     batches = iter(ds)
@@ -48,7 +61,14 @@ def predict_partition(model: keras.Model, file_pattern: str, inputs: InputConfig
             if error is None:
                 raise
             raise error from None
-        out = model.predict_on_batch({m: b[m] for m in inputs.modalities})
+        x = {m: b[m] for m in inputs.modalities}
+        if states:
+            if int(b["frame"][0, 0]) == 1:  # a recording starts: zero state
+                state = {n: np.zeros((1, model.input[n].shape[-1]), np.float32) for n in states}
+            out = model.predict_on_batch({**x, **state})
+            state = {n: out[n] for n in states}
+        else:
+            out = model.predict_on_batch(x)
         pred = np.stack([np.asarray(out[n], np.float64) for n in label_names], axis=-1)
         mask = b["mask"].numpy() > 0
         for j, rid in enumerate(b["recording_id"].numpy()):
@@ -147,14 +167,15 @@ def plot_predictions(preds: dict[str, Predictions], label_names, frame_step: flo
 
 def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str = "best",
                  output_dir: str | None = None, postprocess: bool = False, plots: bool = True,
-                 batch_size: int | None = None) -> dict:
+                 batch_size: int | None = None, stateful: bool = False) -> dict:
     """Rebuilds a run's model from its directory alone and evaluates one partition.
 
     Writes ``report.json`` (strict JSON: an undefined score is ``null``),
     ``predictions/{recording}.csv`` and ``plots/{recording}.png`` to ``output_dir`` (default
     ``run_dir.eval_dir(run_dir, partition)``) and returns the report. With ``postprocess`` the AVEC
     post-processing is fitted on the run's dev partition and applied unchanged to ``partition``;
-    the report then holds the scores before and after.
+    the report then holds the scores before and after. With ``stateful`` the LSTM state is
+    carried across the consecutive windows of a recording (``predict_partition``).
     """
     cfg = run_lib.load_config(run_dir)
     partition = partition or cfg.eval_partition
@@ -170,16 +191,17 @@ def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str 
     gold_inputs = cfg.inputs
     read_inputs = gold_inputs if labelled else dataclasses.replace(gold_inputs, label_names=())
     pattern = lambda part: schema.partition_pattern(cfg.data_dir, part)  # noqa: E731
-    preds = predict_partition(model, pattern(partition), read_inputs, rcfg, names)
+    preds = predict_partition(model, pattern(partition), read_inputs, rcfg, names, stateful=stateful)
     output_dir = output_dir or run_lib.eval_dir(run_dir, partition)
-    report = {"run_dir": run_dir, "checkpoint": run_lib.checkpoint_path(run_dir, checkpoint), "partition": partition}
+    report = {"run_dir": run_dir, "checkpoint": run_lib.checkpoint_path(run_dir, checkpoint), "partition": partition,
+              "stateful": stateful}
     if labelled:
         report["scores"] = partition_report(preds, names)
     if postprocess:
         from emotion_e2e.postprocess import PostProcessor  # noqa: PLC0415
 
         dev = preds if partition == cfg.eval_partition else predict_partition(
-            model, pattern(cfg.eval_partition), gold_inputs, rcfg, names)
+            model, pattern(cfg.eval_partition), gold_inputs, rcfg, names, stateful=stateful)
         train_stats = meta["partitions"][cfg.train_partition]["labels"]
         post = PostProcessor.fit({r: p.pred for r, p in dev.items()}, {r: p.gold for r, p in dev.items()},
                                  np.array([train_stats[n]["std"] for n in names]),

@@ -346,3 +346,22 @@ def test_metadata_that_disagrees_with_the_shards_stops_training_in_one_line(corp
                 "--seq_len=4")
     assert one_line_error(r).startswith(f"error: {expected}")
     assert not os.path.exists(tmp_path / "r")
+
+
+def test_stateful_evaluation_equals_predicting_each_recording_whole(audio_run, tmp_path):
+    cfg = run_lib.load_config(audio_run)
+    model = load_model(run_lib.checkpoint_path(audio_run))
+    pattern, rcfg = os.path.join(cfg.data_dir, "dev-*.tfrecord"), dataclasses.replace(cfg.reader, augment=None)
+    whole = evaluation.predict_partition(model, pattern, cfg.inputs, dataclasses.replace(rcfg, seq_len=50),
+                                         LABELS)  # one window per 50-frame recording
+    stateful = evaluation.predict_partition(model, pattern, cfg.inputs, rcfg, LABELS, stateful=True)
+    windowed = evaluation.predict_partition(model, pattern, cfg.inputs, rcfg, LABELS)
+    assert sorted(stateful) == sorted(whole) == ["dev_000", "dev_001"]
+    for rid in whole:
+        assert stateful[rid].pred.shape == whole[rid].pred.shape == (50, 2)
+        np.testing.assert_allclose(stateful[rid].pred, whole[rid].pred, atol=1e-5)
+        assert np.abs(windowed[rid].pred - whole[rid].pred).max() > 1e-4  # restarting every window differs
+    report = evaluation.evaluate_run(audio_run, output_dir=str(tmp_path), plots=False, stateful=True)
+    assert report["stateful"] is True
+    assert report["scores"]["partition"]["ccc"] == pytest.approx(
+        evaluation.partition_report(stateful, LABELS)["partition"]["ccc"], abs=1e-9)
