@@ -30,6 +30,14 @@ HAAR_MIN_NEIGHBORS = 5
 # floor, which is what sets FaceConfig.detect_max_side.
 HAAR_MIN_FACE_FRACTION = 0.07
 HAAR_MIN_FACE_PX = 24
+# MediaPipe's two models (``model_selection``): short-range, trained on faces filling a
+# selfie frame (within ~2 m), and full-range (up to ~5 m). Measured on the astronaut's
+# face on a flat dark background in H.264 video (``benchmark --suite=faces``): the
+# full-range model finds every face from 1/10 to 1/2 of the frame height in 640×480 and
+# 1280×720, for 1-2 ms more per frame; the short-range one finds 1/10 faces in 12-20 %
+# of frames. Short-range first and full-range only on a miss finds 92 %: on small faces
+# short-range often returns a wrong box instead of none, so the fallback never runs.
+MEDIAPIPE_SHORT_RANGE, MEDIAPIPE_FULL_RANGE = 0, 1
 MEDIAPIPE_MIN_CONFIDENCE = 0.5
 MEDIAPIPE_INSTALL_HINT = "pip install 'emotion_e2e[mediapipe]'"
 
@@ -109,7 +117,11 @@ class HaarDetector(FaceDetector):
 class MediaPipeDetector(FaceDetector):
     """MediaPipe's face detection (legacy ``solutions`` API; its model ships inside the wheel)."""
 
-    def __init__(self, cfg: FaceConfig = FaceConfig()):
+    def __init__(self, cfg: FaceConfig = FaceConfig(), model_selection: int = MEDIAPIPE_FULL_RANGE):
+        """``model_selection``: ``MEDIAPIPE_FULL_RANGE`` (see its comment for why) or ``MEDIAPIPE_SHORT_RANGE``."""
+        if model_selection not in (MEDIAPIPE_SHORT_RANGE, MEDIAPIPE_FULL_RANGE):
+            raise ValueError(f"model_selection must be {MEDIAPIPE_SHORT_RANGE} (short-range) or "
+                             f"{MEDIAPIPE_FULL_RANGE} (full-range). Received: {model_selection!r}")
         try:
             import mediapipe as mp
         except ImportError as e:
@@ -119,8 +131,7 @@ class MediaPipeDetector(FaceDetector):
             raise ImportError(f"mediapipe {getattr(mp, '__version__', '?')} has no mediapipe.solutions."
                               f"face_detection; {MEDIAPIPE_INSTALL_HINT} installs mediapipe==0.10.21")
         self.cfg = cfg
-        # model_selection=0: the short-range model, made for faces within ~2 m of the camera.
-        self._mp = face_detection.FaceDetection(model_selection=0,
+        self._mp = face_detection.FaceDetection(model_selection=model_selection,
                                                 min_detection_confidence=MEDIAPIPE_MIN_CONFIDENCE)
 
     def detect(self, rgb):

@@ -24,6 +24,14 @@ def haar():
     return HaarDetector(CFG)
 
 
+@pytest.fixture(scope="module")
+def mediapipe_detector():
+    import mediapipe  # noqa: F401 - `make test` installs the mediapipe extra: this must run
+    det = faces.MediaPipeDetector(CFG)
+    yield det
+    det.close()
+
+
 # ------------------------------------------------------------------ detectors
 
 def test_haar_finds_the_astronaut(haar):
@@ -71,14 +79,9 @@ def test_mediapipe_missing_names_the_extra(monkeypatch):
         faces.make_detector(FaceConfig(detector="mediapipe"))
 
 
-def test_mediapipe_finds_the_astronaut():
-    import mediapipe  # noqa: F401 - `make test` installs the mediapipe extra: this must run
-    det = faces.MediaPipeDetector(CFG)
-    try:
-        assert iou(det.detect(astronaut()), ASTRONAUT_FACE) > 0.5
-        assert det.detect(np.zeros((720, 1280, 3), np.uint8)) is None
-    finally:
-        det.close()
+def test_mediapipe_finds_the_astronaut(mediapipe_detector):
+    assert iou(mediapipe_detector.detect(astronaut()), ASTRONAUT_FACE) > 0.5
+    assert mediapipe_detector.detect(np.zeros((720, 1280, 3), np.uint8)) is None
 
 
 # ------------------------------------------------------------------ small faces, dark background
@@ -113,6 +116,22 @@ def test_haar_equalisation_fallback_finds_dim_and_washed_out_faces(haar, spoil, 
     assert iou(haar.detect(frame), ASTRONAUT_FACE) > 0.6
     monkeypatch.setattr(cv2, "equalizeHist", lambda gray: gray)  # without the fallback the face is lost
     assert haar.detect(frame) is None
+
+
+@pytest.mark.parametrize("at", [(0.5, 0.4), (0.1, 0.9)])
+def test_mediapipe_short_range_model_loses_what_the_full_range_model_finds(mediapipe_detector, at):
+    # Why MediaPipeDetector uses the full-range model: on a 1/10 face the short-range one finds
+    # nothing or a wrong box.
+    frame, face = portrait(1 / 10, at=at)
+    short = faces.MediaPipeDetector(CFG, model_selection=faces.MEDIAPIPE_SHORT_RANGE)
+    try:
+        box = short.detect(frame)
+        assert box is None or iou(box, face) < SMALL_FACE_IOU, box
+        assert iou(mediapipe_detector.detect(frame), face) > SMALL_FACE_IOU
+    finally:
+        short.close()
+    with pytest.raises(ValueError, match="model_selection must be 0.*or 1.*Received: 2"):
+        faces.MediaPipeDetector(CFG, model_selection=2)
 
 
 # ------------------------------------------------------------------ crop geometry
