@@ -8,6 +8,7 @@ a face hold the last box, frames before the first face get the first box.
 from __future__ import annotations
 
 import abc
+import math
 import os
 from typing import Callable, Iterator, NamedTuple
 
@@ -39,6 +40,10 @@ HAAR_MIN_FACE_PX = 24
 # short-range often returns a wrong box instead of none, so the fallback never runs.
 MEDIAPIPE_SHORT_RANGE, MEDIAPIPE_FULL_RANGE = 0, 1
 MEDIAPIPE_MIN_CONFIDENCE = 0.5
+# Square tiles searched when the whole frame has no face (see MediaPipeDetector.detect) overlap
+# by this fraction of their side, so a face of up to 1/5 of the frame height lies whole in one
+# of them; larger faces the whole-frame pass finds in every frame.
+MEDIAPIPE_TILE_OVERLAP = 0.2
 MEDIAPIPE_INSTALL_HINT = "pip install 'emotion_e2e[mediapipe]'"
 
 
@@ -65,6 +70,19 @@ def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float
         return rgb, 1.0, 1.0
     small = cv2.resize(rgb, (max(1, round(w / scale)), max(1, round(h / scale))), interpolation=cv2.INTER_AREA)
     return small, w / small.shape[1], h / small.shape[0]
+
+
+def _square_tiles(h: int, w: int) -> list[tuple[int, int, int]]:
+    """``(x0, y0, side)`` of the fewest squares of side ``min(h, w)`` that cover an ``(h, w)`` image
+    with neighbours overlapping by ``MEDIAPIPE_TILE_OVERLAP`` × side or more, spread evenly along
+    its longer side (none for a square image): 2 for 4:3 and 16:9."""
+    side, longer = min(h, w), max(h, w)
+    if longer == side:
+        return []
+    overlap = MEDIAPIPE_TILE_OVERLAP * side
+    count = max(2, math.ceil((longer - overlap) / (side - overlap)))
+    starts = np.linspace(0, longer - side, count).round().astype(int)
+    return [(int(s), 0, side) if w > h else (0, int(s), side) for s in starts]
 
 
 class FaceDetector(abc.ABC):
@@ -137,16 +155,31 @@ class MediaPipeDetector(FaceDetector):
     def detect(self, rgb):
         _check_rgb(rgb)
         small = _downscale(rgb, self.cfg.detect_max_side)[0]
-        result = self._mp.process(np.ascontiguousarray(small))
-        boxes = [d.location_data.relative_bounding_box for d in result.detections or ()]
+        h, w = small.shape[:2]
+        boxes = self._boxes(small, 0.0, 0.0, 1.0, 1.0)
+        if not boxes:
+            # The model sees its input letterboxed to a square (192×192 for full-range), so in a
+            # 16:9 frame a face of 1/10 of the height shrinks to ~11 px, the edge of what it finds
+            # (~90 % of 1280×720 frames against 100 % of 640×480 ones). Square tiles along the
+            # longer side show it the face 16/9 times larger; they cost two more runs, only on
+            # frames where the whole frame gave nothing.
+            for x0, y0, side in _square_tiles(h, w):
+                boxes += self._boxes(small[y0:y0 + side, x0:x0 + side], x0 / w, y0 / h, side / w, side / h)
         if not boxes:
             return None
         # Relative coordinates: scale straight to the full frame. Boxes may reach past the
         # border; crop_face pads, so the face stays centred.
         H, W = rgb.shape[:2]
-        b = max(boxes, key=lambda b: b.width * b.height)
-        box = Box(round(b.xmin * W), round(b.ymin * H), round(b.width * W), round(b.height * H))
+        x, y, bw, bh = max(boxes, key=lambda b: b[2] * b[3])
+        box = Box(round(x * W), round(y * H), round(bw * W), round(bh * H))
         return box if box.w > 0 and box.h > 0 else None
+
+    def _boxes(self, image, x0, y0, sx, sy) -> list[tuple[float, float, float, float]]:
+        """The model's face boxes ``(x, y, w, h)`` in an ``(h, w, 3)`` RGB ``image``, as fractions of
+        the frame whose part ``image`` is: its left/top at ``x0``/``y0`` and ``sx``/``sy`` wide/tall."""
+        result = self._mp.process(np.ascontiguousarray(image))
+        rel = [d.location_data.relative_bounding_box for d in result.detections or ()]
+        return [(x0 + b.xmin * sx, y0 + b.ymin * sy, b.width * sx, b.height * sy) for b in rel]
 
     def close(self):
         self._mp.close()

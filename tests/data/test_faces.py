@@ -134,6 +134,30 @@ def test_mediapipe_short_range_model_loses_what_the_full_range_model_finds(media
         faces.MediaPipeDetector(CFG, model_selection=2)
 
 
+@pytest.mark.parametrize("at", [(0.1, 0.9), (0.85, 0.15)])
+def test_mediapipe_searches_square_tiles_of_a_wide_frame_without_a_face(mediapipe_detector, at, monkeypatch):
+    # 1/12 of a 1280×720 frame's height is ~9 px in the model's letterboxed 192×192 input: too
+    # small to find there, but not in a 720×720 tile. The right-hand tile starts at x = 560.
+    frame, face = portrait(1 / 12, 720, 1280, at)
+    assert iou(mediapipe_detector.detect(frame), face) > SMALL_FACE_IOU
+    monkeypatch.setattr(faces, "_square_tiles", lambda h, w: [])
+    assert mediapipe_detector.detect(frame) is None
+
+
+@pytest.mark.parametrize("h, w, count", [(360, 640, 2), (480, 640, 2), (640, 360, 2), (100, 301, 4), (100, 100, 0)])
+def test_square_tiles_cover_the_frame_with_overlap(h, w, count):
+    tiles = faces._square_tiles(h, w)
+    assert len(tiles) == count
+    side = min(h, w)
+    covered = np.zeros((h, w), bool)
+    for x0, y0, s in tiles:
+        assert s == side and 0 <= x0 <= w - s and 0 <= y0 <= h - s
+        covered[y0:y0 + s, x0:x0 + s] = True
+    assert covered.all() or count == 0
+    starts = sorted(x0 + y0 for x0, y0, _ in tiles)  # tiles run along the longer side only
+    assert all(b - a <= side * (1 - faces.MEDIAPIPE_TILE_OVERLAP) for a, b in zip(starts, starts[1:]))
+
+
 # ------------------------------------------------------------------ crop geometry
 
 def _rect_image(h=300, w=400, box=Box(100, 50, 40, 20)):
