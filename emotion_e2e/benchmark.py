@@ -14,6 +14,12 @@ data: reader throughput on the demo corpus (frames/s; targets: audio+face with
 augmentation >= 5,000, audio-only >= 50,000 on 2 cores), the resampler comparison
 behind the choice of scipy's polyphase filter, and peak resident memory of the
 converter on 1- and 5-minute 1280×720 recordings (it must not grow with length).
+
+faces: the share of frames in which each face detector finds a real face (scikit-image's
+astronaut on a flat dark background, H.264-coded and decoded like any recording), by face
+height (1/10 to 1/2 of the frame height) and resolution (640×480, 1280×720), and ms per
+frame; the configurations shipped before (MediaPipe's short-range model, Haar at 320 px)
+and short-range-then-full-range MediaPipe for comparison.
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ import time
 import numpy as np
 from absl import app, flags
 
-_SUITE = flags.DEFINE_enum("suite", "all", ["all", "data", "models"], "Which benchmarks to run.")
+_SUITE = flags.DEFINE_enum("suite", "all", ["all", "data", "faces", "models"], "Which benchmarks to run.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per model configuration (after a warm-up).")
 _RECORDS = flags.DEFINE_string("records", None, "A converted demo corpus (default: convert one into a temp dir).")
 _BATCHES = flags.DEFINE_integer("batches", 40, "Batches timed per reader configuration.")
 _MINUTES = flags.DEFINE_list("memory_minutes", ["1", "5"], "Lengths of the converter memory runs (minutes).")
+_FACE_FRAMES = flags.DEFINE_integer("face_frames", 25, "Frames per face size and resolution in the faces suite.")
 
 
 def _rss_mb() -> float:
@@ -225,6 +232,154 @@ def data_suite():
             print(f"  {m:g} min: peak RSS {rss:,.0f} MB, {fps:,.0f} frames/s ({fps * 0.04:.2f}× real time)")
 
 
+# ------------------------------------------------------------------ faces
+
+FACE_FRACTIONS = (1 / 10, 1 / 8, 1 / 5, 1 / 3, 1 / 2)  # face height / frame height
+FACE_RESOLUTIONS = ((480, 640), (720, 1280))  # (height, width)
+# The astronaut's hand-labelled face (eyebrows to chin) inside a 300×300 window of the photo
+# (as tests/data/face_fixtures.py), and the flat dark grey she is pasted on.
+ASTRONAUT_WINDOW = (60, 0, 300)  # x, y, side in the 512×512 photo
+WINDOW_FACE = (120, 75, 90, 90)  # x, y, w, h in the window
+FACE_BACKGROUND = 30
+FACE_CRF = 28  # H.264 quality of an ordinary webcam recording (yuv420p)
+FACE_MATCH_IOU = 0.5  # a box counts as found when it overlaps the known face this much
+# The face box stays this many face heights away from the frame's edges: the whole head is in
+# the picture, as in a webcam or interview framing (a face cut by the edge is another test).
+FACE_HEADROOM = 0.25
+# Radians per frame in x and y of the face's path: a Lissajous figure that sweeps the whole
+# frame without repeating a position within a few hundred frames.
+FACE_PATH_STEPS = (0.37, 0.23)
+
+
+def _portrait(window, fraction, height, width, at):
+    """``(frame, face box)``: ``window`` scaled so the face is ``fraction`` × ``height`` tall, its face
+    box at ``at`` (0..1 of the room left in x and y inside the ``FACE_HEADROOM`` margin) of a
+    ``(height, width, 3)`` dark frame."""
+    import cv2  # noqa: PLC0415
+
+    from emotion_e2e.data.faces import Box  # noqa: PLC0415
+
+    fx0, fy0, fw0, fh0 = WINDOW_FACE
+    scale = fraction * height / fh0
+    side = round(window.shape[0] * scale)
+    patch = cv2.resize(window, (side, side), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    fw, fh = round(fw0 * scale), round(fh0 * scale)
+    margin = round(FACE_HEADROOM * fh)
+    fx = margin + round(at[0] * (width - fw - 2 * margin))
+    fy = margin + round(at[1] * (height - fh - 2 * margin))
+    x, y = fx - round(fx0 * scale), fy - round(fy0 * scale)
+    frame = np.full((height, width, 3), FACE_BACKGROUND, np.uint8)
+    xa, ya, xb, yb = max(x, 0), max(y, 0), min(x + side, width), min(y + side, height)
+    frame[ya:yb, xa:xb] = patch[ya - y:yb - y, xa - x:xb - x]
+    return frame, Box(fx, fy, fw, fh)
+
+
+def _portrait_video(path, fraction, height, width, frames):
+    """Writes a 25 fps ``(height, width)`` H.264 video whose face moves over the whole frame;
+    returns its ``frames`` face boxes.
+
+    Video frame 0 is a lead-in without a face: grid frame ``i`` (``media.video_frames``) shows
+    video frame ``i``, so the ``frames`` decoded grid frames match the returned boxes in order.
+    """
+    import av  # noqa: PLC0415
+    from skimage.data import astronaut  # noqa: PLC0415 - the test extra
+
+    x, y, side = ASTRONAUT_WINDOW
+    window = np.ascontiguousarray(astronaut()[y:y + side, x:x + side])
+    wx, wy = FACE_PATH_STEPS
+    shots = [_portrait(window, fraction, height, width, (0.5 + 0.5 * np.sin(wx * k), 0.5 + 0.5 * np.cos(wy * k)))
+             for k in range(frames)]
+    with av.open(path, "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.height, v.width, v.pix_fmt = height, width, "yuv420p"
+        v.options = {"preset": "ultrafast", "crf": str(FACE_CRF)}
+        lead_in = np.full((height, width, 3), FACE_BACKGROUND, np.uint8)
+        for k, img in enumerate([lead_in] + [f for f, _ in shots]):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = k
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    return [box for _, box in shots]
+
+
+class _ShortThenFull:
+    """MediaPipe's short-range model, and the full-range one only where it finds nothing (each
+    searching its square tiles as it would alone)."""
+
+    def __init__(self, short, full):
+        self.short, self.full = short, full
+
+    def detect(self, rgb):
+        box = self.short.detect(rgb)
+        return box if box is not None else self.full.detect(rgb)
+
+
+def face_detection(frames: int, workdir: str) -> list[tuple[str, str, list[float], float, float]]:
+    """``(detector, resolution, found ratio per FACE_FRACTIONS, ms per frame with a face, ms per
+    frame without one)`` rows. A frame without a face costs more: every fallback runs."""
+    import cv2  # noqa: PLC0415
+    from skimage.data import coffee  # noqa: PLC0415 - the test extra: a cup on a table, no face
+
+    from emotion_e2e.config import FaceConfig, TimeBase  # noqa: PLC0415
+    from emotion_e2e.data import faces, media  # noqa: PLC0415
+
+    def iou(a, b):
+        iw = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
+        ih = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
+        return iw * ih / (a.w * a.h + b.w * b.h - iw * ih)
+
+    cfg = FaceConfig()
+    short = faces.MediaPipeDetector(cfg, model_selection=faces.MEDIAPIPE_SHORT_RANGE)
+    full = faces.MediaPipeDetector(cfg)
+    detectors = [
+        ("haar", faces.HaarDetector(cfg)),
+        ("haar, detect_max_side=320", faces.HaarDetector(FaceConfig(detect_max_side=320))),
+        ("mediapipe (full-range)", full),
+        ("mediapipe short-range", short),
+        ("mediapipe short, then full", _ShortThenFull(short, full)),
+    ]
+    found = {(name, size, fraction): 0 for name, _ in detectors for size in FACE_RESOLUTIONS
+             for fraction in FACE_FRACTIONS}
+    seconds = {(name, size): 0.0 for name, _ in detectors for size in FACE_RESOLUTIONS}
+    for size in FACE_RESOLUTIONS:
+        for fraction in FACE_FRACTIONS:  # one video in memory at a time
+            path = os.path.join(workdir, f"portrait_{size[1]}x{size[0]}_{fraction:.3f}.mp4")
+            boxes = _portrait_video(path, fraction, *size, frames)
+            decoded = list(media.video_frames(path, TimeBase(), frames))
+            for name, det in detectors:
+                for frame, face in zip(decoded, boxes, strict=True):
+                    t0 = time.perf_counter()
+                    box = det.detect(frame)
+                    seconds[name, size] += time.perf_counter() - t0
+                    found[name, size, fraction] += box is not None and iou(box, face) > FACE_MATCH_IOU
+    rows = []
+    for name, det in detectors:
+        for size in FACE_RESOLUTIONS:
+            empty = cv2.resize(coffee(), size[::-1], interpolation=cv2.INTER_LINEAR)
+            t0 = time.perf_counter()
+            for _ in range(frames):
+                det.detect(empty)
+            rows.append((name, f"{size[1]}×{size[0]}", [found[name, size, f] / frames for f in FACE_FRACTIONS],
+                         1e3 * seconds[name, size] / (frames * len(FACE_FRACTIONS)),
+                         1e3 * (time.perf_counter() - t0) / frames))
+    short.close()
+    full.close()
+    return rows
+
+
+def faces_suite():
+    print(f"\nface detection: share of frames where the astronaut's face is found (IoU > {FACE_MATCH_IOU}), "
+          f"flat dark background, {_FACE_FRAMES.value} frames per size, H.264 crf {FACE_CRF}; columns: face height "
+          f"/ frame height")
+    sizes = "".join(f"{f'1/{round(1 / f)}':>7}" for f in FACE_FRACTIONS)
+    print(f"  {'detector':<28}{'frame':<10}{sizes}{'ms/frame':>10}{'no face':>9}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, resolution, ratios, ms, empty_ms in face_detection(_FACE_FRAMES.value, tmp):
+            print(f"  {name:<28}{resolution:<10}" + "".join(f"{r:>7.2f}" for r in ratios) + f"{ms:>10.1f}{empty_ms:>9.1f}")
+
+
 def matmul_peak(dtype, n=2048, repeats=10) -> float:
     """GFLOP/s of an ``n``×``n`` matmul chain, the best of ``repeats``."""
     import tensorflow as tf  # noqa: PLC0415
@@ -333,6 +488,8 @@ def main(argv):
         models_suite()
     if _SUITE.value in ("all", "data"):
         data_suite()
+    if _SUITE.value in ("all", "faces"):
+        faces_suite()
 
 
 if __name__ == "__main__":

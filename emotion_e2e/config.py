@@ -73,7 +73,11 @@ class FaceConfig:
     margin: float = 0.2  # the square's side is (1 + margin) × the detected box's longer side
     jpeg_quality: int = 95
     detector: str = "haar"  # "haar" (OpenCV's bundled cascade) or "mediapipe"
-    detect_max_side: int = 320  # frames are downscaled to this longer side for detection
+    # Frames are downscaled to this longer side for detection. 640, not less, because the Haar
+    # cascade's window is 24 px: at 320 a 1280×720 frame is searched at 320×180, where a face
+    # of 1/10 of the frame height is 18 px and is never found; at 640 it is 36 px, and 640×480
+    # webcam frames are searched at full size (benchmark --suite=faces).
+    detect_max_side: int = 640
 
     def __post_init__(self):
         if self.size <= 0 or self.margin < 0 or not 90 <= self.jpeg_quality <= 100:

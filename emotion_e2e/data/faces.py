@@ -8,6 +8,7 @@ a face hold the last box, frames before the first face get the first box.
 from __future__ import annotations
 
 import abc
+import math
 import os
 from typing import Callable, Iterator, NamedTuple
 
@@ -22,11 +23,27 @@ HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 # trade-off between missed faces and false positives on frontal faces.
 HAAR_SCALE_FACTOR = 1.1
 HAAR_MIN_NEIGHBORS = 5
-# A face smaller than this fraction of the (downscaled) frame's shorter side is
-# not the speaker; the cascade's own 24 px window is the hard floor.
-HAAR_MIN_FACE_FRACTION = 0.1
+# Both detectors must find faces from 1/10 of the frame's shorter side up (a webcam or
+# interview framing). A smaller face is not the speaker, but the floor sits below 1/10
+# because the cascade's boxes come in 10 % steps and run ~5 % off the face's size: with
+# the floor at exactly 0.1 a 1/10 face was missed in 17 % of 640×480 composites, at 0.08
+# in 2 % of 1280×720 ones, at 0.07 in none. The cascade's own 24 px window is the hard
+# floor, which is what sets FaceConfig.detect_max_side.
+HAAR_MIN_FACE_FRACTION = 0.07
 HAAR_MIN_FACE_PX = 24
+# MediaPipe's two models (``model_selection``): short-range, trained on faces filling a
+# selfie frame (within ~2 m), and full-range (up to ~5 m). Measured on the astronaut's
+# face on a flat dark background in H.264 video (``benchmark --suite=faces``): the
+# full-range model finds every face from 1/10 to 1/2 of the frame height in 640×480 and
+# 1280×720, for 1-2 ms more per frame; the short-range one finds 1/10 faces in 12-20 %
+# of frames. Short-range first and full-range only on a miss finds 92 %: on small faces
+# short-range often returns a wrong box instead of none, so the fallback never runs.
+MEDIAPIPE_SHORT_RANGE, MEDIAPIPE_FULL_RANGE = 0, 1
 MEDIAPIPE_MIN_CONFIDENCE = 0.5
+# Square tiles searched when the whole frame has no face (see MediaPipeDetector.detect) overlap
+# by this fraction of their side, so a face of up to 1/5 of the frame height lies whole in one
+# of them; larger faces the whole-frame pass finds in every frame.
+MEDIAPIPE_TILE_OVERLAP = 0.2
 MEDIAPIPE_INSTALL_HINT = "pip install 'emotion_e2e[mediapipe]'"
 
 
@@ -55,6 +72,19 @@ def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float, float
     return small, w / small.shape[1], h / small.shape[0]
 
 
+def _square_tiles(h: int, w: int) -> list[tuple[int, int, int]]:
+    """``(x0, y0, side)`` of the fewest squares of side ``min(h, w)`` that cover an ``(h, w)`` image
+    with neighbours overlapping by ``MEDIAPIPE_TILE_OVERLAP`` × side or more, spread evenly along
+    its longer side (none for a square image): 2 for 4:3 and 16:9."""
+    side, longer = min(h, w), max(h, w)
+    if longer == side:
+        return []
+    overlap = MEDIAPIPE_TILE_OVERLAP * side
+    count = max(2, math.ceil((longer - overlap) / (side - overlap)))
+    starts = np.linspace(0, longer - side, count).round().astype(int)
+    return [(int(s), 0, side) if w > h else (0, int(s), side) for s in starts]
+
+
 class FaceDetector(abc.ABC):
     """Finds the largest face of an RGB frame ``(H, W, 3)`` uint8."""
 
@@ -81,21 +111,35 @@ class HaarDetector(FaceDetector):
     def detect(self, rgb):
         _check_rgb(rgb)
         small, sx, sy = _downscale(rgb, self.cfg.detect_max_side)
-        # Equalising the histogram makes the cascade robust to dim or washed-out video.
-        gray = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
+        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         min_px = max(HAAR_MIN_FACE_PX, round(HAAR_MIN_FACE_FRACTION * min(gray.shape)))
-        faces = self._cascade.detectMultiScale(gray, scaleFactor=HAAR_SCALE_FACTOR,
-                                               minNeighbors=HAAR_MIN_NEIGHBORS, minSize=(min_px, min_px))
+        faces = self._find(gray, min_px)
+        if len(faces) == 0:
+            # Equalising the histogram rescues dim or washed-out faces, but only as a fallback:
+            # where a flat dark background fills most of the frame it lifts that one grey level
+            # to the top of the range and squeezes a well-lit face into the few levels above it
+            # (its middle 90 %, grey 59..219, became 228..254 on the 1/8 composite), and the
+            # cascade loses it.
+            faces = self._find(cv2.equalizeHist(gray), min_px)
         if len(faces) == 0:
             return None
         x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
         return Box(round(x * sx), round(y * sy), round(w * sx), round(h * sy))
 
+    def _find(self, gray: np.ndarray, min_px: int) -> np.ndarray:
+        """The cascade's ``(n, 4)`` boxes ``(x, y, w, h)`` of side >= ``min_px`` in a ``(h, w)`` uint8 image."""
+        return self._cascade.detectMultiScale(gray, scaleFactor=HAAR_SCALE_FACTOR,
+                                              minNeighbors=HAAR_MIN_NEIGHBORS, minSize=(min_px, min_px))
+
 
 class MediaPipeDetector(FaceDetector):
     """MediaPipe's face detection (legacy ``solutions`` API; its model ships inside the wheel)."""
 
-    def __init__(self, cfg: FaceConfig = FaceConfig()):
+    def __init__(self, cfg: FaceConfig = FaceConfig(), model_selection: int = MEDIAPIPE_FULL_RANGE):
+        """``model_selection``: ``MEDIAPIPE_FULL_RANGE`` (see its comment for why) or ``MEDIAPIPE_SHORT_RANGE``."""
+        if model_selection not in (MEDIAPIPE_SHORT_RANGE, MEDIAPIPE_FULL_RANGE):
+            raise ValueError(f"model_selection must be {MEDIAPIPE_SHORT_RANGE} (short-range) or "
+                             f"{MEDIAPIPE_FULL_RANGE} (full-range). Received: {model_selection!r}")
         try:
             import mediapipe as mp
         except ImportError as e:
@@ -105,23 +149,37 @@ class MediaPipeDetector(FaceDetector):
             raise ImportError(f"mediapipe {getattr(mp, '__version__', '?')} has no mediapipe.solutions."
                               f"face_detection; {MEDIAPIPE_INSTALL_HINT} installs mediapipe==0.10.21")
         self.cfg = cfg
-        # model_selection=0: the short-range model, made for faces within ~2 m of the camera.
-        self._mp = face_detection.FaceDetection(model_selection=0,
+        self._mp = face_detection.FaceDetection(model_selection=model_selection,
                                                 min_detection_confidence=MEDIAPIPE_MIN_CONFIDENCE)
 
     def detect(self, rgb):
         _check_rgb(rgb)
         small = _downscale(rgb, self.cfg.detect_max_side)[0]
-        result = self._mp.process(np.ascontiguousarray(small))
-        boxes = [d.location_data.relative_bounding_box for d in result.detections or ()]
+        h, w = small.shape[:2]
+        boxes = self._boxes(small, 0.0, 0.0, 1.0, 1.0)
+        if not boxes:
+            # The model sees its input letterboxed to a square (192×192 for full-range), so in a
+            # 16:9 frame a face of 1/10 of the height shrinks to ~11 px, the edge of what it finds
+            # (~90 % of 1280×720 frames against 100 % of 640×480 ones). Square tiles along the
+            # longer side show it the face 16/9 times larger; they cost two more runs, only on
+            # frames where the whole frame gave nothing.
+            for x0, y0, side in _square_tiles(h, w):
+                boxes += self._boxes(small[y0:y0 + side, x0:x0 + side], x0 / w, y0 / h, side / w, side / h)
         if not boxes:
             return None
         # Relative coordinates: scale straight to the full frame. Boxes may reach past the
         # border; crop_face pads, so the face stays centred.
         H, W = rgb.shape[:2]
-        b = max(boxes, key=lambda b: b.width * b.height)
-        box = Box(round(b.xmin * W), round(b.ymin * H), round(b.width * W), round(b.height * H))
+        x, y, bw, bh = max(boxes, key=lambda b: b[2] * b[3])
+        box = Box(round(x * W), round(y * H), round(bw * W), round(bh * H))
         return box if box.w > 0 and box.h > 0 else None
+
+    def _boxes(self, image, x0, y0, sx, sy) -> list[tuple[float, float, float, float]]:
+        """The model's face boxes ``(x, y, w, h)`` in an ``(h, w, 3)`` RGB ``image``, as fractions of
+        the frame whose part ``image`` is: its left/top at ``x0``/``y0`` and ``sx``/``sy`` wide/tall."""
+        result = self._mp.process(np.ascontiguousarray(image))
+        rel = [d.location_data.relative_bounding_box for d in result.detections or ()]
+        return [(x0 + b.xmin * sx, y0 + b.ymin * sy, b.width * sx, b.height * sy) for b in rel]
 
     def close(self):
         self._mp.close()

@@ -6,6 +6,7 @@ scikit-image wheel (pinned in the ``test`` extra), so the tests need no network.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from emotion_e2e.data.faces import Box
@@ -17,6 +18,8 @@ PATCH_ORIGIN = (60, 0)  # (x, y) of the window in the astronaut image
 PATCH_SIZE = 300
 PATCH_FACE = Box(ASTRONAUT_FACE.x - PATCH_ORIGIN[0], ASTRONAUT_FACE.y - PATCH_ORIGIN[1],
                  ASTRONAUT_FACE.w, ASTRONAUT_FACE.h)
+# Grey level of the flat dark background behind ``portrait`` (a dim wall behind a well-lit speaker).
+DARK_BACKGROUND = 30
 
 
 def astronaut() -> np.ndarray:
@@ -30,6 +33,27 @@ def face_patch() -> np.ndarray:
     """(300, 300, 3) uint8 window of the astronaut with her face at ``PATCH_FACE``."""
     x, y = PATCH_ORIGIN
     return np.ascontiguousarray(astronaut()[y:y + PATCH_SIZE, x:x + PATCH_SIZE])
+
+
+def portrait(face_fraction: float, height: int = 480, width: int = 640,
+             at: tuple[float, float] = (0.5, 0.4)) -> tuple[np.ndarray, Box]:
+    """A ``(height, width, 3)`` uint8 frame with the astronaut's face ``face_fraction`` × ``height``
+    tall on a flat ``DARK_BACKGROUND``, and her face's ``Box`` in it.
+
+    ``face_patch`` is scaled so that ``PATCH_FACE`` has the wanted height and placed so that the
+    face box lies inside the frame at ``at``: 0..1 of the room left in x and y (0 = left or top);
+    the rest of the patch is clipped at the frame border.
+    """
+    scale = face_fraction * height / PATCH_FACE.h
+    side = round(PATCH_SIZE * scale)
+    patch = cv2.resize(face_patch(), (side, side), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    fw, fh = round(PATCH_FACE.w * scale), round(PATCH_FACE.h * scale)
+    fx, fy = round(at[0] * (width - fw)), round(at[1] * (height - fh))
+    x, y = fx - round(PATCH_FACE.x * scale), fy - round(PATCH_FACE.y * scale)  # the patch's top-left
+    frame = np.full((height, width, 3), DARK_BACKGROUND, np.uint8)
+    xa, ya, xb, yb = max(x, 0), max(y, 0), min(x + side, width), min(y + side, height)
+    frame[ya:yb, xa:xb] = patch[ya - y:yb - y, xa - x:xb - x]
+    return frame, Box(fx, fy, fw, fh)
 
 
 def noise_frame(seed: int, height: int, width: int) -> np.ndarray:
