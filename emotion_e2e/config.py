@@ -65,6 +65,9 @@ class TimeBase:
         return int(math.ceil(duration / self.frame_step - 1e-6))
 
 
+FACE_DETECTORS = ("haar", "mediapipe")
+
+
 @dataclasses.dataclass(frozen=True)
 class FaceConfig:
     """Face crops (docs/design.md §3)."""
@@ -83,7 +86,7 @@ class FaceConfig:
         if self.size <= 0 or self.margin < 0 or not 90 <= self.jpeg_quality <= 100:
             _fail(type(self), f"need size > 0, margin >= 0, 90 <= jpeg_quality <= 100. Received: "
                               f"size={self.size}, margin={self.margin}, jpeg_quality={self.jpeg_quality}")
-        if self.detector not in ("haar", "mediapipe"):
+        if self.detector not in FACE_DETECTORS:
             _fail(type(self), f"detector must be 'haar' or 'mediapipe'. Received: detector={self.detector!r}")
         if self.detect_max_side < 32:
             _fail(type(self), f"detect_max_side must be >= 32. Received: {self.detect_max_side}")

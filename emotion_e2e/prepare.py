@@ -16,40 +16,45 @@ import sys
 
 from absl import app, flags
 
-from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase
+from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase
 from emotion_e2e.data import convert, demo, metadata, sources
 from emotion_e2e.errors import DataError
 
-_SOURCE = flags.DEFINE_enum("source", None, ["demo", "recola", "manifest"], "The corpus kind.")
+# Every default and choice comes from the configuration dataclasses.
+_CONVERT = convert.ConvertConfig()
+_TIME_BASE, _FACE, _DEMO = TimeBase(), FaceConfig(), demo.DemoConfig()
+SOURCES = ("demo", "recola", "manifest")
+
+_SOURCE = flags.DEFINE_enum("source", None, list(SOURCES), "The corpus kind.")
 _INPUT = flags.DEFINE_string("input", None, "recola: the AVEC 2016 package folder; manifest: the manifest CSV.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where shards go. Default: tfrecords/{source}.")
 _PARTITIONS = flags.DEFINE_list("partitions", [], "Partitions to convert (default: all); the others "
                                 "already in --output_dir are kept.")
-_MODALITIES = flags.DEFINE_list("modalities", list(MODALITIES),
+_MODALITIES = flags.DEFINE_list("modalities", list(_CONVERT.modalities),
                                 "Modalities to write: audio (the waveform), face (crops from the video).")
 _WORKERS = flags.DEFINE_integer("workers", 1, "Processes converting recordings in parallel.")
 _DIMENSIONS = flags.DEFINE_list("recola_dimensions", list(sources.RECOLA_DIMENSIONS),
                                 "recola: gold-standard folders to read, one label dimension each.")
-_MISMATCH = flags.DEFINE_integer("max_length_mismatch", 1,
+_MISMATCH = flags.DEFINE_integer("max_length_mismatch", _CONVERT.max_length_mismatch,
                                  "Frames by which labels and media may differ (then trimmed to the shorter).")
 # Time base and face crops (docs/design.md §2, §3).
-_FRAME_STEP = flags.DEFINE_float("frame_step", 0.04, "Seconds per frame.")
-_SAMPLE_RATE = flags.DEFINE_integer("sample_rate", 16000, "Audio sample rate in Hz.")
-_FACE_SIZE = flags.DEFINE_integer("face_size", 96, "Side of the square face crop in pixels.")
-_FACE_MARGIN = flags.DEFINE_float("face_margin", 0.2, "Crop side = (1 + margin) × the face box's longer side.")
-_JPEG_QUALITY = flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality of the stored crops (90-100).")
-_DETECTOR = flags.DEFINE_enum("face_detector", "haar", ["haar", "mediapipe"],
+_FRAME_STEP = flags.DEFINE_float("frame_step", _TIME_BASE.frame_step, "Seconds per frame.")
+_SAMPLE_RATE = flags.DEFINE_integer("sample_rate", _TIME_BASE.sample_rate, "Audio sample rate in Hz.")
+_FACE_SIZE = flags.DEFINE_integer("face_size", _FACE.size, "Side of the square face crop in pixels.")
+_FACE_MARGIN = flags.DEFINE_float("face_margin", _FACE.margin, "Crop side = (1 + margin) × the face box's longer side.")
+_JPEG_QUALITY = flags.DEFINE_integer("jpeg_quality", _FACE.jpeg_quality, "JPEG quality of the stored crops (90-100).")
+_DETECTOR = flags.DEFINE_enum("face_detector", _FACE.detector, list(FACE_DETECTORS),
                               "haar: OpenCV's bundled cascade; mediapipe: MediaPipe's full-range model "
                               "(needs the mediapipe extra).")
 _DETECT_MAX_SIDE = flags.DEFINE_integer(
-    "detect_max_side", FaceConfig.detect_max_side,
+    "detect_max_side", _FACE.detect_max_side,
     "Frames are downscaled to this longer side for detection; below 640 Haar misses faces of 1/10 of a 720p "
     "frame's height.")
 # Demo corpus size.
-_SEED = flags.DEFINE_integer("seed", 0, "demo: random seed; the corpus is a function of it.")
-_DEMO_TRAIN = flags.DEFINE_integer("demo_train", demo.DemoConfig.num_train, "demo: training recordings.")
-_DEMO_DEV = flags.DEFINE_integer("demo_dev", demo.DemoConfig.num_dev, "demo: dev recordings (unseen identities).")
-_DEMO_SECONDS = flags.DEFINE_float("demo_seconds", demo.DemoConfig.seconds, "demo: seconds per recording.")
+_SEED = flags.DEFINE_integer("seed", _DEMO.seed, "demo: random seed; the corpus is a function of it.")
+_DEMO_TRAIN = flags.DEFINE_integer("demo_train", _DEMO.num_train, "demo: training recordings.")
+_DEMO_DEV = flags.DEFINE_integer("demo_dev", _DEMO.num_dev, "demo: dev recordings (unseen identities).")
+_DEMO_SECONDS = flags.DEFINE_float("demo_seconds", _DEMO.seconds, "demo: seconds per recording.")
 
 flags.mark_flag_as_required("source")
 
