@@ -107,6 +107,37 @@ def _face_video(path: str, seconds: float, size=(720, 1280), fps=30):
             c.mux(p)
 
 
+# Runs ``python -m MODULE ARGS`` and prints the process's own peak resident memory (VmHWM, kB)
+# when it exits. ru_maxrss of a child is no measure here: Linux carries the high-water mark
+# across exec, so a child forked from this (large) process starts at this process's size.
+_PEAK_RSS_MARK = "peak-rss-kb:"
+_PEAK_RSS_RUNNER = f"""
+import atexit, runpy, sys
+
+def _report():
+    with open("/proc/self/status") as f:
+        kb = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    sys.stderr.write("\\n{_PEAK_RSS_MARK}" + kb + "\\n")
+
+atexit.register(_report)
+module, sys.argv = sys.argv[1], sys.argv[1:]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
+def run_module_peak_rss(module: str, args: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Runs ``python -m module *args`` in a fresh process; returns ``(peak RSS in MB, seconds)``.
+    Raises RuntimeError with the end of its stderr if it fails."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS_RUNNER, module, *args], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, env=env)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"python -m {module} failed: {proc.stderr[-2000:]}")
+    kb = [line[len(_PEAK_RSS_MARK):] for line in proc.stderr.splitlines() if line.startswith(_PEAK_RSS_MARK)]
+    return int(kb[-1]) / 1024, seconds
+
+
 def converter_memory(minutes: list[float], workdir: str) -> list[tuple[float, float, float]]:
     """``(minutes, peak RSS MB, frames/s)`` of ``prepare --source=manifest`` on one recording."""
     rows = []
@@ -117,15 +148,9 @@ def converter_memory(minutes: list[float], workdir: str) -> list[tuple[float, fl
         _face_video(video, 60 * m)
         with open(os.path.join(d, "manifest.csv"), "w") as f:
             f.write(f"recording_id,partition,audio,video,labels\nrec,test,,{video},\n")
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "emotion_e2e.prepare", "--source=manifest",
-                                 f"--input={d}/manifest.csv", f"--output_dir={d}/out"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ, CI="true"))
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - t0
-        if status != 0:
-            raise RuntimeError(f"conversion failed: {proc.stderr.read().decode()[-2000:]}")
-        rows.append((m, usage.ru_maxrss / 1024, 60 * m * 25 / seconds))
+        peak, seconds = run_module_peak_rss("emotion_e2e.prepare", [
+            "--source=manifest", f"--input={d}/manifest.csv", f"--output_dir={d}/out"], env=dict(os.environ, CI="true"))
+        rows.append((m, peak, 60 * m * 25 / seconds))
     return rows
 
 
