@@ -38,18 +38,9 @@ class RecordingFrames:
 
 def _layout(path):
     """Modalities, label names and samples per frame, from the shard's first record."""
-    import tensorflow as tf  # noqa: PLC0415
-
     from emotion_e2e.data import schema  # noqa: PLC0415
-    from emotion_e2e.errors import DataError  # noqa: PLC0415
 
-    try:
-        first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
-    except tf.errors.OpError as e:
-        raise DataError(f"TFRecord file {path} is unreadable: {e.message.splitlines()[-1]}") from e
-    if first is None:
-        raise DataError(f"TFRecord file {path} holds no records")
-    feats = tf.train.Example.FromString(first.numpy()).features.feature
+    feats = schema.first_features(path)
     modalities = tuple(m for m, key in (("audio", schema.AUDIO), ("face", schema.FACE)) if key in feats)
     labels = tuple(sorted(k[len(schema.LABEL_PREFIX):] for k in feats if k.startswith(schema.LABEL_PREFIX)))
     spf = len(feats[schema.AUDIO].float_list.value) if "audio" in modalities else 0

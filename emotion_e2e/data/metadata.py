@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 
-import tensorflow as tf
-
 from emotion_e2e.data import schema
 from emotion_e2e.errors import DataError
 
@@ -183,13 +181,7 @@ def verify(directory: str, meta: dict, partitions) -> None:
 
 def _first_record(shard: str) -> dict:
     """Recording id, partition and num_frames of a shard's first record."""
-    try:
-        first = next(iter(tf.data.TFRecordDataset(shard).take(1)), None)
-    except tf.errors.OpError as e:
-        raise DataError(f"TFRecord file {shard} is unreadable: {e.message.splitlines()[-1]}") from e
-    if first is None:
-        raise DataError(f"TFRecord file {shard} holds no records")
-    feats = tf.train.Example.FromString(first.numpy()).features.feature
+    feats = schema.first_features(shard)
     try:
         return {schema.RECORDING_ID: feats[schema.RECORDING_ID].bytes_list.value[0].decode(),
                 schema.PARTITION: feats[schema.PARTITION].bytes_list.value[0].decode(),

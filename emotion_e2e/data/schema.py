@@ -15,6 +15,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from emotion_e2e.errors import DataError
+
 SCHEMA_VERSION = 1
 
 RECORDING_ID = "recording_id"  # bytes: the recording's id
@@ -53,6 +55,18 @@ def parse_shard_name(name: str):
     """``(partition, index, count)`` of a shard file name, or ``None``."""
     m = _SHARD_RE.match(name)
     return (m["partition"], int(m["index"]), int(m["count"])) if m else None
+
+
+def first_features(path: str) -> dict:
+    """The features (``{key: tf.train.Feature}``) of the first record of the shard ``path``;
+    DataError naming the file when it cannot be read or holds no record."""
+    try:
+        first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+    except tf.errors.OpError as e:
+        raise DataError(f"TFRecord file {path} is unreadable: {e.message.splitlines()[-1]}") from e
+    if first is None:
+        raise DataError(f"TFRecord file {path} holds no records")
+    return dict(tf.train.Example.FromString(first.numpy()).features.feature)
 
 
 def label_key(name: str) -> str:
