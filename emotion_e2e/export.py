@@ -149,10 +149,19 @@ def describe(cfg: TrainConfig, tb: TimeBase, tb_note: str | None, run_dir: str, 
     }
 
 
-def build_archive(model, cfg: TrainConfig):
-    """A ``keras.export.ExportArchive`` with the two signatures of ``model`` (the run's Keras
-    model, unchanged): optimized for inference, its LSTMs' state exposed."""
-    import keras  # noqa: PLC0415
+def tensor_specs(cfg: TrainConfig, signature: str) -> dict:
+    """``{name: tf.TensorSpec}`` of ``signature``'s inputs (``signature_specs``)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    inputs = signature_specs(cfg)[signature]["inputs"]
+    return {n: tf.TensorSpec(s["shape"], s["dtype"], name=n) for n, s in inputs.items()}
+
+
+def serving_functions(model, cfg: TrainConfig) -> dict:
+    """``{signature: function}``: the functions behind both signatures, ``{name: tensor}`` →
+    ``{name: tensor}`` as ``signature_specs`` describes them, for ``model`` (the run's Keras
+    model, unchanged) optimized for inference with its LSTMs' state exposed. The export traces
+    them into the SavedModel; ``emotion_e2e.predict`` runs the same functions on a run directory."""
     import tensorflow as tf  # noqa: PLC0415
 
     from emotion_e2e.models import optimize_for_inference  # noqa: PLC0415
@@ -160,11 +169,7 @@ def build_archive(model, cfg: TrainConfig):
     from emotion_e2e.models.layers import PIXEL_SCALE  # noqa: PLC0415
 
     stateful = with_recurrent_state(optimize_for_inference(model))
-    specs = signature_specs(cfg)
     labels, states = list(cfg.inputs.label_names), list(state_units(cfg))
-
-    def tensor_specs(signature):
-        return {n: tf.TensorSpec(s["shape"], s["dtype"], name=n) for n, s in specs[signature]["inputs"].items()}
 
     def model_inputs(x):
         """The model's inputs from a request's: faces scaled to [0, 1]. A request without frames or
@@ -192,11 +197,19 @@ def build_archive(model, cfg: TrainConfig):
         y = run({**model_inputs(x), **{n: x[n] for n in states}})
         return {n: y[n] for n in labels + states}
 
+    return {DEFAULT_SIGNATURE: serve, STREAM_SIGNATURE: stream}
+
+
+def build_archive(model, cfg: TrainConfig):
+    """A ``keras.export.ExportArchive`` with the two signatures of ``model`` (the run's Keras
+    model, unchanged): optimized for inference, its LSTMs' state exposed."""
+    import keras  # noqa: PLC0415
+
     # No archive.track(stateful): it would save every variable twice (the Keras wrapper beside the
     # tf.Variable the functions capture); add_endpoint tracks what the functions use.
     archive = keras.export.ExportArchive()
-    archive.add_endpoint(DEFAULT_SIGNATURE, serve, input_signature=[tensor_specs(DEFAULT_SIGNATURE)])
-    archive.add_endpoint(STREAM_SIGNATURE, stream, input_signature=[tensor_specs(STREAM_SIGNATURE)])
+    for signature, function in serving_functions(model, cfg).items():
+        archive.add_endpoint(signature, function, input_signature=[tensor_specs(cfg, signature)])
     return archive
 
 
