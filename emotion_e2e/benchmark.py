@@ -2,6 +2,7 @@ r"""Benchmarks that print figures (never a pass/fail test).
 
   python -m emotion_e2e.benchmark              # everything
   python -m emotion_e2e.benchmark --suite=data
+  python -m emotion_e2e.benchmark --suite=serving
 
 models: this machine's matmul peak (fp32, bf16), then for the full-size models (audio-only,
 batch 2 × 150 frames; audio+face with ResNet-50, batch 1 × 25 frames) inference and train
@@ -14,10 +15,19 @@ data: reader throughput on the demo corpus (frames/s; targets: audio+face with
 augmentation >= 5,000, audio-only >= 50,000 on 2 cores), the resampler comparison
 behind the choice of scipy's polyphase filter, and peak resident memory of the
 converter on 1- and 5-minute 1280×720 recordings (it must not grow with length).
+
+serving: ``emotion_e2e.predict`` with the full-size audio, face and audio+face models (the
+paper's configuration, random weights) on a 1280×720 30 fps H.264 + AAC recording with a real
+face: × real time of each stage (decode: PyAV decoding, resampling and frame selection alone;
+faces: Haar detection, crops and the JPEG round trip; model: the stream signature in chunks)
+and of the whole file, the latency of one 1-second stream call, and the peak resident memory
+of the predict CLI on 1- and 5-minute recordings (it must not grow with length).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import resource
 import subprocess
@@ -28,15 +38,36 @@ import time
 import numpy as np
 from absl import app, flags
 
-_SUITE = flags.DEFINE_enum("suite", "all", ["all", "data", "models"], "Which benchmarks to run.")
+_SUITE = flags.DEFINE_enum("suite", "all", ["all", "data", "models", "serving"], "Which benchmarks to run.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per model configuration (after a warm-up).")
 _RECORDS = flags.DEFINE_string("records", None, "A converted demo corpus (default: convert one into a temp dir).")
 _BATCHES = flags.DEFINE_integer("batches", 40, "Batches timed per reader configuration.")
 _MINUTES = flags.DEFINE_list("memory_minutes", ["1", "5"], "Lengths of the converter memory runs (minutes).")
+_SERVING_SECONDS = flags.DEFINE_float("serving_seconds", 60, "serving: seconds of the recording timed per stage.")
+_SERVING_MINUTES = flags.DEFINE_list("serving_memory_minutes", ["1", "5"],
+                                     "serving: lengths of the predict CLI memory runs (minutes).")
 
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# Run in a small process that spawns the measured command and reports its os.wait4 ru_maxrss.
+# Measured directly, a child's ru_maxrss is at least its parent's peak: Linux carries the peak
+# of the memory a process had before exec (its parent's, copied or shared by fork and vfork)
+# into the new program's maxrss. A launcher that has imported nothing keeps that floor at ~30 MB.
+_LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL); "
+             "_, status, usage = os.wait4(p.pid, 0); print(usage.ru_maxrss); "
+             "sys.exit(os.waitstatus_to_exitcode(status))")
+
+
+def peak_rss_mb(argv: list[str], **kwargs) -> float:
+    """Peak resident memory in MB of the command ``argv`` (``subprocess.run`` keyword arguments
+    such as ``env`` and ``cwd`` pass through); RuntimeError with its stderr when it fails."""
+    r = subprocess.run([sys.executable, "-c", _LAUNCHER, *argv], capture_output=True, text=True, **kwargs)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr[-3000:]}")
+    return int(r.stdout.split()[-1]) / 1024
 
 
 def reader_throughput(records_dir: str, batches: int) -> list[tuple[str, float]]:
@@ -225,6 +256,98 @@ def data_suite():
             print(f"  {m:g} min: peak RSS {rss:,.0f} MB, {fps:,.0f} frames/s ({fps * 0.04:.2f}× real time)")
 
 
+# ---------------------------------------------------------------- serving
+
+def _full_size_run(workdir: str, modalities: tuple[str, ...]) -> str:
+    """A run directory with the full-size model of ``modalities`` (random weights). It has no data
+    directory: the time base and face crops are the defaults (predict warns; silenced here)."""
+    from emotion_e2e import run_dir as run_lib  # noqa: PLC0415
+    from emotion_e2e.config import InputConfig, TrainConfig  # noqa: PLC0415
+    from emotion_e2e.models import build_model  # noqa: PLC0415
+
+    cfg = TrainConfig(data_dir=os.path.join(workdir, "no_data"), inputs=InputConfig(modalities=modalities))
+    run = os.path.join(workdir, "run_" + "_".join(modalities))
+    run_lib.save_config(run, cfg)
+    os.makedirs(os.path.dirname(run_lib.checkpoint_path(run)), exist_ok=True)
+    build_model(cfg.model, cfg.inputs).save(run_lib.checkpoint_path(run))
+    return run
+
+
+def decode_seconds(path: str, modalities, time_base) -> float:
+    """Wall seconds of what the converter decodes for ``modalities`` without the faces: the
+    durations, then the audio and video frames on the grid."""
+    from emotion_e2e.data import media  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    n = []
+    if "audio" in modalities:
+        n.append(time_base.frames_in(media.audio_duration(path)))
+    if "face" in modalities:
+        n.append(time_base.frames_in(media.video_duration(path)))
+    if "audio" in modalities:
+        for _ in media.audio_frames(path, time_base, min(n)):
+            pass
+    if "face" in modalities:
+        for _ in media.video_frames(path, time_base, min(n)):
+            pass
+    return time.perf_counter() - t0
+
+
+def stream_latency(predictor, frames: int, repeats: int = 10) -> float:
+    """Median seconds of one ``stream`` call on ``frames`` frames (random inputs), after a warm-up."""
+    rng = np.random.default_rng(0)
+    size = predictor.description["face_size"]
+    x = {}
+    if "audio" in predictor.modalities:
+        x["audio"] = rng.uniform(-0.5, 0.5, (1, frames, predictor.description["samples_per_frame"])).astype(np.float32)
+    if "face" in predictor.modalities:
+        x["face"] = rng.integers(0, 256, (1, frames, size, size, 3), dtype=np.uint8)
+    state = predictor.initial_state()
+    for _ in range(2):
+        predictor.stream(x, state)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predictor.stream(x, state)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def serving_suite():
+    from emotion_e2e import predict  # noqa: PLC0415
+
+    cases = [("audio", ("audio",)), ("face (ResNet-50)", ("face",)), ("audio+face (ResNet-50)", ("audio", "face"))]
+    with tempfile.TemporaryDirectory() as tmp:
+        video = os.path.join(tmp, "talk.mp4")
+        _face_video(video, _SERVING_SECONDS.value)
+        runs = {modalities: _full_size_run(tmp, modalities) for _, modalities in cases}
+        print(f"\npredict, one {_SERVING_SECONDS.value:g} s 1280×720 30 fps H.264 + 48 kHz AAC recording, Haar "
+              f"detector, chunks of {predict.DEFAULT_CHUNK_SECONDS:g} s: × real time per stage")
+        print(f"{'model':<26}{'decode':>9}{'faces':>9}{'model':>9}{'whole file':>12}{'1 s chunk latency':>20}")
+        for name, modalities in cases:
+            with contextlib.redirect_stderr(io.StringIO()):
+                predictor = predict.Predictor.load(runs[modalities])
+            latency = stream_latency(predictor, round(1 / predictor.time_base.frame_step))
+            table = predict.predict_file(predictor, video, progress=False)
+            seconds, media_seconds = table.attrs["seconds"], table.attrs["frames"] * predictor.time_base.frame_step
+            decode = decode_seconds(video, modalities, predictor.time_base)
+            faces = (f"{media_seconds / max(seconds['media'] - decode, 1e-9):>9.1f}" if "face" in modalities
+                     else f"{'-':>9}")
+            print(f"{name:<26}{media_seconds / decode:>9.1f}{faces}{media_seconds / seconds['model']:>9.1f}"
+                  f"{table.attrs['real_time_factor']:>12.1f}{latency * 1e3:>17.0f} ms")
+
+        print("\npredict CLI peak memory, audio+face (ResNet-50), 1280×720 30 fps H.264 + 48 kHz AAC, Haar detector:")
+        for m in (float(x) for x in _SERVING_MINUTES.value):
+            video = os.path.join(tmp, f"talk_{m:g}min.mp4")
+            _face_video(video, 60 * m)
+            t0 = time.perf_counter()
+            rss = peak_rss_mb([sys.executable, "-m", "emotion_e2e.predict", f"--model={runs[('audio', 'face')]}",
+                               f"--input={video}", f"--output_dir={os.path.join(tmp, 'predictions')}"],
+                              env=dict(os.environ, CI="true"))
+            wall = time.perf_counter() - t0
+            print(f"  {m:g} min: peak RSS {rss:,.0f} MB, {60 * m / wall:.2f}× real time (with start-up)")
+
+
 def matmul_peak(dtype, n=2048, repeats=10) -> float:
     """GFLOP/s of an ``n``×``n`` matmul chain, the best of ``repeats``."""
     import tensorflow as tf  # noqa: PLC0415
@@ -333,6 +456,8 @@ def main(argv):
         models_suite()
     if _SUITE.value in ("all", "data"):
         data_suite()
+    if _SUITE.value in ("all", "serving"):
+        serving_suite()
 
 
 if __name__ == "__main__":
