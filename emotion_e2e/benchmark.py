@@ -166,7 +166,7 @@ def compare_resamplers(seconds: float = 10.0) -> dict:
     import tensorflow as tf  # noqa: PLC0415
     import tensorflow_io as tfio  # noqa: PLC0415
 
-    from emotion_e2e.data.media import StreamingResampler, resample  # noqa: PLC0415
+    from emotion_e2e.data.media import resample  # noqa: PLC0415
 
     out_rate, f0, amp = 16000, 1000.0, 0.5
     methods = {
@@ -206,6 +206,8 @@ def compare_resamplers(seconds: float = 10.0) -> dict:
 
 
 def _stream_all(x, rate_in, rate_out, chunk):
+    from emotion_e2e.data.media import StreamingResampler  # noqa: PLC0415
+
     r = StreamingResampler(rate_in, rate_out)
     return np.concatenate([r.push(x[i:i + chunk]) for i in range(0, len(x), chunk)] + [r.flush()])
 
