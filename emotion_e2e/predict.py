@@ -9,10 +9,10 @@ memory; nothing is written). Each input is any video (with or without an audio t
 rate, variable rate) or audio file; it is read by the converter's own code
 (``sources.MediaRecording.open``: the same decoding, resampling, frame grid, face detection,
 hold-last and JPEG round trip as the training data, the JPEG decoded by the training reader's
-decoder) with the time base and face crop settings
-the model was trained with, and fed to the model's ``stream`` signature in chunks of
-``--chunk_seconds``, the LSTM state carried from one chunk to the next. Memory does not grow
-with the file's length: at most one chunk of frames is alive.
+decoder) with the time base and face crop settings the model was trained with, and fed to the
+model's ``stream`` signature in chunks of ``--chunk_seconds``, the LSTM state carried from one
+chunk to the next. Memory does not grow with the file's length: at most one chunk of frames is
+alive.
 
 Writes ``OUTPUT_DIR/<input file stem>.csv``: ``time`` (the end of frame i, frame_step·i),
 one column per label dimension and, for a model that uses faces, ``face_found`` (1 when a face
@@ -44,14 +44,14 @@ from emotion_e2e.data.convert import ConvertConfig
 from emotion_e2e.errors import ConfigError, DataError
 
 DEFAULT_CHUNK_SECONDS = 2.0  # benchmark: ResNet-50 at 10 s chunks peaks 330 MB higher for 4 % more frames/s
-# Labels and the media's tracks: the converter's tolerance, so a file gives the frames it would
-# give as a recording of a corpus.
+# Frames by which a video's audio and picture may differ: the converter's tolerance, so a file
+# gives the frames it would give as a recording of a corpus.
 DEFAULT_MAX_LENGTH_MISMATCH = ConvertConfig.max_length_mismatch
 PARTITION = "predict"  # the partition of the MediaRecording a file is read as; nothing is converted
 TIME = "time"
 FACE_FOUND = "face_found"
 LABEL_FORMAT = "%.6g"  # the predictions in the CSV; float32 carries about 7 digits
-TIME_DECIMALS = 9  # times are frame_step·i rounded, so 0.04·3 is written 0.12
+TIME_DECIMALS = 9  # times are frame_step·i rounded to this, so 0.04·3 is 0.12, not 0.12000000000000001
 # What each modality needs in the file: an audio track, a video stream.
 STREAM_KIND = {"audio": "audio", "face": "video"}
 NEEDS = {"audio": "its sound", "face": "faces from a video"}
@@ -318,7 +318,7 @@ def _write_atomically(path: str, write):
 def write_csv(table, path: str):
     """``table`` (``predict_file``'s) as CSV: ``time``, the label columns, ``face_found``."""
     out = table.reset_index()
-    out[TIME] = [f"{t:.{TIME_DECIMALS}g}" for t in out[TIME]]  # 0.12, 1234.56: exact frame times
+    out[TIME] = [repr(float(t)) for t in out[TIME]]  # the shortest exact text: 0.12, 1234.56
     _write_atomically(path, lambda tmp: out.to_csv(tmp, index=False, float_format=LABEL_FORMAT))
 
 
@@ -335,7 +335,7 @@ def plot(table, path: str, title: str):
     fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.2 * len(names)), sharex=True, squeeze=False)
     for ax, name in zip(axes[:, 0], names):
         ax.plot(t, table[name].to_numpy(), color="tab:red", lw=1.0, label="prediction")
-        if FACE_FOUND in table:
+        if FACE_FOUND in table and (table[FACE_FOUND] == 0).any():
             ax.fill_between(t, 0, 1, where=table[FACE_FOUND].to_numpy() == 0, step="pre", color="0.85",
                             transform=ax.get_xaxis_transform(), label="no face found", lw=0)
         ax.set_ylabel(name)

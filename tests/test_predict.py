@@ -231,6 +231,17 @@ def test_frames_are_decoded_one_chunk_ahead_at_most(predictor, files, monkeypatc
     assert [seen for _, seen in fed] == np.cumsum(sizes).tolist()
 
 
+def test_csv_times_are_the_exact_frame_times_however_long_the_file(tmp_path):
+    n = 300_000  # 3 hours and 20 minutes
+    t = np.round(0.04 * np.arange(1, n + 1), predict.TIME_DECIMALS)
+    table = pd.DataFrame({"arousal": np.full(n, 0.123456789, np.float32)}, index=pd.Index(t, name="time"))
+    predict.write_csv(table, str(tmp_path / "long.csv"))
+    lines = (tmp_path / "long.csv").read_text().splitlines()
+    assert lines[0] == "time,arousal" and lines[3] == "0.12,0.123457"
+    assert lines[30_864] == "1234.56,0.123457" and lines[n] == "12000.0,0.123457"
+    assert os.listdir(tmp_path) == ["long.csv"]  # no temporary file left
+
+
 def test_the_face_detector_can_be_replaced_and_the_rest_of_the_crop_settings_stay(predictor):
     model = predictor("face")
     cfg = model.convert_config(face_detector="mediapipe")
