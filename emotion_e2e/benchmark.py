@@ -20,10 +20,19 @@ astronaut on a flat dark background, H.264-coded and decoded like any recording)
 height (1/10 to 1/2 of the frame height) and resolution (640×480, 1280×720), and ms per
 frame; the configurations shipped before (MediaPipe's short-range model, Haar at 320 px)
 and short-range-then-full-range MediaPipe for comparison.
+
+serving: ``emotion_e2e.predict`` with the full-size audio, face and audio+face models (the
+paper's configuration, random weights) on a 1280×720 30 fps H.264 + AAC recording with a real
+face: × real time of each stage (decode: PyAV decoding, resampling and frame selection alone;
+faces: Haar detection, crops and the JPEG round trip; model: the stream signature in chunks)
+and of the whole file, the latency of one 1-second stream call, and the peak resident memory
+of the predict CLI on 1- and 5-minute recordings (it must not grow with length).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import resource
 import subprocess
@@ -34,12 +43,16 @@ import time
 import numpy as np
 from absl import app, flags
 
-_SUITE = flags.DEFINE_enum("suite", "all", ["all", "data", "faces", "models"], "Which benchmarks to run.")
+_SUITE = flags.DEFINE_enum("suite", "all", ["all", "data", "faces", "models", "serving"],
+                           "Which benchmarks to run.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per model configuration (after a warm-up).")
 _RECORDS = flags.DEFINE_string("records", None, "A converted demo corpus (default: convert one into a temp dir).")
 _BATCHES = flags.DEFINE_integer("batches", 40, "Batches timed per reader configuration.")
 _MINUTES = flags.DEFINE_list("memory_minutes", ["1", "5"], "Lengths of the converter memory runs (minutes).")
 _FACE_FRAMES = flags.DEFINE_integer("face_frames", 25, "Frames per face size and resolution in the faces suite.")
+_SERVING_SECONDS = flags.DEFINE_float("serving_seconds", 60, "serving: seconds of the recording timed per stage.")
+_SERVING_MINUTES = flags.DEFINE_list("serving_memory_minutes", ["1", "5"],
+                                     "serving: lengths of the predict CLI memory runs (minutes).")
 
 
 def _rss_mb() -> float:
@@ -107,35 +120,22 @@ def _face_video(path: str, seconds: float, size=(720, 1280), fps=30):
             c.mux(p)
 
 
-# Runs ``python -m MODULE ARGS`` and prints the process's own peak resident memory (VmHWM, kB)
-# when it exits. ru_maxrss of a child is no measure here: Linux carries the high-water mark
-# across exec, so a child forked from this (large) process starts at this process's size.
-_PEAK_RSS_MARK = "peak-rss-kb:"
-_PEAK_RSS_RUNNER = f"""
-import atexit, runpy, sys
-
-def _report():
-    with open("/proc/self/status") as f:
-        kb = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
-    sys.stderr.write("\\n{_PEAK_RSS_MARK}" + kb + "\\n")
-
-atexit.register(_report)
-module, sys.argv = sys.argv[1], sys.argv[1:]
-runpy.run_module(module, run_name="__main__", alter_sys=True)
-"""
+# Run in a small process that spawns the measured command and reports its os.wait4 ru_maxrss.
+# Measured directly, a child's ru_maxrss is at least its parent's peak: Linux carries the peak
+# of the memory a process had before exec (its parent's, copied or shared by fork and vfork)
+# into the new program's maxrss. A launcher that has imported nothing keeps that floor at ~30 MB.
+_LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL); "
+             "_, status, usage = os.wait4(p.pid, 0); print(usage.ru_maxrss); "
+             "sys.exit(os.waitstatus_to_exitcode(status))")
 
 
-def run_module_peak_rss(module: str, args: list[str], env: dict | None = None) -> tuple[float, float]:
-    """Runs ``python -m module *args`` in a fresh process; returns ``(peak RSS in MB, seconds)``.
-    Raises RuntimeError with the end of its stderr if it fails."""
-    t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS_RUNNER, module, *args], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, env=env)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"python -m {module} failed: {proc.stderr[-2000:]}")
-    kb = [line[len(_PEAK_RSS_MARK):] for line in proc.stderr.splitlines() if line.startswith(_PEAK_RSS_MARK)]
-    return int(kb[-1]) / 1024, seconds
+def peak_rss_mb(argv: list[str], **kwargs) -> float:
+    """Peak resident memory in MB of the command ``argv`` (``subprocess.run`` keyword arguments
+    such as ``env`` and ``cwd`` pass through); RuntimeError with its stderr when it fails."""
+    r = subprocess.run([sys.executable, "-c", _LAUNCHER, *argv], capture_output=True, text=True, **kwargs)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr[-3000:]}")
+    return int(r.stdout.split()[-1]) / 1024
 
 
 def converter_memory(minutes: list[float], workdir: str) -> list[tuple[float, float, float]]:
@@ -148,9 +148,10 @@ def converter_memory(minutes: list[float], workdir: str) -> list[tuple[float, fl
         _face_video(video, 60 * m)
         with open(os.path.join(d, "manifest.csv"), "w") as f:
             f.write(f"recording_id,partition,audio,video,labels\nrec,test,,{video},\n")
-        peak, seconds = run_module_peak_rss("emotion_e2e.prepare", [
-            "--source=manifest", f"--input={d}/manifest.csv", f"--output_dir={d}/out"], env=dict(os.environ, CI="true"))
-        rows.append((m, peak, 60 * m * 25 / seconds))
+        t0 = time.perf_counter()
+        peak = peak_rss_mb([sys.executable, "-m", "emotion_e2e.prepare", "--source=manifest",
+                            f"--input={d}/manifest.csv", f"--output_dir={d}/out"], env=dict(os.environ, CI="true"))
+        rows.append((m, peak, 60 * m * 25 / (time.perf_counter() - t0)))
     return rows
 
 
@@ -407,6 +408,98 @@ def faces_suite():
             print(f"  {name:<28}{resolution:<10}" + "".join(f"{r:>7.2f}" for r in ratios) + f"{ms:>10.1f}{empty_ms:>9.1f}")
 
 
+# ---------------------------------------------------------------- serving
+
+def _full_size_run(workdir: str, modalities: tuple[str, ...]) -> str:
+    """A run directory with the full-size model of ``modalities`` (random weights). It has no data
+    directory: the time base and face crops are the defaults (predict warns; silenced here)."""
+    from emotion_e2e import run_dir as run_lib  # noqa: PLC0415
+    from emotion_e2e.config import InputConfig, TrainConfig  # noqa: PLC0415
+    from emotion_e2e.models import build_model  # noqa: PLC0415
+
+    cfg = TrainConfig(data_dir=os.path.join(workdir, "no_data"), inputs=InputConfig(modalities=modalities))
+    run = os.path.join(workdir, "run_" + "_".join(modalities))
+    run_lib.save_config(run, cfg)
+    os.makedirs(os.path.dirname(run_lib.checkpoint_path(run)), exist_ok=True)
+    build_model(cfg.model, cfg.inputs).save(run_lib.checkpoint_path(run))
+    return run
+
+
+def decode_seconds(path: str, modalities, time_base) -> float:
+    """Wall seconds of what the converter decodes for ``modalities`` without the faces: the
+    durations, then the audio and video frames on the grid."""
+    from emotion_e2e.data import media  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    n = []
+    if "audio" in modalities:
+        n.append(time_base.frames_in(media.audio_duration(path)))
+    if "face" in modalities:
+        n.append(time_base.frames_in(media.video_duration(path)))
+    if "audio" in modalities:
+        for _ in media.audio_frames(path, time_base, min(n)):
+            pass
+    if "face" in modalities:
+        for _ in media.video_frames(path, time_base, min(n)):
+            pass
+    return time.perf_counter() - t0
+
+
+def stream_latency(predictor, frames: int, repeats: int = 10) -> float:
+    """Median seconds of one ``stream`` call on ``frames`` frames (random inputs), after a warm-up."""
+    rng = np.random.default_rng(0)
+    size = predictor.description["face_size"]
+    x = {}
+    if "audio" in predictor.modalities:
+        x["audio"] = rng.uniform(-0.5, 0.5, (1, frames, predictor.description["samples_per_frame"])).astype(np.float32)
+    if "face" in predictor.modalities:
+        x["face"] = rng.integers(0, 256, (1, frames, size, size, 3), dtype=np.uint8)
+    state = predictor.initial_state()
+    for _ in range(2):
+        predictor.stream(x, state)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        predictor.stream(x, state)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def serving_suite():
+    from emotion_e2e import predict  # noqa: PLC0415
+
+    cases = [("audio", ("audio",)), ("face (ResNet-50)", ("face",)), ("audio+face (ResNet-50)", ("audio", "face"))]
+    with tempfile.TemporaryDirectory() as tmp:
+        video = os.path.join(tmp, "talk.mp4")
+        _face_video(video, _SERVING_SECONDS.value)
+        runs = {modalities: _full_size_run(tmp, modalities) for _, modalities in cases}
+        print(f"\npredict, one {_SERVING_SECONDS.value:g} s 1280×720 30 fps H.264 + 48 kHz AAC recording, Haar "
+              f"detector, chunks of {predict.DEFAULT_CHUNK_SECONDS:g} s: × real time per stage")
+        print(f"{'model':<26}{'decode':>9}{'faces':>9}{'model':>9}{'whole file':>12}{'1 s chunk latency':>20}")
+        for name, modalities in cases:
+            with contextlib.redirect_stderr(io.StringIO()):
+                predictor = predict.Predictor.load(runs[modalities])
+            latency = stream_latency(predictor, round(1 / predictor.time_base.frame_step))
+            table = predict.predict_file(predictor, video, progress=False)
+            seconds, media_seconds = table.attrs["seconds"], table.attrs["frames"] * predictor.time_base.frame_step
+            decode = decode_seconds(video, modalities, predictor.time_base)
+            faces = (f"{media_seconds / max(seconds['media'] - decode, 1e-9):>9.1f}" if "face" in modalities
+                     else f"{'-':>9}")
+            print(f"{name:<26}{media_seconds / decode:>9.1f}{faces}{media_seconds / seconds['model']:>9.1f}"
+                  f"{table.attrs['real_time_factor']:>12.1f}{latency * 1e3:>17.0f} ms")
+
+        print("\npredict CLI peak memory, audio+face (ResNet-50), 1280×720 30 fps H.264 + 48 kHz AAC, Haar detector:")
+        for m in (float(x) for x in _SERVING_MINUTES.value):
+            video = os.path.join(tmp, f"talk_{m:g}min.mp4")
+            _face_video(video, 60 * m)
+            t0 = time.perf_counter()
+            rss = peak_rss_mb([sys.executable, "-m", "emotion_e2e.predict", f"--model={runs[('audio', 'face')]}",
+                               f"--input={video}", f"--output_dir={os.path.join(tmp, 'predictions')}"],
+                              env=dict(os.environ, CI="true"))
+            wall = time.perf_counter() - t0
+            print(f"  {m:g} min: peak RSS {rss:,.0f} MB, {60 * m / wall:.2f}× real time (with start-up)")
+
+
 def matmul_peak(dtype, n=2048, repeats=10) -> float:
     """GFLOP/s of an ``n``×``n`` matmul chain, the best of ``repeats``."""
     import tensorflow as tf  # noqa: PLC0415
@@ -517,6 +610,8 @@ def main(argv):
         data_suite()
     if _SUITE.value in ("all", "faces"):
         faces_suite()
+    if _SUITE.value in ("all", "serving"):
+        serving_suite()
 
 
 if __name__ == "__main__":

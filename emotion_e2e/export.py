@@ -9,7 +9,7 @@ Writes one version in TF Serving's layout (the server loads the highest)::
       1/
         saved_model.pb, variables/            tag 'serve', signatures 'serving_default' and 'stream'
         assets.extra/tf_serving_warmup_requests   one small PredictionLog request per signature
-        assets.extra/emotion_e2e.json             time base, inputs, outputs, state: all a client needs
+        assets.extra/emotion_e2e.json             time base, face crops, inputs, outputs, state: all a client needs
 
 The graph is ``optimize_for_inference`` of the checkpoint (batch norms folded, the LSTM input
 projection hoisted) with its LSTMs' state exposed (``with_recurrent_state``):
@@ -22,9 +22,11 @@ projection hoisted) with its LSTMs' state exposed (``with_recurrent_state``):
   the chunk's last frame under the same names. Carrying the state from one chunk into the next
   gives the outputs of one ``serving_default`` call on the whole sequence.
 
-The time base in emotion_e2e.json comes from the data's metadata.json; when the run's data
-directory is gone it is the default 40 ms frame step with config.json's samples per frame, and
-the export warns and says so (``time_base``).
+The time base and the face crop settings (size, margin, JPEG quality, detector) in
+emotion_e2e.json come from the data's metadata.json, so a client cuts faces as the training data
+was cut; when the run's data directory is gone they are the default 40 ms frame step with
+config.json's samples per frame and FaceConfig's defaults with its face size, and the export
+warns and says so (``time_base_source``, ``face_source``).
 
 A version is built in a hidden temporary folder inside EXPORT_DIR and renamed when complete, so
 a server never sees half of one; an export that fails removes its folder, one that is killed
@@ -33,6 +35,7 @@ leaves a hidden ``.partial-*`` folder that servers and later exports ignore (saf
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -41,8 +44,9 @@ import uuid
 
 import numpy as np
 
+from emotion_e2e import config as config_lib
 from emotion_e2e import run_dir as run_lib
-from emotion_e2e.config import MODALITIES, TimeBase, TrainConfig
+from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase, TrainConfig
 from emotion_e2e.errors import ConfigError
 
 DEFAULT_SIGNATURE = "serving_default"  # what TF Serving runs when a request names no signature
@@ -51,7 +55,7 @@ SIGNATURES = (DEFAULT_SIGNATURE, STREAM_SIGNATURE)
 ASSETS_EXTRA = "assets.extra"  # TF Serving's folder for files beside the SavedModel
 WARMUP_FILE = "tf_serving_warmup_requests"  # the name TF Serving looks for
 DESCRIPTION_FILE = "emotion_e2e.json"
-FORMAT_VERSION = 1  # of emotion_e2e.json
+FORMAT_VERSION = 2  # of emotion_e2e.json; 2 added the face crop settings ("face", "face_source")
 PARTIAL_PREFIX = ".partial-"  # hidden: TF Serving only loads folders named by an integer
 FIRST_VERSION = 1
 # The input dtypes: the waveform as the reader yields it; faces as a camera or JPEG decoder gives
@@ -125,7 +129,34 @@ def time_base(cfg: TrainConfig) -> tuple[TimeBase, str | None]:
                 f"{spf} samples per frame of {run_lib.CONFIG}, i.e. {tb.sample_rate} Hz")
 
 
-def describe(cfg: TrainConfig, tb: TimeBase, tb_note: str | None, run_dir: str, checkpoint: str) -> dict:
+def face_settings(cfg: TrainConfig) -> tuple[FaceConfig, str | None]:
+    """The face crop settings the run's data was converted with, and None when they come from
+    the data's ``metadata.json`` or else a note saying where they come from.
+
+    Like ``time_base``: without ``metadata.json`` they are ``FaceConfig``'s defaults with the
+    run's ``face_size``. ConfigError when a face model's ``face_size`` is not the crop size of
+    ``metadata.json`` (the data was converted again since).
+    """
+    from emotion_e2e.data import metadata  # noqa: PLC0415
+
+    path = os.path.join(cfg.data_dir, metadata.FILENAME)
+    size = cfg.inputs.face_size
+    if os.path.isfile(path):
+        meta = metadata.read(cfg.data_dir)  # DataError for a damaged file
+        try:
+            face = config_lib.from_dict(FaceConfig, meta["face"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"{path}: no valid face crop settings ('face'): {e}") from e
+        if "face" in cfg.inputs.modalities and face.size != size:
+            raise ConfigError(f"{path} has {face.size}-pixel face crops but the run was trained on {size}: "
+                              f"the data was converted again since")
+        return face, None
+    return FaceConfig(size=size), (f"{path} not found: the face crops are FaceConfig's defaults with the "
+                                   f"{size}-pixel face size of {run_lib.CONFIG}")
+
+
+def describe(cfg: TrainConfig, tb: TimeBase, tb_note: str | None, face: FaceConfig, face_note: str | None,
+             run_dir: str, checkpoint: str) -> dict:
     """The JSON asset: everything a client needs to cut a stream into requests and read the answers."""
     from emotion_e2e.data import metadata  # noqa: PLC0415
 
@@ -139,6 +170,8 @@ def describe(cfg: TrainConfig, tb: TimeBase, tb_note: str | None, run_dir: str, 
         "face_dtype": INPUT_DTYPES["face"],
         "face_scale": "RGB uint8 0..255, divided by 255 inside the graph",
         "time_base_source": tb_note or os.path.join(cfg.data_dir, metadata.FILENAME),
+        "face": dataclasses.asdict(face),
+        "face_source": face_note or os.path.join(cfg.data_dir, metadata.FILENAME),
         "modalities": list(cfg.inputs.modalities),
         "label_names": list(cfg.inputs.label_names),
         "lstm": {"layers": rnn.layers, "units": rnn.units, "cell": rnn.cell},
@@ -149,10 +182,31 @@ def describe(cfg: TrainConfig, tb: TimeBase, tb_note: str | None, run_dir: str, 
     }
 
 
-def build_archive(model, cfg: TrainConfig):
-    """A ``keras.export.ExportArchive`` with the two signatures of ``model`` (the run's Keras
-    model, unchanged): optimized for inference, its LSTMs' state exposed."""
-    import keras  # noqa: PLC0415
+def run_description(cfg: TrainConfig, run_dir: str, checkpoint: str) -> dict:
+    """``describe`` of checkpoint ``checkpoint`` of the run in ``run_dir`` (configuration ``cfg``),
+    its time base and face crops from ``time_base`` and ``face_settings``; prints a warning to
+    stderr for each that falls back to the defaults."""
+    tb, tb_note = time_base(cfg)
+    face, face_note = face_settings(cfg)
+    for note in (tb_note, face_note):
+        if note:
+            print(f"warning: {note}", file=sys.stderr)
+    return describe(cfg, tb, tb_note, face, face_note, run_dir, checkpoint)
+
+
+def tensor_specs(cfg: TrainConfig, signature: str) -> dict:
+    """``{name: tf.TensorSpec}`` of ``signature``'s inputs (``signature_specs``)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    inputs = signature_specs(cfg)[signature]["inputs"]
+    return {n: tf.TensorSpec(s["shape"], s["dtype"], name=n) for n, s in inputs.items()}
+
+
+def serving_functions(model, cfg: TrainConfig) -> dict:
+    """``{signature: function}``: the functions behind both signatures, ``{name: tensor}`` →
+    ``{name: tensor}`` as ``signature_specs`` describes them, for ``model`` (the run's Keras
+    model, unchanged) optimized for inference with its LSTMs' state exposed. The export traces
+    them into the SavedModel; ``emotion_e2e.predict`` runs the same functions on a run directory."""
     import tensorflow as tf  # noqa: PLC0415
 
     from emotion_e2e.models import optimize_for_inference  # noqa: PLC0415
@@ -160,11 +214,7 @@ def build_archive(model, cfg: TrainConfig):
     from emotion_e2e.models.layers import PIXEL_SCALE  # noqa: PLC0415
 
     stateful = with_recurrent_state(optimize_for_inference(model))
-    specs = signature_specs(cfg)
     labels, states = list(cfg.inputs.label_names), list(state_units(cfg))
-
-    def tensor_specs(signature):
-        return {n: tf.TensorSpec(s["shape"], s["dtype"], name=n) for n, s in specs[signature]["inputs"].items()}
 
     def model_inputs(x):
         """The model's inputs from a request's: faces scaled to [0, 1]. A request without frames or
@@ -192,11 +242,19 @@ def build_archive(model, cfg: TrainConfig):
         y = run({**model_inputs(x), **{n: x[n] for n in states}})
         return {n: y[n] for n in labels + states}
 
+    return {DEFAULT_SIGNATURE: serve, STREAM_SIGNATURE: stream}
+
+
+def build_archive(model, cfg: TrainConfig):
+    """A ``keras.export.ExportArchive`` with the two signatures of ``model`` (the run's Keras
+    model, unchanged): optimized for inference, its LSTMs' state exposed."""
+    import keras  # noqa: PLC0415
+
     # No archive.track(stateful): it would save every variable twice (the Keras wrapper beside the
     # tf.Variable the functions capture); add_endpoint tracks what the functions use.
     archive = keras.export.ExportArchive()
-    archive.add_endpoint(DEFAULT_SIGNATURE, serve, input_signature=[tensor_specs(DEFAULT_SIGNATURE)])
-    archive.add_endpoint(STREAM_SIGNATURE, stream, input_signature=[tensor_specs(STREAM_SIGNATURE)])
+    for signature, function in serving_functions(model, cfg).items():
+        archive.add_endpoint(signature, function, input_signature=[tensor_specs(cfg, signature)])
     return archive
 
 
@@ -251,9 +309,7 @@ def export_run(run_dir: str, export_dir: str, checkpoint: str = "best", version:
     if os.path.exists(target):
         raise ConfigError(f"{target} exists: version {version} was exported already; choose another "
                           f"--version or leave it out for the next one ({max(versions(export_dir)) + 1})")
-    tb, tb_note = time_base(cfg)
-    if tb_note:
-        print(f"warning: {tb_note}", file=sys.stderr)
+    description = run_description(cfg, run_dir, checkpoint)
     model = run_lib.load_checkpoint(run_dir, checkpoint)
     archive = build_archive(model, cfg)
     os.makedirs(export_dir, exist_ok=True)
@@ -261,7 +317,7 @@ def export_run(run_dir: str, export_dir: str, checkpoint: str = "best", version:
     partial = os.path.join(export_dir, f"{PARTIAL_PREFIX}{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     os.mkdir(partial)
     try:
-        _write_version(partial, archive, cfg, describe(cfg, tb, tb_note, run_dir, checkpoint))
+        _write_version(partial, archive, cfg, description)
         try:
             os.rename(partial, target)  # atomic; refuses a non-empty target
         except OSError as e:

@@ -354,14 +354,18 @@ def test_warmup_requests_parse_and_run(exported, loaded):
         assert {"arousal", "valence"} <= set(response.outputs), request.model_spec.signature_name
 
 
-def test_the_description_asset_holds_the_time_base_and_names(exported, corpus):
+def test_the_description_asset_holds_the_time_base_face_crops_and_names(exported, corpus):
     _, path = exported("multimodal")
     with open(os.path.join(path, "assets.extra", "emotion_e2e.json")) as f:
         info = json.load(f)
     with open(os.path.join(corpus, "metadata.json")) as f:
-        time_base = json.load(f)["time_base"]
+        meta = json.load(f)
+    time_base = meta["time_base"]
     assert (info["frame_step"], info["sample_rate"]) == (time_base["frame_step"], time_base["sample_rate"])
     assert info["time_base_source"] == os.path.join(corpus, "metadata.json")
+    # the crops a client must cut to see faces as the model saw them in training
+    assert info["face"] == meta["face"] == dataclasses.asdict(C.FaceConfig())
+    assert info["face_source"] == os.path.join(corpus, "metadata.json")
     assert info["samples_per_frame"] == SPF and info["face_size"] == FACE_SIZE
     assert info["modalities"] == ["audio", "face"] and info["label_names"] == ["arousal", "valence"]
     assert info["lstm"] == {"layers": 1, "units": UNITS, "cell": "peephole"}
@@ -382,6 +386,23 @@ def test_without_the_data_directory_the_time_base_falls_back_to_the_config(run, 
         info = json.load(f)
     assert (info["frame_step"], info["sample_rate"]) == (0.04, 16000)
     assert "not found" in info["time_base_source"] and "config.json" in info["time_base_source"]
+    assert info["face"] == dataclasses.asdict(C.FaceConfig(size=cfg.inputs.face_size))
+    assert "not found" in info["face_source"] and "FaceConfig's defaults" in info["face_source"]
+
+
+def test_a_face_size_other_than_the_data_crops_is_refused(run, tmp_path):
+    """A face model whose config.json disagrees with metadata.json about the crop size: the data
+    was converted again since, and a client would cut faces the model never saw."""
+    cfg = run_lib.load_config(run("face"))
+    data = tmp_path / "data"
+    data.mkdir()
+    with open(os.path.join(cfg.data_dir, "metadata.json")) as f:
+        meta = json.load(f)
+    meta["face"]["size"] = 64
+    with open(data / "metadata.json", "w") as f:
+        json.dump(meta, f)
+    with pytest.raises(ConfigError, match="64-pixel face crops but the run was trained on 96"):
+        export.face_settings(dataclasses.replace(cfg, data_dir=str(data)))
 
 
 def snapshot(directory) -> dict:

@@ -121,6 +121,13 @@ def _open(path, kind: str | None = None):
                         f"{type(e).__name__}: {e}") from e
 
 
+def stream_types(path) -> tuple[str, ...]:
+    """The kinds of ``path``'s streams in container order (``'audio'``, ``'video'``, ...), read
+    from the header only; DataError when the file is missing or not a readable container."""
+    with _open(path) as (container, _):
+        return tuple(s.type for s in container.streams)
+
+
 def _decoded_audio(container, stream) -> Iterator[tuple[np.ndarray, int]]:
     """(channels, samples) float32 blocks at the native rate, with that rate."""
     conv = None

@@ -177,3 +177,15 @@ def test_errors_name_the_file(tmp_path):
         with pytest.raises(DataError) as e:
             fn(path)
         assert path in str(e.value)
+
+
+def test_stream_types_read_the_header(tmp_path):
+    video_only = write_video(tmp_path / "silent.mp4", list(range(3)), Fraction(1, 25), codec="libx264",
+                             pix_fmt="yuv420p")
+    assert media.stream_types(video_only) == ("video",)
+    assert media.stream_types(write_audio(tmp_path / "voice.wav", sine(440, 1600, 16000), 16000)) == ("audio",)
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    for path in (str(text), str(tmp_path / "nope.mp4")):
+        with pytest.raises(DataError, match=path):
+            media.stream_types(path)

@@ -1,0 +1,437 @@
+r"""Predicts arousal and valence every 40 ms for any media file with a trained model.
+
+  python -m emotion_e2e.predict --model=models/emotion --input=talk.mp4 --output_dir=predictions --plot
+  python -m emotion_e2e.predict --model=runs/demo_audio --input=a.wav --input=b.mp4 --output_dir=predictions
+
+``--model`` is an export folder (``python -m emotion_e2e.export``: the highest version in it, or
+one version folder) or a training run directory (its checkpoint turned into the same graph in
+memory; nothing is written). Each input is any video (with or without an audio track, any frame
+rate, variable rate) or audio file; it is read by the converter's own code
+(``sources.MediaRecording.open``: the same decoding, resampling, frame grid, face detection,
+hold-last and JPEG round trip as the training data, the JPEG decoded by the training reader's
+decoder) with the time base and face crop settings the model was trained with, and fed to the
+model's ``stream`` signature in chunks of ``--chunk_seconds``, the LSTM state carried from one
+chunk to the next. Memory does not grow with the file's length: at most one chunk of frames is
+alive.
+
+Writes ``OUTPUT_DIR/<input file stem>.csv``: ``time`` (the end of frame i, frame_step·i),
+one column per label dimension and, for a model that uses faces, ``face_found`` (1 when a face
+was detected in the frame, 0 when the last box was held); with ``--plot`` also
+``OUTPUT_DIR/<stem>.png``. In Python::
+
+    from emotion_e2e.predict import predict_file
+    table = predict_file("models/emotion", "talk.mp4")   # pandas DataFrame indexed by time
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+from emotion_e2e import config as config_lib
+from emotion_e2e import export
+from emotion_e2e import run_dir as run_lib
+from emotion_e2e.config import FaceConfig, TimeBase
+from emotion_e2e.data import media
+from emotion_e2e.data.convert import ConvertConfig
+from emotion_e2e.errors import ConfigError, DataError
+
+DEFAULT_CHUNK_SECONDS = 2.0  # benchmark: ResNet-50 at 10 s chunks peaks 330 MB higher for 4 % more frames/s
+# Frames by which a video's audio and picture may differ: the converter's tolerance, so a file
+# gives the frames it would give as a recording of a corpus.
+DEFAULT_MAX_LENGTH_MISMATCH = ConvertConfig.max_length_mismatch
+PARTITION = "predict"  # the partition of the MediaRecording a file is read as; nothing is converted
+TIME = "time"
+FACE_FOUND = "face_found"
+LABEL_FORMAT = "%.6g"  # the predictions in the CSV; float32 carries about 7 digits
+TIME_DECIMALS = 9  # times are frame_step·i rounded to this, so 0.04·3 is 0.12, not 0.12000000000000001
+# What each modality needs in the file: an audio track, a video stream.
+STREAM_KIND = {"audio": "audio", "face": "video"}
+NEEDS = {"audio": "its sound", "face": "faces from a video"}
+
+
+class Predictor:
+    """A trained model's ``stream`` signature and its description.
+
+    ``description`` is the export's ``emotion_e2e.json`` (``export.describe``): time base, face
+    crop settings, modalities, label names, state names and both signatures' inputs and outputs.
+    ``stream(inputs, state)`` runs one chunk. Build one with ``Predictor.load``.
+    """
+
+    def __init__(self, call, description: dict, source: str, keep=None):
+        self._call = call  # {name: tf.Tensor} -> {name: tf.Tensor}, the stream signature
+        self._keep = keep  # what owns the variables the signature reads (the loaded SavedModel)
+        self.description = description
+        self.source = source
+
+    @classmethod
+    def load(cls, path: str, checkpoint: str = "best") -> Predictor:
+        """The model in ``path``: an export folder (its highest version), one version folder, or a
+        training run directory (``checkpoint`` 'best' or 'last' of it). ConfigError when
+        ``path`` is none of these."""
+        if not os.path.isdir(path):
+            raise ConfigError(f"model {path} {'is not a folder' if os.path.exists(path) else 'not found'} "
+                              f"(expected an export folder, a version folder or a training run directory)")
+        if os.path.isfile(run_lib.config_path(path)):
+            return cls.from_run(path, checkpoint)
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            return cls.from_saved_model(path)
+        versions = export.versions(path)
+        if versions:
+            return cls.from_saved_model(os.path.join(path, str(versions[-1])))
+        raise ConfigError(f"model {path} is neither a training run directory ({run_lib.CONFIG}), a SavedModel "
+                          f"(saved_model.pb) nor an export folder with numbered versions; found: "
+                          f"{sorted(os.listdir(path))[:10]}")
+
+    @classmethod
+    def from_saved_model(cls, version_dir: str) -> Predictor:
+        """The ``stream`` signature of one exported version and its ``emotion_e2e.json``."""
+        import tensorflow as tf  # noqa: PLC0415
+
+        path = os.path.join(version_dir, export.ASSETS_EXTRA, export.DESCRIPTION_FILE)
+        try:
+            with open(path) as f:
+                description = json.load(f)
+        except FileNotFoundError as e:
+            raise ConfigError(f"{version_dir} has no {export.ASSETS_EXTRA}/{export.DESCRIPTION_FILE}: "
+                              f"not exported by emotion_e2e.export") from e
+        except ValueError as e:
+            raise DataError(f"{path} is not valid JSON: {e}") from e
+        if "face" not in description:  # format 1 did not record the crop settings
+            size = description["face_size"]
+            description["face"] = dataclasses.asdict(FaceConfig(size=size))
+            description["face_source"] = (f"{path} (format {description.get('format_version')}) has no face crop "
+                                          f"settings: FaceConfig's defaults with its {size}-pixel face size")
+            if "face" in description["modalities"]:
+                print(f"warning: {description['face_source']}", file=sys.stderr)
+        try:
+            model = tf.saved_model.load(version_dir)
+        except Exception as e:  # noqa: BLE001 - TF raises OSError, ValueError or its own errors
+            raise DataError(f"{version_dir} is not a readable SavedModel: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}") from e
+        if export.STREAM_SIGNATURE not in model.signatures:
+            raise ConfigError(f"{version_dir} has no {export.STREAM_SIGNATURE!r} signature; "
+                              f"signatures: {sorted(model.signatures)}")
+        signature = model.signatures[export.STREAM_SIGNATURE]
+        return cls(lambda x: signature(**x), description, version_dir, keep=model)
+
+    @classmethod
+    def from_run(cls, run_dir: str, checkpoint: str = "best") -> Predictor:
+        """A training run's checkpoint as the graph its export would hold (``export.serving_functions``:
+        optimized for inference, the LSTMs' state exposed), built in memory."""
+        import tensorflow as tf  # noqa: PLC0415
+
+        cfg = run_lib.load_config(run_dir)
+        run_lib.checkpoint_path(run_dir, checkpoint)  # ValueError for a name other than best/last
+        export.check_names(cfg)
+        description = export.run_description(cfg, run_dir, checkpoint)
+        model = run_lib.load_checkpoint(run_dir, checkpoint)
+        stream = tf.function(export.serving_functions(model, cfg)[export.STREAM_SIGNATURE],
+                             input_signature=[export.tensor_specs(cfg, export.STREAM_SIGNATURE)])
+        return cls(stream, description, run_dir, keep=model)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.description["modalities"])
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(self.description["label_names"])
+
+    @property
+    def time_base(self) -> TimeBase:
+        return TimeBase(frame_step=self.description["frame_step"], sample_rate=self.description["sample_rate"])
+
+    @property
+    def face(self) -> FaceConfig:
+        """The crop settings of the training data."""
+        return config_lib.from_dict(FaceConfig, self.description["face"])
+
+    def initial_state(self, batch: int = 1) -> dict[str, np.ndarray]:
+        """Zeros for every state input: ``{name: (batch, units)}`` float32; empty without LSTMs."""
+        inputs = self.description["signatures"][export.STREAM_SIGNATURE]["inputs"]
+        return {n: np.zeros((batch, inputs[n]["shape"][-1]), inputs[n]["dtype"])
+                for n in self.description["state_names"]}
+
+    def stream(self, inputs: dict, state: dict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """One chunk: ``inputs`` ``{modality: (batch, time, ...)}`` (audio float32, faces uint8 RGB)
+        and the state the previous chunk returned (``initial_state`` to start) →
+        ``({label: (batch, time) float32}, state after the chunk's last frame)``."""
+        import tensorflow as tf  # noqa: PLC0415
+
+        specs = self.description["signatures"][export.STREAM_SIGNATURE]["inputs"]
+        y = self._call({n: tf.constant(v, dtype=specs[n]["dtype"]) for n, v in {**inputs, **state}.items()})
+        return ({n: y[n].numpy() for n in self.label_names},
+                {n: y[n].numpy() for n in self.description["state_names"]})
+
+    def convert_config(self, face_detector: str | None = None,
+                       max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH) -> ConvertConfig:
+        """The converter's settings for the model's inputs: its time base, modalities and the
+        training data's face crops (``face_detector`` replaces the detector)."""
+        face = self.face if face_detector is None else dataclasses.replace(self.face, detector=face_detector)
+        return ConvertConfig(time_base=self.time_base, face=face, modalities=self.modalities,
+                             max_length_mismatch=max_length_mismatch)
+
+
+def check_media(path: str, modalities) -> None:
+    """DataError naming ``path`` when it is not a readable media file or lacks a stream the
+    model's ``modalities`` need (an audio track for audio, a video for faces)."""
+    kinds = media.stream_types(path)
+    for modality in modalities:
+        kind = STREAM_KIND[modality]
+        if kind not in kinds:
+            have = ", ".join(kinds) or "none"
+            raise DataError(f"{path} has no {kind} stream (it has: {have}), but the model needs {NEEDS[modality]} "
+                            f"(modalities {list(modalities)})")
+
+
+def chunk_frames(chunk_seconds: float, time_base: TimeBase) -> int:
+    """Frames per ``stream`` call: ``chunk_seconds`` of them, at least one."""
+    if not (isinstance(chunk_seconds, (int, float)) and math.isfinite(chunk_seconds) and chunk_seconds > 0):
+        raise ConfigError(f"chunk_seconds must be a positive number of seconds. Received: {chunk_seconds!r}")
+    return max(1, round(chunk_seconds / time_base.frame_step))
+
+
+def stem(path: str) -> str:
+    """The output name of an input file: its name without the extension."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm  # noqa: PLC0415
+
+    show = enabled and not os.environ.get("CI") and sys.stderr.isatty()
+    return tqdm(total=total, unit="frame", desc=desc, dynamic_ncols=True, disable=not show)
+
+
+def _model_inputs(frames, modalities) -> dict[str, np.ndarray]:
+    """``{modality: (1, time, ...)}`` of a chunk of converter ``Frame``s: the samples, and the
+    faces decoded from the JPEG the converter wrote by the training reader's decoder, so the
+    model sees the pixels it saw in training."""
+    from emotion_e2e.data import reader  # noqa: PLC0415
+
+    x = {}
+    if "audio" in modalities:
+        x["audio"] = np.stack([f.audio for f in frames])[None]
+    if "face" in modalities:
+        x["face"] = np.stack([reader.decode_face_jpeg(f.face_jpeg).numpy() for f in frames])[None]
+    return x
+
+
+def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
+                 chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
+                 max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH, progress: bool = True):
+    """The model's predictions for every 40 ms frame of the media file ``path``.
+
+    Args:
+      model: a ``Predictor``, or the path ``Predictor.load`` takes (an export folder, a version
+        folder or a training run directory, whose ``checkpoint`` is used).
+      chunk_seconds: the frames of one ``stream`` call; the LSTM state is carried between calls,
+        so the result does not depend on it (up to fp32 rounding), memory and latency do.
+      face_detector: 'haar' or 'mediapipe' instead of the detector the training data was cut with.
+      max_length_mismatch: frames by which a video's audio track and its picture may differ
+        (both are cut to the shorter), as in the converter.
+      progress: a progress bar with the real-time factor on stderr, when it is a terminal (not in CI).
+
+    Returns:
+      A pandas DataFrame indexed by ``time`` (seconds, the end of frame i: frame_step·i, one row
+      per frame: the converter's frame count for the file), a float32 column per label
+      dimension and, for a model that uses faces, ``face_found`` (0/1). ``attrs`` holds the
+      file, the wall seconds spent reading the media (decoding, face detection, crops) and in
+      the model, and ``real_time_factor`` (seconds of media per wall second).
+
+    Raises DataError naming the file when it is unreadable, lacks the audio track or video the
+    model needs, or has no face in any frame for a model that uses faces.
+    """
+    import pandas as pd  # noqa: PLC0415
+
+    from emotion_e2e.data import sources  # noqa: PLC0415
+
+    predictor = model if isinstance(model, Predictor) else Predictor.load(model, checkpoint)
+    modalities, labels = predictor.modalities, predictor.label_names
+    cfg = predictor.convert_config(face_detector, max_length_mismatch)
+    chunk = chunk_frames(chunk_seconds, cfg.time_base)
+    check_media(path, modalities)
+    recording = sources.MediaRecording(stem(path), PARTITION, audio=path if "audio" in modalities else None,
+                                       video=path if "face" in modalities else None)
+    start = time.perf_counter()
+    seconds = {"media": 0.0, "model": 0.0}
+    try:
+        n, _, frames = recording.open(cfg)
+        out = {name: np.zeros(n, np.float32) for name in labels}
+        found = np.zeros(n, np.int8)
+        state, done = predictor.initial_state(), 0
+        with _progress(n, stem(path), progress) as bar:
+            while True:
+                t0 = time.perf_counter()
+                block = list(itertools.islice(frames, chunk))  # the only frames alive
+                if not block:
+                    break
+                if done + len(block) > n:
+                    raise DataError(f"{path}: the converter gave more than the {n} frames it announced")
+                x = _model_inputs(block, modalities)
+                t1 = time.perf_counter()
+                y, state = predictor.stream(x, state)
+                t2 = time.perf_counter()
+                for name in labels:
+                    out[name][done:done + len(block)] = y[name][0]
+                found[done:done + len(block)] = [f.face_found for f in block]
+                done += len(block)
+                seconds["media"] += t1 - t0
+                seconds["model"] += t2 - t1
+                bar.update(len(block))
+                bar.set_postfix_str(f"{done * cfg.time_base.frame_step / (t2 - start):.1f}× real time")
+        if done != n:
+            raise DataError(f"{path}: the converter announced {n} frames but gave {done}")
+    except DataError as e:
+        if path in str(e):
+            raise
+        raise DataError(f"{path}: {e}") from e
+    wall = time.perf_counter() - start
+    t = np.round(cfg.time_base.frame_step * np.arange(1, n + 1), TIME_DECIMALS)
+    table = pd.DataFrame(out, index=pd.Index(t, name=TIME))
+    if "face" in modalities:
+        table[FACE_FOUND] = found
+    table.attrs.update(path=path, frames=n, seconds={**seconds, "total": wall},
+                       real_time_factor=n * cfg.time_base.frame_step / wall if wall > 0 else math.inf)
+    return table
+
+
+def _write_atomically(path: str, write):
+    """``write(tmp)`` then rename onto ``path``: a reader sees the old file or the whole new one."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_csv(table, path: str):
+    """``table`` (``predict_file``'s) as CSV: ``time``, the label columns, ``face_found``."""
+    out = table.reset_index()
+    out[TIME] = [repr(float(t)) for t in out[TIME]]  # the shortest exact text: 0.12, 1234.56
+    _write_atomically(path, lambda tmp: out.to_csv(tmp, index=False, float_format=LABEL_FORMAT))
+
+
+def plot(table, path: str, title: str):
+    """A PNG of ``table``'s traces over time, a panel per label dimension; frames where the face
+    was not found (its last box held) are shaded."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    names = [c for c in table.columns if c != FACE_FOUND]
+    t = table.index.to_numpy()
+    fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.2 * len(names)), sharex=True, squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        ax.plot(t, table[name].to_numpy(), color="tab:red", lw=1.0, label="prediction")
+        if FACE_FOUND in table and (table[FACE_FOUND] == 0).any():
+            ax.fill_between(t, 0, 1, where=table[FACE_FOUND].to_numpy() == 0, step="pre", color="0.85",
+                            transform=ax.get_xaxis_transform(), label="no face found", lw=0)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_title(title)
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
+    plt.close(fig)
+
+
+def check_stems(paths) -> None:
+    """ConfigError when two inputs would write the same ``<stem>.csv``."""
+    seen = {}
+    for p in paths:
+        if stem(p) in seen:
+            raise ConfigError(f"inputs {seen[stem(p)]} and {p} would both write {stem(p)}.csv: give files with "
+                              f"different names, or predict them into different output directories")
+        seen[stem(p)] = p
+
+
+def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = False, checkpoint: str = "best",
+                  chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
+                  max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH, progress: bool = True, report=print):
+    """``predict_file`` for each of ``paths`` with one model, writing ``output_dir/<stem>.csv``
+    (and ``<stem>.png`` with ``plot_traces``); returns the CSV paths.
+
+    Before any prediction: ConfigError for two inputs of the same stem or a bad ``model``,
+    DataError for an input that is unreadable or lacks a stream the model needs. ``report``
+    gets one line per file done.
+    """
+    paths = list(paths)
+    if not paths:
+        raise ConfigError("no input files given")
+    check_stems(paths)
+    predictor = Predictor.load(model, checkpoint)
+    chunk_frames(chunk_seconds, predictor.time_base)
+    for p in paths:
+        check_media(p, predictor.modalities)
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create output directory {output_dir}: {e.strerror or e}") from e
+    written = []
+    for p in paths:
+        table = predict_file(predictor, p, chunk_seconds=chunk_seconds, face_detector=face_detector,
+                             max_length_mismatch=max_length_mismatch, progress=progress)
+        csv = os.path.join(output_dir, f"{stem(p)}.csv")
+        write_csv(table, csv)
+        if plot_traces:
+            plot(table, os.path.join(output_dir, f"{stem(p)}.png"), os.path.basename(p))
+        a = table.attrs
+        report(f"{p}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s) in "
+               f"{a['seconds']['total']:.1f} s, {a['real_time_factor']:.1f}× real time -> {csv}")
+        written.append(csv)
+    return written
+
+
+def define_flags():
+    """The command line's flags, defined only when this module runs as a program (``--model``
+    and ``--input`` would clash with other entry points' flags)."""
+    from absl import flags  # noqa: PLC0415
+
+    flags.DEFINE_string("model", None, "An export folder (its highest version), a version folder or a "
+                        "training run directory.")
+    flags.DEFINE_multi_string("input", None, "A video or audio file; repeat for several.")
+    flags.DEFINE_string("output_dir", None, "Where <input stem>.csv (and .png) go.")
+    flags.DEFINE_bool("plot", False, "Also write <input stem>.png, the traces over time.")
+    flags.DEFINE_enum("checkpoint", "best", list(run_lib.CHECKPOINT_FILES), "For a run directory: which checkpoint.")
+    flags.DEFINE_float("chunk_seconds", DEFAULT_CHUNK_SECONDS, "Seconds of frames per model call (memory, "
+                       "not results, depend on it).")
+    flags.DEFINE_enum("face_detector", None, ["haar", "mediapipe"], "Instead of the detector the training "
+                      "data was cut with.")
+    flags.DEFINE_integer("max_length_mismatch", DEFAULT_MAX_LENGTH_MISMATCH, "Frames by which a video's audio "
+                         "and picture may differ (both are cut to the shorter).", lower_bound=0)
+    flags.mark_flags_as_required(["model", "input", "output_dir"])
+
+
+def main(argv):
+    from absl import app, flags  # noqa: PLC0415
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    f = flags.FLAGS
+    try:
+        predict_files(f.model, f.input, f.output_dir, plot_traces=f.plot, checkpoint=f.checkpoint,
+                      chunk_seconds=f.chunk_seconds, face_detector=f.face_detector,
+                      max_length_mismatch=f.max_length_mismatch)
+    except (ConfigError, DataError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    define_flags()
+    app.run(main)
