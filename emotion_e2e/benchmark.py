@@ -83,41 +83,70 @@ def reader_throughput(records_dir: str, batches: int) -> list[tuple[str, float]]
     return rows
 
 
+def write_h264(path: str, frames, fps, size, crf: int, audio_blocks=None, audio_rate: int = 48000,
+               audio_layout: str = "mono") -> str:
+    """Encodes a recording frame by frame, never holding it whole: ``frames`` yields RGB uint8
+    ``size + (3,)`` arrays (H.264, 4:2:0, ultrafast preset at ``crf``, ``fps`` frames/s);
+    ``audio_blocks`` optionally yields float32 ``(channels, n)`` blocks for an AAC track."""
+    import av  # noqa: PLC0415
+
+    def encode(container, stream, items):
+        for item in items:
+            for packet in stream.encode(item):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+    def video_frames():
+        for k, img in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = k
+            yield f
+
+    def audio_frames():
+        start = 0
+        for block in audio_blocks:
+            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(block, np.float32), format="fltp",
+                                           layout=audio_layout)
+            f.sample_rate, f.pts = audio_rate, start
+            start += block.shape[1]
+            yield f
+
+    with av.open(path, "w") as c:
+        v = c.add_stream("libx264", rate=fps)
+        v.height, v.width, v.pix_fmt = size[0], size[1], "yuv420p"
+        v.options = {"preset": "ultrafast", "crf": str(crf)}
+        a = c.add_stream("aac", rate=audio_rate, layout=audio_layout) if audio_blocks is not None else None
+        encode(c, v, video_frames())
+        if a is not None:
+            encode(c, a, audio_frames())
+    return path
+
+
 def _face_video(path: str, seconds: float, size=(720, 1280), fps=30):
     """A 1280×720 H.264 + AAC recording with a real face (scikit-image's astronaut) moving slowly."""
-    import av  # noqa: PLC0415
     from skimage.data import astronaut  # noqa: PLC0415 - the test extra
 
     import cv2  # noqa: PLC0415
 
     face = cv2.resize(astronaut()[0:300, 60:360], (600, 600))  # a close-up: the face is ~180 px
-    rate = 48000
-    with av.open(path, "w") as c:
-        v = c.add_stream("libx264", rate=fps)
-        v.height, v.width, v.pix_fmt = size[0], size[1], "yuv420p"
-        v.options = {"preset": "ultrafast", "crf": "28"}
-        a = c.add_stream("aac", rate=rate, layout="stereo")
-        base = np.full(size + (3,), 70, np.uint8)
+    rate, block = 48000, 1024
+    base = np.full(size + (3,), 70, np.uint8)
+
+    def frames():
         for k in range(int(seconds * fps)):
             img = base.copy()
             x = 340 + int(240 * np.sin(k / 90))
             img[60:660, x:x + 600] = face
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = k
-            for p in v.encode(f):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
-        block = 1024
+            yield img
+
+    def audio():
         t = np.arange(block) / rate
         for i in range(0, int(seconds * rate), block):
             x = (0.3 * np.sin(2 * np.pi * 220 * (t + i / rate))).astype(np.float32)
-            f = av.AudioFrame.from_ndarray(np.stack([x, x]), format="fltp", layout="stereo")
-            f.sample_rate, f.pts = rate, i
-            for p in a.encode(f):
-                c.mux(p)
-        for p in a.encode(None):
-            c.mux(p)
+            yield np.stack([x, x])
+
+    write_h264(path, frames(), fps, size, crf=28, audio_blocks=audio(), audio_rate=rate, audio_layout="stereo")
 
 
 # Run in a small process that spawns the measured command and reports its os.wait4 ru_maxrss.
@@ -309,7 +338,6 @@ def _portrait_video(path, fraction, height, width, frames):
     Video frame 0 is a lead-in without a face: grid frame ``i`` (``media.video_frames``) shows
     video frame ``i``, so the ``frames`` decoded grid frames match the returned boxes in order.
     """
-    import av  # noqa: PLC0415
     from skimage.data import astronaut  # noqa: PLC0415 - the test extra
 
     x, y, side = ASTRONAUT_WINDOW
@@ -317,18 +345,8 @@ def _portrait_video(path, fraction, height, width, frames):
     wx, wy = FACE_PATH_STEPS
     shots = [_portrait(window, fraction, height, width, (0.5 + 0.5 * np.sin(wx * k), 0.5 + 0.5 * np.cos(wy * k)))
              for k in range(frames)]
-    with av.open(path, "w") as c:
-        v = c.add_stream("libx264", rate=25)
-        v.height, v.width, v.pix_fmt = height, width, "yuv420p"
-        v.options = {"preset": "ultrafast", "crf": str(FACE_CRF)}
-        lead_in = np.full((height, width, 3), FACE_BACKGROUND, np.uint8)
-        for k, img in enumerate([lead_in] + [f for f, _ in shots]):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = k
-            for p in v.encode(f):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
+    lead_in = np.full((height, width, 3), FACE_BACKGROUND, np.uint8)
+    write_h264(path, [lead_in] + [f for f, _ in shots], 25, (height, width), crf=FACE_CRF)
     return [box for _, box in shots]
 
 

@@ -321,28 +321,16 @@ def test_the_cli_stops_with_one_line_naming_the_file(exported, files, tmp_path, 
 def write_talk(path, seconds, size=(240, 320), fps=30, rate=44100):
     """An H.264 + AAC file with a moving face, encoded frame by frame (never all in memory)."""
     face = cv2.resize(face_patch(), (160, 160), interpolation=cv2.INTER_AREA)
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=fps)
-        v.height, v.width, v.pix_fmt, v.options = size[0], size[1], "yuv420p", {"preset": "ultrafast", "crf": "23"}
-        a = c.add_stream("aac", rate=rate, layout="mono")
+
+    def frames():
         for k in range(int(seconds * fps)):
             img = np.full(size + (3,), 70 + k % 40, np.uint8)
             img[40:200, 40 + k % 60:200 + k % 60] = face
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
-            f.pts = k
-            for p in v.encode(f):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
-        audio, block = tone(rate, seconds).astype(np.float32), 1024
-        for i in range(0, len(audio), block):
-            f = av.AudioFrame.from_ndarray(audio[None, i:i + block], format="fltp", layout="mono")
-            f.sample_rate, f.pts = rate, i
-            for p in a.encode(f):
-                c.mux(p)
-        for p in a.encode(None):
-            c.mux(p)
-    return str(path)
+            yield img
+
+    audio, block = tone(rate, seconds).astype(np.float32), 1024
+    blocks = (audio[None, i:i + block] for i in range(0, len(audio), block))
+    return benchmark.write_h264(str(path), frames(), fps, size, crf=23, audio_blocks=blocks, audio_rate=rate)
 
 
 def test_peak_memory_does_not_grow_with_the_file_length(exported, tmp_path):
