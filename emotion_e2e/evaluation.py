@@ -141,28 +141,13 @@ def write_predictions(preds: dict[str, Predictions], label_names, frame_step: fl
 
 def plot_predictions(preds: dict[str, Predictions], label_names, frame_step: float, out_dir: str):
     """One PNG per recording: prediction against gold over time, a panel per dimension."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from emotion_e2e.plots import plot_traces  # noqa: PLC0415
 
     os.makedirs(out_dir, exist_ok=True)
     for rid, p in preds.items():
-        t = p.frame * frame_step
-        fig, axes = plt.subplots(len(label_names), 1, figsize=(10, 2.2 * len(label_names)), sharex=True,
-                                 squeeze=False)
-        for d, (ax, n) in enumerate(zip(axes[:, 0], label_names)):
-            if p.gold is not None:
-                ax.plot(t, p.gold[:, d], color="black", lw=1.2, label="gold")
-            ax.plot(t, p.pred[:, d], color="tab:red", lw=1.0, label="prediction")
-            ax.set_ylabel(n)
-            ax.grid(alpha=0.3)
-        axes[0, 0].set_title(rid)
-        axes[0, 0].legend(loc="upper right", fontsize=8)
-        axes[-1, 0].set_xlabel("time (s)")
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, f"{rid}.png"), dpi=80)
-        plt.close(fig)
+        gold = None if p.gold is None else {n: p.gold[:, d] for d, n in enumerate(label_names)}
+        plot_traces(os.path.join(out_dir, f"{rid}.png"), rid, p.frame * frame_step,
+                    {n: p.pred[:, d] for d, n in enumerate(label_names)}, gold=gold)
 
 
 def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str = "best",

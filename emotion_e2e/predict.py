@@ -325,27 +325,11 @@ def write_csv(table, path: str):
 def plot(table, path: str, title: str):
     """A PNG of ``table``'s traces over time, a panel per label dimension; frames where the face
     was not found (its last box held) are shaded."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from emotion_e2e.plots import plot_traces  # noqa: PLC0415
 
     names = [c for c in table.columns if c != FACE_FOUND]
-    t = table.index.to_numpy()
-    fig, axes = plt.subplots(len(names), 1, figsize=(10, 2.2 * len(names)), sharex=True, squeeze=False)
-    for ax, name in zip(axes[:, 0], names):
-        ax.plot(t, table[name].to_numpy(), color="tab:red", lw=1.0, label="prediction")
-        if FACE_FOUND in table and (table[FACE_FOUND] == 0).any():
-            ax.fill_between(t, 0, 1, where=table[FACE_FOUND].to_numpy() == 0, step="pre", color="0.85",
-                            transform=ax.get_xaxis_transform(), label="no face found", lw=0)
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-    axes[0, 0].set_title(title)
-    axes[0, 0].legend(loc="upper right", fontsize=8)
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.tight_layout()
-    _write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
-    plt.close(fig)
+    no_face = table[FACE_FOUND].to_numpy() == 0 if FACE_FOUND in table else None
+    plot_traces(path, title, table.index.to_numpy(), {n: table[n].to_numpy() for n in names}, no_face=no_face)
 
 
 def check_stems(paths) -> None:

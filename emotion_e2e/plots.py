@@ -1,0 +1,50 @@
+"""PNG plots of predicted (and gold) traces over time: one figure per recording, a panel per
+label dimension. Used by eval.py (prediction against gold) and predict (prediction alone)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+FIGURE_WIDTH, PANEL_HEIGHT, DPI = 10, 2.2, 80
+
+
+def plot_traces(path: str, title: str, time: np.ndarray, pred: dict, gold: dict | None = None,
+                no_face: np.ndarray | None = None):
+    """Writes a PNG to ``path`` (atomically: a temporary name, then renamed).
+
+    Args:
+      time: ``(frames,)`` seconds.
+      pred: ``{dimension: (frames,)}`` predictions, one panel each in this order.
+      gold: the same for the gold standard, drawn under the predictions, or None.
+      no_face: ``(frames,)`` bool, frames where no face was found (shaded), or None.
+    """
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(len(pred), 1, figsize=(FIGURE_WIDTH, PANEL_HEIGHT * len(pred)), sharex=True,
+                             squeeze=False)
+    for ax, (name, values) in zip(axes[:, 0], pred.items()):
+        if gold is not None:
+            ax.plot(time, gold[name], color="black", lw=1.2, label="gold")
+        ax.plot(time, values, color="tab:red", lw=1.0, label="prediction")
+        if no_face is not None and no_face.any():
+            ax.fill_between(time, 0, 1, where=no_face, step="pre", color="0.85",
+                            transform=ax.get_xaxis_transform(), label="no face found", lw=0)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_title(title)
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.tight_layout()
+    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.part")
+    try:
+        fig.savefig(tmp, dpi=DPI, format="png")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
