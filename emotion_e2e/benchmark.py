@@ -21,8 +21,8 @@ height (1/10 to 1/2 of the frame height) and resolution (640×480, 1280×720), a
 frame; the configurations shipped before (MediaPipe's short-range model, Haar at 320 px)
 and short-range-then-full-range MediaPipe for comparison.
 
-serving: ``emotion_e2e.predict`` with the full-size audio, face and audio+face models (the
-paper's configuration, random weights) on a 1280×720 30 fps H.264 + AAC recording with a real
+serving: ``emotion_e2e.predict`` with the demo's face and audio+face models (resnet10) and the
+paper's audio, face and audio+face models (ResNet-50), random weights, on a 1280×720 30 fps H.264 + AAC recording with a real
 face: × real time of each stage (decode: PyAV decoding, resampling and frame selection alone;
 faces: Haar detection, crops and the JPEG round trip; model: the stream signature in chunks)
 and of the whole file, the latency of one 1-second stream call, and the peak resident memory
@@ -428,15 +428,21 @@ def faces_suite():
 
 # ---------------------------------------------------------------- serving
 
-def _full_size_run(workdir: str, modalities: tuple[str, ...]) -> str:
-    """A run directory with the full-size model of ``modalities`` (random weights). It has no data
-    directory: the time base and face crops are the defaults (predict warns; silenced here)."""
+# The demo's face network (flags/demo.flags); the rest of the demo model is the paper's.
+DEMO_FACE_NET = "resnet10"
+
+
+def _random_run(workdir: str, modalities: tuple[str, ...], face_net: str) -> str:
+    """A run directory with the model of ``modalities`` and face backbone ``face_net`` (random
+    weights). It has no data directory: the time base and face crops are the defaults (predict
+    warns; silenced here)."""
     from emotion_e2e import run_dir as run_lib  # noqa: PLC0415
-    from emotion_e2e.config import InputConfig, TrainConfig  # noqa: PLC0415
+    from emotion_e2e.config import FaceNetConfig, InputConfig, ModelConfig, TrainConfig  # noqa: PLC0415
     from emotion_e2e.models import build_model  # noqa: PLC0415
 
-    cfg = TrainConfig(data_dir=os.path.join(workdir, "no_data"), inputs=InputConfig(modalities=modalities))
-    run = os.path.join(workdir, "run_" + "_".join(modalities))
+    cfg = TrainConfig(data_dir=os.path.join(workdir, "no_data"), inputs=InputConfig(modalities=modalities),
+                      model=ModelConfig(face=FaceNetConfig(backbone=face_net)))
+    run = os.path.join(workdir, "run_" + "_".join(modalities) + "_" + face_net)
     run_lib.save_config(run, cfg)
     os.makedirs(os.path.dirname(run_lib.checkpoint_path(run)), exist_ok=True)
     build_model(cfg.model, cfg.inputs).save(run_lib.checkpoint_path(run))
@@ -486,17 +492,22 @@ def stream_latency(predictor, frames: int, repeats: int = 10) -> float:
 def serving_suite():
     from emotion_e2e import predict  # noqa: PLC0415
 
-    cases = [("audio", ("audio",)), ("face (ResNet-50)", ("face",)), ("audio+face (ResNet-50)", ("audio", "face"))]
+    # The demo models (resnet10 face network) and, beside them, the paper's (ResNet-50).
+    cases = [("audio", ("audio",), "resnet50"),
+             ("face (demo, resnet10)", ("face",), DEMO_FACE_NET),
+             ("audio+face (demo)", ("audio", "face"), DEMO_FACE_NET),
+             ("face (ResNet-50)", ("face",), "resnet50"),
+             ("audio+face (ResNet-50)", ("audio", "face"), "resnet50")]
     with tempfile.TemporaryDirectory() as tmp:
         video = os.path.join(tmp, "talk.mp4")
         _face_video(video, _SERVING_SECONDS.value)
-        runs = {modalities: _full_size_run(tmp, modalities) for _, modalities in cases}
+        runs = {(modalities, net): _random_run(tmp, modalities, net) for _, modalities, net in cases}
         print(f"\npredict, one {_SERVING_SECONDS.value:g} s 1280×720 30 fps H.264 + 48 kHz AAC recording, Haar "
               f"detector, chunks of {predict.DEFAULT_CHUNK_SECONDS:g} s: × real time per stage")
         print(f"{'model':<26}{'decode':>9}{'faces':>9}{'model':>9}{'whole file':>12}{'1 s chunk latency':>20}")
-        for name, modalities in cases:
+        for name, modalities, net in cases:
             with contextlib.redirect_stderr(io.StringIO()):
-                predictor = predict.Predictor.load(runs[modalities])
+                predictor = predict.Predictor.load(runs[modalities, net])
             latency = stream_latency(predictor, round(1 / predictor.time_base.frame_step))
             table = predict.predict_file(predictor, video, progress=False)
             seconds, media_seconds = table.attrs["seconds"], table.attrs["frames"] * predictor.time_base.frame_step
@@ -511,7 +522,8 @@ def serving_suite():
             video = os.path.join(tmp, f"talk_{m:g}min.mp4")
             _face_video(video, 60 * m)
             t0 = time.perf_counter()
-            rss = peak_rss_mb([sys.executable, "-m", "emotion_e2e.predict", f"--model={runs[('audio', 'face')]}",
+            rss = peak_rss_mb([sys.executable, "-m", "emotion_e2e.predict",
+                               f"--model={runs[('audio', 'face'), 'resnet50']}",
                                f"--input={video}", f"--output_dir={os.path.join(tmp, 'predictions')}"],
                               env=dict(os.environ, CI="true"))
             wall = time.perf_counter() - t0
