@@ -492,29 +492,32 @@ def stream_latency(predictor, frames: int, repeats: int = 10) -> float:
 def serving_suite():
     from emotion_e2e import predict  # noqa: PLC0415
 
-    # The demo models (resnet10 face network) and, beside them, the paper's (ResNet-50).
-    cases = [("audio", ("audio",), "resnet50"),
-             ("face (demo, resnet10)", ("face",), DEMO_FACE_NET),
-             ("audio+face (demo)", ("audio", "face"), DEMO_FACE_NET),
-             ("face (ResNet-50)", ("face",), "resnet50"),
-             ("audio+face (ResNet-50)", ("audio", "face"), "resnet50")]
+    # The demo models (resnet10 face network) and, beside them, the paper's (ResNet-50); with
+    # the default Haar detector, and the multimodal ones with MediaPipe's as well.
+    cases = [("audio", ("audio",), "resnet50", None),
+             ("face (demo, resnet10)", ("face",), DEMO_FACE_NET, None),
+             ("audio+face (demo)", ("audio", "face"), DEMO_FACE_NET, None),
+             ("audio+face (demo), mediapipe", ("audio", "face"), DEMO_FACE_NET, "mediapipe"),
+             ("face (ResNet-50)", ("face",), "resnet50", None),
+             ("audio+face (ResNet-50)", ("audio", "face"), "resnet50", None),
+             ("audio+face (ResNet-50), mediapipe", ("audio", "face"), "resnet50", "mediapipe")]
     with tempfile.TemporaryDirectory() as tmp:
         video = os.path.join(tmp, "talk.mp4")
         _face_video(video, _SERVING_SECONDS.value)
-        runs = {(modalities, net): _random_run(tmp, modalities, net) for _, modalities, net in cases}
-        print(f"\npredict, one {_SERVING_SECONDS.value:g} s 1280×720 30 fps H.264 + 48 kHz AAC recording, Haar "
-              f"detector, chunks of {predict.DEFAULT_CHUNK_SECONDS:g} s: × real time per stage")
-        print(f"{'model':<26}{'decode':>9}{'faces':>9}{'model':>9}{'whole file':>12}{'1 s chunk latency':>20}")
-        for name, modalities, net in cases:
+        runs = {(modalities, net): _random_run(tmp, modalities, net) for _, modalities, net, _ in cases}
+        print(f"\npredict, one {_SERVING_SECONDS.value:g} s 1280×720 30 fps H.264 + 48 kHz AAC recording, chunks "
+              f"of {predict.DEFAULT_CHUNK_SECONDS:g} s: × real time per stage")
+        print(f"{'model, detector':<36}{'decode':>9}{'faces':>9}{'model':>9}{'whole file':>12}{'1 s chunk latency':>20}")
+        for name, modalities, net, detector in cases:
             with contextlib.redirect_stderr(io.StringIO()):
                 predictor = predict.Predictor.load(runs[modalities, net])
             latency = stream_latency(predictor, round(1 / predictor.time_base.frame_step))
-            table = predict.predict_file(predictor, video, progress=False)
+            table = predict.predict_file(predictor, video, progress=False, face_detector=detector)
             seconds, media_seconds = table.attrs["seconds"], table.attrs["frames"] * predictor.time_base.frame_step
             decode = decode_seconds(video, modalities, predictor.time_base)
             faces = (f"{media_seconds / max(seconds['media'] - decode, 1e-9):>9.1f}" if "face" in modalities
                      else f"{'-':>9}")
-            print(f"{name:<26}{media_seconds / decode:>9.1f}{faces}{media_seconds / seconds['model']:>9.1f}"
+            print(f"{name:<36}{media_seconds / decode:>9.1f}{faces}{media_seconds / seconds['model']:>9.1f}"
                   f"{table.attrs['real_time_factor']:>12.1f}{latency * 1e3:>17.0f} ms")
 
         print("\npredict CLI peak memory, audio+face (ResNet-50), 1280×720 30 fps H.264 + 48 kHz AAC, Haar detector:")
