@@ -2,5 +2,19 @@
 
 import os
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """4 train and 2 dev demo recordings of 2 s, audio and faces: the tiny corpus the training,
+    export and predict tests train their runs on (converted once; tests never modify it)."""
+    from emotion_e2e.data import convert, demo, sources  # noqa: PLC0415
+
+    out = str(tmp_path_factory.mktemp("tiny_demo"))
+    cfg = demo.DemoConfig(num_train=4, num_dev=2, seconds=2)
+    convert.convert(sources.demo_recordings(cfg), convert.ConvertConfig(), out, source="demo")
+    return out

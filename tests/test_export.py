@@ -21,7 +21,6 @@ import tensorflow as tf
 from emotion_e2e import config as C
 from emotion_e2e import export, training
 from emotion_e2e import run_dir as run_lib
-from emotion_e2e.data import convert, demo, sources
 from emotion_e2e.errors import ConfigError
 from emotion_e2e.models import build_model, optimize_for_inference
 from emotion_e2e.models.inference import with_recurrent_state
@@ -34,15 +33,6 @@ SPF = 640
 MODALITIES = {"audio": ("audio",), "face": ("face",), "multimodal": ("audio", "face")}
 # Runs trained on the tiny corpus: the three modality combinations, Keras' standard LSTM, no LSTM.
 RUNS = {**MODALITIES, "standard": ("audio",), "no_lstm": ("audio",)}
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """4 train and 2 dev demo recordings of 2 s, audio and faces."""
-    out = str(tmp_path_factory.mktemp("tiny_demo"))
-    cfg = demo.DemoConfig(num_train=4, num_dev=2, seconds=2)
-    convert.convert(sources.demo_recordings(cfg), convert.ConvertConfig(), out, source="demo")
-    return out
 
 
 def train_cfg(data_dir, name):

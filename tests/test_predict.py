@@ -20,7 +20,7 @@ from emotion_e2e import config as C
 from emotion_e2e import benchmark, evaluation, export, predict, training
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import InputConfig, ReaderConfig
-from emotion_e2e.data import convert, demo, media, schema, sources
+from emotion_e2e.data import convert, media, schema, sources
 from emotion_e2e.errors import ConfigError
 from face_fixtures import face_patch, noise_frame, paste
 from media_fixtures import _encode, write_audio, write_av
@@ -34,15 +34,6 @@ N = 30
 
 
 # ---------------------------------------------------------------- models
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """4 train and 2 dev demo recordings of 2 s, audio and faces."""
-    out = str(tmp_path_factory.mktemp("tiny_demo"))
-    convert.convert(sources.demo_recordings(demo.DemoConfig(num_train=4, num_dev=2, seconds=2)),
-                    convert.ConvertConfig(), out, source="demo")
-    return out
-
 
 @pytest.fixture(scope="module")
 def run(corpus, tmp_path_factory):

@@ -25,15 +25,6 @@ TINY_RNN = C.RecurrentConfig(layers=1, units=8)
 FACE_NET = C.FaceNetConfig(backbone="resnet10", bn_momentum=0.9)
 
 
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    """4 train and 2 dev demo recordings of 2 s, audio and faces."""
-    out = str(tmp_path_factory.mktemp("tiny_demo"))
-    cfg = demo.DemoConfig(num_train=4, num_dev=2, seconds=2)
-    convert.convert(sources.demo_recordings(cfg), convert.ConvertConfig(), out, source="demo")
-    return out
-
-
 def train_cfg(data_dir, modalities, **kw):
     model = C.ModelConfig(recurrent=TINY_RNN, face=FACE_NET,
                           audio=C.AudioNetConfig(input_dropout=0.0, bn_momentum=0.9))
