@@ -7,8 +7,8 @@
 The channel pooling follows the authors' TF1 code: channels ``10g .. 10g+9`` are pooled
 into feature ``g`` at every time step, and the flattened index is ``4·t + g``.
 
-L2: Keras' ``L2(l)`` adds ``l·Σw²``; TF1 slim's ``l2_regularizer(l)`` added ``l·Σw²/2``.
-``cfg.l2`` is used as Keras' factor.
+As in the authors' slim graph, the convolutions have no bias (the batch norm's offset
+takes its place) and carry the weight decay ``cfg.l2 · Σw² / 2`` on their kernels.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 
 from emotion_e2e.config import AudioNetConfig
+from emotion_e2e.models.layers import l2_regularizer
 
 KERNEL_INITIALIZER = "he_normal"
 
@@ -23,8 +24,9 @@ KERNEL_INITIALIZER = "he_normal"
 def apply_conv_block(x, filters: int, kernel_size: int, cfg: AudioNetConfig, name: str):
     """Conv1D (stride 1, same padding) → batch norm → ReLU: ``(frames, steps, c)`` →
     ``(frames, steps, filters)``."""
-    x = keras.layers.Conv1D(filters, kernel_size, padding="same", kernel_initializer=KERNEL_INITIALIZER,
-                            kernel_regularizer=keras.regularizers.L2(cfg.l2), name=f"{name}_conv")(x)
+    x = keras.layers.Conv1D(filters, kernel_size, padding="same", use_bias=False,
+                            kernel_initializer=KERNEL_INITIALIZER,
+                            kernel_regularizer=l2_regularizer(cfg.l2), name=f"{name}_conv")(x)
     x = keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 

@@ -29,7 +29,7 @@ import os
 import keras
 
 from emotion_e2e.config import FaceNetConfig
-from emotion_e2e.models.layers import CaffePreprocessing
+from emotion_e2e.models.layers import CaffePreprocessing, l2_regularizer
 
 BACKBONE_NAME = "backbone"
 KERNEL_INITIALIZER = "he_normal"
@@ -55,7 +55,7 @@ def apply_conv_bn(x, filters: int, kernel_size: int, strides: int, cfg: FaceNetC
     """Conv2D (same padding, no bias) → batch norm: ``(n, h, w, c)`` → ``(n, h/strides, w/strides, filters)``."""
     x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                             kernel_initializer=KERNEL_INITIALIZER,
-                            kernel_regularizer=keras.regularizers.L2(cfg.l2), name=f"{name}_conv")(x)
+                            kernel_regularizer=l2_regularizer(cfg.l2), name=f"{name}_conv")(x)
     return keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
 
 
@@ -111,7 +111,7 @@ def build_resnet50(cfg: FaceNetConfig, face_size: int, name: str = BACKBONE_NAME
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
             # On the layer for get_config (a reloaded model rebuilds it), on the variable
             # for model.losses (keras reads variable.regularizer).
-            layer.kernel_regularizer = keras.regularizers.L2(cfg.l2)
+            layer.kernel_regularizer = l2_regularizer(cfg.l2)
             layer.kernel.regularizer = layer.kernel_regularizer
     return model
 

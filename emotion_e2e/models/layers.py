@@ -4,6 +4,7 @@
 into the batch axis (instead of ``TimeDistributed``, which Keras 3.14+ exports wrongly);
 both handle a dynamic batch and a dynamic time length. ``CaffePreprocessing`` is
 ``keras.applications.resnet.preprocess_input`` written as a layer, for [0, 1] inputs.
+``l2_regularizer`` is the weight decay every kernel of the feature networks carries.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ PACKAGE = "emotion_e2e"
 # on the 0..255 scale, which the ImageNet weights of keras' ResNet50 were trained with.
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 PIXEL_SCALE = 255.0
+
+
+def l2_regularizer(l2: float) -> keras.regularizers.Regularizer:
+    """Weight decay ``l2 · Σw² / 2`` on a kernel (docs/design.md §6): the authors' TF1
+    ``l2_regularizer(l2)``. Keras' ``L2(l)`` adds ``l · Σw²``, hence the half."""
+    return keras.regularizers.L2(l2 / 2)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -34,13 +34,13 @@ def test_output_shape(net):
 
 def test_parameter_count_from_layer_sizes(net):
     c = CFG
-    conv1 = c.conv1_kernel * 1 * c.conv1_filters + c.conv1_filters
-    conv2 = c.conv2_kernel * c.conv1_filters * c.conv2_filters + c.conv2_filters
+    conv1 = c.conv1_kernel * 1 * c.conv1_filters  # no biases: batch norm's offset replaces them
+    conv2 = c.conv2_kernel * c.conv1_filters * c.conv2_filters
     bn_trainable = 2 * c.conv1_filters + 2 * c.conv2_filters  # gamma, beta
     bn_statistics = 2 * c.conv1_filters + 2 * c.conv2_filters  # moving mean, variance
-    assert n_params(net.trainable_weights) == conv1 + conv2 + bn_trainable == 840 + 64040 + 160
+    assert n_params(net.trainable_weights) == conv1 + conv2 + bn_trainable == 800 + 64000 + 160
     assert n_params(net.non_trainable_weights) == bn_statistics == 160
-    assert net.count_params() == 65200
+    assert net.count_params() == 65120
 
 
 def test_layer_settings(net):
@@ -76,8 +76,9 @@ def test_dropout_only_in_training():
     np.testing.assert_allclose(plain(x, training=True), plain(x, training=True), rtol=1e-6)
 
 
-def test_l2_on_both_kernels(net):
+def test_l2_is_half_the_sum_of_squares_on_both_kernels(net):
     kernels = [net.get_layer("conv1_conv").kernel, net.get_layer("conv2_conv").kernel]
     losses = sorted(float(v) for v in net.losses)
-    expected = sorted(CFG.l2 * float(np.sum(np.square(k))) for k in kernels)
+    expected = sorted(1e-4 * float(np.sum(np.square(k))) / 2 for k in kernels)  # the authors' 1e-4
+    assert CFG.l2 == 1e-4
     np.testing.assert_allclose(losses, expected, rtol=1e-5)

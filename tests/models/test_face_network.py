@@ -72,7 +72,7 @@ def test_resnet50_l2_and_bn_momentum(resnet50):
     assert len(kernels) == 53
     assert len(resnet50.losses) == len(kernels)
     np.testing.assert_allclose(sorted(float(v) for v in resnet50.losses),
-                               sorted(1e-4 * float(np.sum(np.square(k))) for k in kernels), rtol=1e-4)
+                               sorted(1e-4 * float(np.sum(np.square(k))) / 2 for k in kernels), rtol=1e-4)
     bns = [la for la in resnet50._flatten_layers() if isinstance(la, keras.layers.BatchNormalization)]
     assert bns and all(la.momentum == FaceNetConfig().bn_momentum for la in bns)
 
