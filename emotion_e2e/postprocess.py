@@ -1,31 +1,31 @@
 """AVEC 2016 post-processing of predictions, fitted on dev and applied unchanged to any partition.
 
-docs/design.md §8: median filter, time shift, centring and scaling to the training labels'
-standard deviation (Valstar et al., AVEC 2016; Tzirakis et al. 2017, Sec. V). A partition is a
+docs/design.md §8: median filter, centring, scaling to the training labels' standard deviation
+and time shift (Valstar et al., AVEC 2016; Tzirakis et al. 2017, Sec. V). A partition is a
 dict ``{recording_id: (T, D) array}``, one column per label dimension, frames in order.
 
-Steps, for each dimension ``d`` independently, in this order:
+Steps, for each dimension ``d`` independently, in this order (``STEPS``):
 
 1. **Median filter** of odd window ``w`` (1 = none), per recording; edges repeat the recording's
    first/last value (``scipy.ndimage.median_filter``, ``mode="nearest"``).
-2. **Time shift** by ``k`` frames, per recording: ``out[t] = p[clip(t − k, 0, T − 1)]``. ``k > 0``
+2. **Centring**: ``p ← p − mean(p) + train_mean``, where ``mean(p)`` is the mean of the
+   predictions over the *whole partition being processed* (all recordings of the dict passed to
+   ``apply``, after the steps before) and ``train_mean`` is the mean of the training gold standard.
+3. **Scaling**: ``p ← mean(p) + (p − mean(p)) · train_std / std(p)``, population std of the
+   predictions over the whole partition being processed (after the steps before); the spread
+   becomes the training gold standard's, the mean is left as it is (so scaling does not undo or
+   imitate centring).
+4. **Time shift** by ``k`` frames, per recording: ``out[t] = p[clip(t − k, 0, T − 1)]``. ``k > 0``
    delays the predictions (moves them later), ``k < 0`` advances them (moves them earlier); the
    frames shifted in repeat the recording's first/last value. Annotators react late, so a model
    that is not itself delayed is usually best with ``k > 0``.
-3. **Centring**: ``p ← p − mean(p) + train_mean``, where ``mean(p)`` is the mean of the
-   predictions over the *whole partition being processed* (all recordings of the dict passed to
-   ``apply``, after steps 1–2) and ``train_mean`` is the mean of the training gold standard.
-4. **Scaling**: ``p ← mean(p) + (p − mean(p)) · train_std / std(p)``, population std of the
-   predictions over the whole partition being processed (after steps 1–3); the spread becomes the
-   training gold standard's, the mean is left as it is (so scaling does not undo or imitate
-   centring).
 
-What is fitted on dev is the *choice* per dimension: the window (from ``window_sizes``), the shift
-(from ``-max_shift_frames..max_shift_frames``), and whether centring and scaling are applied. Each
-step is chosen greedily, in the order above, as the option that maximises the dev CCC of the whole
-(concatenated) dev partition given the steps already chosen, and is kept only if it improves that
-CCC strictly (ties keep "none": window 1, shift 0, no centring, no scaling). The statistics of
-steps 3–4 are recomputed from the predictions of the partition being processed — predictions
+What is fitted on dev is the *choice* per dimension: the window (from ``window_sizes``), whether
+centring and scaling are applied, and the shift (from ``-max_shift_frames..max_shift_frames``).
+Each step is chosen greedily, in the order above, as the option that maximises the dev CCC of the
+whole (concatenated) dev partition given the steps already chosen, and is kept only if it improves
+that CCC strictly (ties keep "none": window 1, no centring, no scaling, shift 0). The statistics of
+steps 2–3 are recomputed from the predictions of the partition being processed — predictions
 only, never its labels — exactly as on dev; ``train_mean``/``train_std`` are constants.
 """
 
@@ -80,17 +80,37 @@ def _scale(parts: list[np.ndarray], train_std: float) -> list[np.ndarray] | None
     return [mean + (p - mean) * (train_std / std) for p in parts]
 
 
+# The order of docs/design.md §8, and the PostProcessor field holding each step's choice.
+STEPS = ("median", "centre", "scale", "shift")
+STEP_FIELDS = {"median": "window_sizes", "centre": "centre", "scale": "scale", "shift": "shifts"}
+STEP_NONE = {"median": 1, "centre": False, "scale": False, "shift": 0}  # the choice that changes nothing
+
+
+def _step(parts: list[np.ndarray], step: str, choice, train_mean: float, train_std: float) -> list[np.ndarray]:
+    """One step of ``STEPS`` with its ``choice`` (window, on/off, shift) on one dimension of a partition."""
+    if step == "median":
+        return [_median(p, choice) for p in parts]
+    if step == "shift":
+        return [_shift(p, choice) for p in parts]
+    if not choice:
+        return parts
+    if step == "centre":
+        return _centre(parts, train_mean)
+    scaled = _scale(parts, train_std)
+    return parts if scaled is None else scaled
+
+
 class PostProcessor:
     """The AVEC 2016 post-processing chain (module docstring), one choice per label dimension.
 
     Build it with ``PostProcessor.fit(...)`` (on dev) or ``PostProcessor.from_dict(...)``. Fields, one
     entry per dimension:
       ``window_sizes``: median-filter window (1 = none);
-      ``shifts``: time shift in frames (> 0 delays the predictions, < 0 advances them);
       ``centre``, ``scale``: whether the step is applied;
+      ``shifts``: time shift in frames (> 0 delays the predictions, < 0 advances them);
       ``train_label_mean``, ``train_label_std``: the training gold standard's statistics;
       ``dev_ccc``: for reports, the dev CCC before any step (``"raw"``) and after each step's choice
-      (``"median"``, ``"shift"``, ``"centre"``, ``"scale"``); empty dicts if not known.
+      (keyed by ``STEPS``); empty dicts if not known.
     """
 
     def __init__(self, window_sizes, shifts, centre, scale, train_label_mean, train_label_std, dev_ccc=None):
@@ -160,36 +180,18 @@ class PostProcessor:
 
             best = score(pred)
             history = {"raw": best}
-            # 1. median filter
-            window = 1
-            for w in windows:
-                if w != 1 and (candidate := score([_median(p, w) for p in pred])) > best:
-                    best, window = candidate, w
-            pred = [_median(p, window) for p in pred]
-            history["median"] = best
-            # 2. time shift; smaller |k| first, so a tie keeps the smaller shift
-            shift = 0
-            for k in sorted(range(-int(max_shift_frames), int(max_shift_frames) + 1), key=abs):
-                if k != 0 and (candidate := score([_shift(p, k) for p in pred])) > best:
-                    best, shift = candidate, k
-            pred = [_shift(p, shift) for p in pred]
-            history["shift"] = best
-            # 3. centring
-            centred = _centre(pred, mean[d])
-            do_centre = bool((candidate := score(centred)) > best)
-            if do_centre:
-                pred, best = centred, candidate
-            history["centre"] = best
-            # 4. scaling
-            scaled = _scale(pred, std[d])
-            do_scale = scaled is not None and bool((candidate := score(scaled)) > best)
-            if do_scale:
-                pred, best = scaled, candidate
-            history["scale"] = best
-
-            for key, value in (("window_sizes", window), ("shifts", shift), ("centre", do_centre),
-                               ("scale", do_scale), ("dev_ccc", history)):
-                chosen[key].append(value)
+            options = {"median": windows, "centre": (False, True), "scale": (False, True),
+                       # smaller |k| first, so a tie keeps the smaller shift
+                       "shift": sorted(range(-int(max_shift_frames), int(max_shift_frames) + 1), key=abs)}
+            for step in STEPS:
+                choice = STEP_NONE[step]
+                for option in options[step]:
+                    if option != STEP_NONE[step] and (candidate := score(_step(pred, step, option, mean[d], std[d]))) > best:
+                        best, choice = candidate, option
+                pred = _step(pred, step, choice, mean[d], std[d])
+                history[step] = best
+                chosen[STEP_FIELDS[step]].append(choice)
+            chosen["dev_ccc"].append(history)
         return cls(train_label_mean=mean, train_label_std=std, **chosen)
 
     def apply(self, pred: dict) -> dict:
@@ -202,12 +204,10 @@ class PostProcessor:
         recs = list(pred)
         out = {r: np.array(pred[r], dtype=np.float64, copy=True) for r in recs}
         for d in range(self.num_dims):
-            parts = [_shift(_median(out[r][:, d], self.window_sizes[d]), self.shifts[d]) for r in recs]
-            if self.centre[d]:
-                parts = _centre(parts, self.train_label_mean[d])
-            if self.scale[d]:
-                scaled = _scale(parts, self.train_label_std[d])
-                parts = parts if scaled is None else scaled
+            parts = [out[r][:, d] for r in recs]
+            for step in STEPS:
+                choice = getattr(self, STEP_FIELDS[step])[d]
+                parts = _step(parts, step, choice, self.train_label_mean[d], self.train_label_std[d])
             for r, p in zip(recs, parts):
                 out[r][:, d] = p
         return out

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from emotion_e2e.metrics import ccc_np
-from emotion_e2e.postprocess import PostProcessor
+from emotion_e2e.postprocess import STEPS, PostProcessor
 
 T = 1200
 GOLD_MEAN, GOLD_STD = 0.1, 0.2
@@ -65,8 +65,39 @@ def test_fit_recovers_the_delay_and_improves_dev(fitted):
         before, after = partition_ccc(pred, gold, d), partition_ccc(out, gold, d)
         assert after > before + 0.2
         h = post.dev_ccc[d]
-        assert h["raw"] == pytest.approx(before) and h["scale"] == pytest.approx(after, abs=1e-12)
-        assert h["raw"] < h["median"] < h["shift"] < h["centre"] < h["scale"]
+        assert h["raw"] == pytest.approx(before) and h["shift"] == pytest.approx(after, abs=1e-12)
+        assert h["raw"] < h["median"] < h["centre"] < h["scale"] < h["shift"]
+
+
+def test_the_steps_run_in_the_design_order():
+    """median filter → centring → scaling → time shift (docs/design.md §8), fitted and applied alike.
+
+    The order matters: the shift repeats edge values, which changes the partition statistics
+    centring and scaling use, so shifting first gives a different result."""
+    assert STEPS == ("median", "centre", "scale", "shift")
+    rng = np.random.default_rng(5)
+    pred = {"a": rng.normal(size=(40, 1)), "b": 3 + rng.normal(size=(25, 1))}
+    post = PostProcessor(window_sizes=[3], centre=[True], scale=[True], shifts=[6],
+                         train_label_mean=[0.5], train_label_std=[2.0])
+    out = post.apply(pred)
+
+    def median(x):
+        return ndimage.median_filter(x, size=3, mode="nearest")
+
+    def shift(x):
+        return x[np.clip(np.arange(x.size) - 6, 0, x.size - 1)]
+
+    def centre_scale(parts):
+        allp = np.concatenate(parts)
+        parts = [p - allp.mean() + 0.5 for p in parts]
+        allp = np.concatenate(parts)
+        return [allp.mean() + (p - allp.mean()) * 2.0 / allp.std() for p in parts]
+
+    expected = [shift(p) for p in centre_scale([median(pred[r][:, 0]) for r in ("a", "b")])]
+    shift_first = centre_scale([shift(median(pred[r][:, 0])) for r in ("a", "b")])
+    for r, e, wrong in zip(("a", "b"), expected, shift_first):
+        np.testing.assert_allclose(out[r][:, 0], e, rtol=1e-12)
+        assert not np.allclose(out[r][:, 0], wrong)
 
 
 def test_applied_unchanged_to_test_improves_it(fitted):
