@@ -24,6 +24,8 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where report, predictions
 _POSTPROCESS = flags.DEFINE_bool("postprocess", False, "AVEC post-processing fitted on dev, reported before/after.")
 _PLOTS = flags.DEFINE_bool("plots", True, "Write a PNG per recording.")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Sequences per prediction batch (default: the run's).")
+_EVAL_SEQ_LEN = flags.DEFINE_integer("eval_seq_len", None, "Frames per evaluation window, each starting the LSTMs "
+                                     "from zeros (default: the run's --eval_seq_len).")
 _STATEFUL = flags.DEFINE_bool("stateful", False, "Carry the LSTM state across the consecutive windows of a "
                               "recording (one window at a time) instead of restarting it every window.")
 
@@ -39,12 +41,13 @@ def main(argv):
     try:
         report = evaluation.evaluate_run(_RUN_DIR.value, partition=_PARTITION.value, checkpoint=_CHECKPOINT.value,
                                          output_dir=_OUTPUT_DIR.value, postprocess=_POSTPROCESS.value,
-                                         plots=_PLOTS.value, batch_size=_BATCH.value, stateful=_STATEFUL.value)
+                                         plots=_PLOTS.value, batch_size=_BATCH.value,
+                                         eval_seq_len=_EVAL_SEQ_LEN.value, stateful=_STATEFUL.value)
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
     names = list(report["scores"]["partition"]["ccc"])[:-1] if "scores" in report else []
     if "scores" in report:
-        mode = ", stateful" if report["stateful"] else ""
+        mode = f", {report['eval_seq_len']}-frame windows" + (", stateful" if report["stateful"] else "")
         print(evaluation.format_table(report["scores"], names, f"{report['partition']} ({report['checkpoint']}{mode})"))
     if "scores_postprocessed" in report:
         print(evaluation.format_table(report["scores_postprocessed"], names, "after AVEC post-processing"))

@@ -42,6 +42,8 @@ _SEED = flags.DEFINE_integer("seed", _TRAIN.seed, "Random seed.")
 _LR = flags.DEFINE_float("learning_rate", _OPTIMIZER.learning_rate, "Adam learning rate.")
 _ADAM_EPS = flags.DEFINE_float("adam_epsilon", _OPTIMIZER.epsilon, "Adam epsilon.")
 _SEQ_LEN = flags.DEFINE_integer("seq_len", _READER.seq_len, "Frames per training sequence.")
+_EVAL_SEQ_LEN = flags.DEFINE_integer("eval_seq_len", _READER.eval_seq_len,
+                                     "Frames per validation window (and eval.py's default), whatever --seq_len is.")
 _BATCH = flags.DEFINE_integer("batch_size", _READER.batch_size, "Sequences per (global) batch.")
 _SHUFFLE = flags.DEFINE_integer("shuffle_buffer", _READER.shuffle_buffer, "Training windows in the shuffle buffer.")
 _CYCLE = flags.DEFINE_integer("cycle_length", _READER.cycle_length, "Recordings read at once in training.")
@@ -50,6 +52,8 @@ _AUG_RESIZE = flags.DEFINE_integer("augment_resize", _AUGMENT.resize, "Faces are
 _AUG_SAT = flags.DEFINE_list("augment_saturation", [str(_AUGMENT.saturation_lower), str(_AUGMENT.saturation_upper)],
                              "Random saturation factor range: lower,upper.")
 _AUG_BRIGHT = flags.DEFINE_float("augment_brightness", _AUGMENT.brightness_delta, "Random brightness delta.")
+_AUG_PER = flags.DEFINE_enum("augment_per", _AUGMENT.per, list(config.AUGMENT_PER),
+                             "Draw the crop and colour changes anew for every frame, or once per window.")
 # Audio network.
 _A_DROP = flags.DEFINE_float("audio_dropout", _AUDIO.input_dropout, "Dropout on the raw audio input.")
 _A_F1 = flags.DEFINE_integer("audio_conv1_filters", _AUDIO.conv1_filters, "First conv filters.")
@@ -91,12 +95,12 @@ def config_from_flags(meta: dict) -> config.TrainConfig:
         raise ConfigError(f"--augment_saturation takes two numbers, lower,upper. Received: {_AUG_SAT.value}")
     augment = config.AugmentConfig(resize=_AUG_RESIZE.value, saturation_lower=float(_AUG_SAT.value[0]),
                                    saturation_upper=float(_AUG_SAT.value[1]),
-                                   brightness_delta=_AUG_BRIGHT.value) if _AUGMENT_ON.value else None
+                                   brightness_delta=_AUG_BRIGHT.value, per=_AUG_PER.value) if _AUGMENT_ON.value else None
     return config.TrainConfig(
         data_dir=_DATA_DIR.value,
         inputs=config.InputConfig(modalities=tuple(_MODALITIES.value), label_names=labels,
                                   samples_per_frame=meta["samples_per_frame"], face_size=meta["face"]["size"]),
-        reader=config.ReaderConfig(seq_len=_SEQ_LEN.value, batch_size=_BATCH.value, shuffle_buffer=_SHUFFLE.value,
+        reader=config.ReaderConfig(seq_len=_SEQ_LEN.value, eval_seq_len=_EVAL_SEQ_LEN.value, batch_size=_BATCH.value, shuffle_buffer=_SHUFFLE.value,
                                    cycle_length=_CYCLE.value, augment=augment),
         model=config.ModelConfig(
             audio=config.AudioNetConfig(input_dropout=_A_DROP.value, conv1_filters=_A_F1.value,

@@ -92,19 +92,30 @@ class FaceConfig:
             _fail(type(self), f"detect_max_side must be >= 32. Received: {self.detect_max_side}")
 
 
+AUGMENT_PER = ("frame", "window")
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """Face augmentation used in training only (docs/design.md §6)."""
+    """Face augmentation used in training only (docs/design.md §6).
+
+    ``per``: ``'frame'`` draws the crop, saturation and brightness anew for every frame (the
+    authors' pipeline augments each frame before windows are formed); ``'window'`` draws them
+    once per window, so they stay steady over its frames.
+    """
 
     resize: int = 110
     saturation_lower: float = 0.5
     saturation_upper: float = 1.5
     brightness_delta: float = 32.0 / 255.0
+    per: str = "frame"
 
     def __post_init__(self):
         if not 0 <= self.saturation_lower <= self.saturation_upper or self.brightness_delta < 0:
             _fail(type(self), f"need 0 <= saturation_lower <= saturation_upper and brightness_delta >= 0. "
                               f"Received: {self}")
+        if self.per not in AUGMENT_PER:
+            _fail(type(self), f"per must be one of {AUGMENT_PER}. Received: per={self.per!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,20 +147,31 @@ class InputConfig:
 class ReaderConfig:
     """How the tf.data reader cuts, shuffles and batches windows (docs/design.md §6, §7).
 
-    ``batch_size`` is the global batch; with an ``InputContext`` each input
-    pipeline batches ``batch_size / num_replicas_in_sync`` windows.
+    ``seq_len`` is the training window; validation during training and ``eval.py`` cut
+    windows of ``eval_seq_len`` frames whatever it is (``for_evaluation``). ``batch_size``
+    is the global batch; with an ``InputContext`` each input pipeline batches
+    ``batch_size / num_replicas_in_sync`` windows.
     """
 
     seq_len: int = 150
+    eval_seq_len: int = 150
     batch_size: int = 2
     shuffle_buffer: int = 64  # in windows
     cycle_length: int = 8  # recordings read at once
     augment: AugmentConfig | None = AugmentConfig()
 
     def __post_init__(self):
-        if self.seq_len <= 0 or self.batch_size <= 0 or self.shuffle_buffer <= 0 or self.cycle_length <= 0:
-            _fail(type(self), f"seq_len, batch_size, shuffle_buffer and cycle_length must be positive. "
+        if min(self.seq_len, self.eval_seq_len, self.batch_size, self.shuffle_buffer, self.cycle_length) <= 0:
+            _fail(type(self), f"seq_len, eval_seq_len, batch_size, shuffle_buffer and cycle_length must be positive. "
                               f"Received: {self}")
+
+    def for_evaluation(self, *, batch_size: int | None = None, eval_seq_len: int | None = None) -> ReaderConfig:
+        """This reader for an evaluation pass: windows of ``eval_seq_len`` frames (this config's
+        unless given), ``batch_size`` windows per batch (this config's unless given), no
+        augmentation."""
+        seq_len = eval_seq_len or self.eval_seq_len
+        return dataclasses.replace(self, seq_len=seq_len, eval_seq_len=seq_len,
+                                   batch_size=batch_size or self.batch_size, augment=None)
 
 
 @dataclasses.dataclass(frozen=True)

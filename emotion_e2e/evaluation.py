@@ -152,15 +152,16 @@ def plot_predictions(preds: dict[str, Predictions], label_names, frame_step: flo
 
 def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str = "best",
                  output_dir: str | None = None, postprocess: bool = False, plots: bool = True,
-                 batch_size: int | None = None, stateful: bool = False) -> dict:
+                 batch_size: int | None = None, eval_seq_len: int | None = None, stateful: bool = False) -> dict:
     """Rebuilds a run's model from its directory alone and evaluates one partition.
 
     Writes ``report.json`` (strict JSON: an undefined score is ``null``),
     ``predictions/{recording}.csv`` and ``plots/{recording}.png`` to ``output_dir`` (default
     ``run_dir.eval_dir(run_dir, partition)``) and returns the report. With ``postprocess`` the AVEC
     post-processing is fitted on the run's dev partition and applied unchanged to ``partition``;
-    the report then holds the scores before and after. With ``stateful`` the LSTM state is
-    carried across the consecutive windows of a recording (``predict_partition``).
+    the report then holds the scores before and after. Windows are ``eval_seq_len`` frames
+    (default: the run's). With ``stateful`` the LSTM state is carried across the consecutive
+    windows of a recording (``predict_partition``).
     """
     cfg = run_lib.load_config(run_dir)
     partition = partition or cfg.eval_partition
@@ -172,14 +173,14 @@ def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str 
     needed = [partition] + ([cfg.eval_partition] if postprocess else [])
     metadata.verify(cfg.data_dir, meta, needed)
     model = run_lib.load_checkpoint(run_dir, checkpoint)
-    rcfg = dataclasses.replace(cfg.reader, batch_size=batch_size or cfg.reader.batch_size, augment=None)
+    rcfg = cfg.reader.for_evaluation(batch_size=batch_size, eval_seq_len=eval_seq_len)
     gold_inputs = cfg.inputs
     read_inputs = gold_inputs if labelled else dataclasses.replace(gold_inputs, label_names=())
     pattern = lambda part: schema.partition_pattern(cfg.data_dir, part)  # noqa: E731
     preds = predict_partition(model, pattern(partition), read_inputs, rcfg, names, stateful=stateful)
     output_dir = output_dir or run_lib.eval_dir(run_dir, partition)
     report = {"run_dir": run_dir, "checkpoint": run_lib.checkpoint_path(run_dir, checkpoint), "partition": partition,
-              "stateful": stateful}
+              "eval_seq_len": rcfg.seq_len, "stateful": stateful}
     if labelled:
         report["scores"] = partition_report(preds, names)
     if postprocess:

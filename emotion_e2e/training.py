@@ -121,9 +121,10 @@ def to_keras(ds: tf.data.Dataset, cfg: TrainConfig) -> tf.data.Dataset:
 
 
 def eval_batches(meta: dict, cfg: TrainConfig) -> int:
-    """Batches in one evaluation pass: each recording's frames in windows of ``seq_len``
+    """Batches in one validation pass: each recording's frames in windows of ``eval_seq_len``
     (metadata verified against the shards by ``check_config``)."""
-    windows = sum(-(-r["num_frames"] // cfg.reader.seq_len) for r in metadata.recordings(meta, cfg.eval_partition))
+    seq_len = cfg.reader.eval_seq_len
+    windows = sum(-(-r["num_frames"] // seq_len) for r in metadata.recordings(meta, cfg.eval_partition))
     return -(-windows // cfg.reader.batch_size)
 
 
@@ -214,7 +215,7 @@ def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None, meta: dict
     train_ds = strategy.distribute_datasets_from_function(lambda ctx: to_keras(reader.make_dataset(
         train_files, cfg.inputs, cfg.reader, training=True, repeat=True, seed=cfg.seed, input_context=ctx), cfg))
     eval_files = schema.partition_pattern(cfg.data_dir, cfg.eval_partition)
-    eval_ds = to_keras(reader.make_dataset(eval_files, cfg.inputs, cfg.reader, training=False), cfg)
+    eval_ds = to_keras(reader.make_dataset(eval_files, cfg.inputs, cfg.reader.for_evaluation(), training=False), cfg)
     # A known length: Keras then shows validation progress and does not warn at its end.
     eval_ds = eval_ds.apply(tf.data.experimental.assert_cardinality(eval_batches(meta, cfg)))
     with strategy.scope():

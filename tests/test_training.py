@@ -28,7 +28,7 @@ FACE_NET = C.FaceNetConfig(backbone="resnet10", bn_momentum=0.9)
 def train_cfg(data_dir, modalities, **kw):
     model = C.ModelConfig(recurrent=TINY_RNN, face=FACE_NET,
                           audio=C.AudioNetConfig(input_dropout=0.0, bn_momentum=0.9))
-    rd = C.ReaderConfig(seq_len=4, batch_size=2, shuffle_buffer=8)
+    rd = C.ReaderConfig(seq_len=4, eval_seq_len=10, batch_size=2, shuffle_buffer=8)
     base = dict(data_dir=data_dir, inputs=C.InputConfig(modalities=modalities), reader=rd, model=model, epochs=1,
                 steps_per_epoch=2, optimizer=C.OptimizerConfig(learning_rate=1e-3))
     return C.TrainConfig(**{**base, **kw})
@@ -83,14 +83,19 @@ def test_eval_from_the_run_directory_reproduces_the_in_memory_numbers(audio_run,
     cfg = run_lib.load_config(audio_run)
     model = load_model(run_lib.checkpoint_path(audio_run))
     # in memory: the whole dev partition predicted with plain model calls, scored with NumPy
-    preds = evaluation.predict_partition(model, os.path.join(cfg.data_dir, "dev-*.tfrecord"), cfg.inputs,
-                                         dataclasses.replace(cfg.reader, augment=None), LABELS)
+    dev = os.path.join(cfg.data_dir, "dev-*.tfrecord")
+    preds = evaluation.predict_partition(model, dev, cfg.inputs, cfg.reader.for_evaluation(), LABELS)
     expected = evaluation.partition_report(preds, LABELS)
     assert report["scores"]["partition"]["ccc"] == pytest.approx(expected["partition"]["ccc"], abs=1e-9)
-    # and Keras' streaming validation metric of the best epoch agrees with the whole-partition CCC
+    # and Keras' streaming validation metric of the best epoch agrees with the whole-partition CCC:
+    # validation and eval.py both cut windows of --eval_seq_len (10), not the training --seq_len (4)
+    assert (cfg.reader.seq_len, cfg.reader.eval_seq_len, report["eval_seq_len"]) == (4, 10, 10)
     history = pd.read_csv(os.path.join(audio_run, "history.csv"))
     best = history.loc[history["val_ccc_mean"].idxmax()]
     assert report["scores"]["partition"]["ccc"]["arousal"] == pytest.approx(best["val_arousal_ccc"], abs=1e-4)
+    short = evaluation.evaluate_run(audio_run, output_dir=str(tmp_path / "short"), plots=False, eval_seq_len=4)
+    assert short["eval_seq_len"] == 4
+    assert abs(short["scores"]["partition"]["ccc"]["arousal"] - best["val_arousal_ccc"]) > 1e-3
     assert sorted(os.listdir(tmp_path / "predictions")) == ["dev_000.csv", "dev_001.csv"]
     assert sorted(os.listdir(tmp_path / "plots")) == ["dev_000.png", "dev_001.png"]
     table = pd.read_csv(tmp_path / "predictions" / "dev_000.csv")
@@ -342,7 +347,7 @@ def test_metadata_that_disagrees_with_the_shards_stops_training_in_one_line(corp
 def test_stateful_evaluation_equals_predicting_each_recording_whole(audio_run, tmp_path):
     cfg = run_lib.load_config(audio_run)
     model = load_model(run_lib.checkpoint_path(audio_run))
-    pattern, rcfg = os.path.join(cfg.data_dir, "dev-*.tfrecord"), dataclasses.replace(cfg.reader, augment=None)
+    pattern, rcfg = os.path.join(cfg.data_dir, "dev-*.tfrecord"), cfg.reader.for_evaluation()
     whole = evaluation.predict_partition(model, pattern, cfg.inputs, dataclasses.replace(rcfg, seq_len=50),
                                          LABELS)  # one window per 50-frame recording
     stateful = evaluation.predict_partition(model, pattern, cfg.inputs, rcfg, LABELS, stateful=True)

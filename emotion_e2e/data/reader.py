@@ -82,10 +82,12 @@ def parse_window(serialized: tf.Tensor, inputs: InputConfig) -> dict:
     return out
 
 
-def _check_windows(windows: tf.data.Dataset, path: tf.Tensor) -> tf.data.Dataset:
+def _check_windows(windows: tf.data.Dataset, path: tf.Tensor, seq_len: int, training: bool) -> tf.data.Dataset:
     """Fails, naming the file, unless the parsed windows are consecutive frames
     ``1..num_frames`` of one recording. The last window must be an empty sentinel,
-    where the end of the file is checked."""
+    where the end of the file is checked. In evaluation a window shorter than ``seq_len``
+    is checked as it passes, since a consumer that stops at the expected number of batches
+    never pulls the sentinel: it must end the recording."""
 
     def step(state, w):
         expected, num_frames = state
@@ -95,14 +97,15 @@ def _check_windows(windows: tf.data.Dataset, path: tf.Tensor) -> tf.data.Dataset
             tf.reduce_all(tf.equal(w["frame"], expected + tf.range(n, dtype=tf.int64))),
             tf.reduce_all(tf.equal(w["recording_ids"], w["recording_id"])))
         num_frames = tf.where(is_end, num_frames, w["num_frames"])
-        complete = tf.logical_or(tf.logical_not(is_end),
-                                 tf.logical_and(num_frames > 0, tf.equal(expected - 1, num_frames)))
+        last = tf.where(is_end, expected - 1, expected + n - 1)  # the last frame read so far
+        ends = tf.logical_or(is_end, tf.logical_and(not training, n < seq_len))  # where the recording must end
+        complete = tf.logical_or(tf.logical_not(ends), tf.logical_and(num_frames > 0, tf.equal(last, num_frames)))
         checks = [
             tf.debugging.Assert(consecutive, [
                 "TFRecord file", path, "does not hold consecutive frames of one recording: expected frame",
                 expected, "and on, received", w["frame"][:8], "of recordings", w["recording_ids"][:8]]),
             tf.debugging.Assert(complete, [
-                "TFRecord file", path, "is truncated or corrupt: its frames end at", expected - 1,
+                "TFRecord file", path, "is truncated or corrupt: its frames end at", last,
                 "but the recording has", num_frames, "frames"]),
         ]
         with tf.control_dependencies(checks):
@@ -135,7 +138,7 @@ def _file_windows(path: tf.Tensor, draw: tf.Tensor, inputs: InputConfig, cfg: Re
     windows = (records.take(offset).batch(cfg.seq_len)
                .concatenate(records.skip(offset).batch(cfg.seq_len))
                .concatenate(tf.data.Dataset.from_tensors(tf.zeros([0], tf.string))))
-    checked = _check_windows(windows.map(lambda s: parse_window(s, inputs)), path)
+    checked = _check_windows(windows.map(lambda s: parse_window(s, inputs)), path, cfg.seq_len, training)
     min_len = cfg.seq_len if training else 1
     return checked.filter(lambda w: tf.shape(w["frame"])[0] >= min_len)
 
@@ -193,18 +196,28 @@ def decode_faces(jpegs: tf.Tensor, face_size: int) -> tf.Tensor:
 def augment_faces(faces: tf.Tensor, cfg: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
     """The training augmentation (docs/design.md §6) of one window ``(n, size, size, 3)`` in [0, 1].
 
-    Resize to ``cfg.resize``, random crop back to ``size``, random saturation and
-    brightness, clip. One draw per window: the crop and colour stay steady over
-    the frames of a sequence, as a camera's would. ``seed`` is a stateless
-    ``(2,)`` int seed.
+    Resize to ``cfg.resize``, random crop back to ``size``, random saturation factor in
+    ``[saturation_lower, saturation_upper)``, random brightness offset in ``±brightness_delta``,
+    clip to [0, 1] (the order of ``tf.image``'s per-image ops, which this vectorises). The draws
+    are made per frame or once per window (``cfg.per``). ``seed`` is a stateless ``(2,)`` int
+    seed: the same seed gives the same faces.
     """
     n, size = tf.shape(faces)[0], faces.shape[1]
-    seeds = tf.random.experimental.stateless_split(seed, 3)
+    draws = n if cfg.per == "frame" else 1
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    offsets = tf.random.stateless_uniform([draws, 2], seeds[0], maxval=cfg.resize - size + 1, dtype=tf.int32)
+    saturation = tf.random.stateless_uniform([draws, 1, 1], seeds[1], cfg.saturation_lower, cfg.saturation_upper)
+    brightness = tf.random.stateless_uniform([draws, 1, 1, 1], seeds[2], -cfg.brightness_delta,
+                                             cfg.brightness_delta)
+    offsets = tf.broadcast_to(offsets, [n, 2])
     x = tf.image.resize(faces, [cfg.resize, cfg.resize])
-    x = tf.image.stateless_random_crop(x, tf.stack([n, size, size, 3]), seed=seeds[0])
-    x = tf.image.stateless_random_saturation(x, cfg.saturation_lower, cfg.saturation_upper, seed=seeds[1])
-    x = tf.image.stateless_random_brightness(x, cfg.brightness_delta, seed=seeds[2])
-    return tf.clip_by_value(x, 0.0, 1.0)
+    pixels = tf.range(size)
+    x = tf.gather(x, offsets[:, :1] + pixels, axis=1, batch_dims=1)  # rows of each frame's crop
+    x = tf.gather(x, offsets[:, 1:] + pixels, axis=2, batch_dims=1)  # then its columns
+    hsv = tf.image.rgb_to_hsv(x)
+    hue, sat, value = tf.unstack(hsv, axis=-1)
+    x = tf.image.hsv_to_rgb(tf.stack([hue, tf.clip_by_value(sat * saturation, 0.0, 1.0), value], axis=-1))
+    return tf.clip_by_value(x + brightness, 0.0, 1.0)
 
 
 def finish_window(w: dict, inputs: InputConfig, cfg: ReaderConfig, training: bool,

@@ -201,6 +201,64 @@ def test_augmentation_eagerly_and_inside_tf_data_agree():
     assert not np.allclose(eager.numpy(), other.numpy())
 
 
+def one_face_repeated(n):
+    """A window of ``n`` copies of one random face: any difference after augmentation is a draw."""
+    face = tf.random.stateless_uniform([1, FACE, FACE, 3], seed=[3, 4])
+    return tf.repeat(face, n, axis=0)
+
+
+def test_augmentation_draws_per_frame_or_per_window():
+    faces, seed = one_face_repeated(6), tf.constant([7, 8], tf.int64)
+    per_frame = reader.augment_faces(faces, AugmentConfig(resize=20), seed).numpy()
+    assert AugmentConfig().per == "frame"
+    for i in range(6):
+        for j in range(i):
+            assert np.abs(per_frame[i] - per_frame[j]).mean() > 1e-3, (i, j)
+    per_window = reader.augment_faces(faces, AugmentConfig(resize=20, per="window"), seed).numpy()
+    assert all(np.array_equal(per_window[0], f) for f in per_window[1:])
+    assert np.abs(per_window[0] - faces[0].numpy()).mean() > 1e-3
+    again = reader.augment_faces(faces, AugmentConfig(resize=20), seed).numpy()
+    np.testing.assert_array_equal(per_frame, again)  # a seed fixes every draw
+
+
+def test_each_augmentation_step_matches_tf_image():
+    faces = one_face_repeated(4)
+    resized = tf.image.resize(faces[:1], [20, 20])[0].numpy()
+    # The crop: every frame is an exact 16×16 cut of the resized face.
+    crops = reader.augment_faces(faces, AugmentConfig(resize=20, saturation_lower=1, saturation_upper=1,
+                                                      brightness_delta=0), tf.constant([1, 2], tf.int64)).numpy()
+    cuts = {(y, x): resized[y:y + FACE, x:x + FACE] for y in range(5) for x in range(5)}
+    found = [[k for k, c in cuts.items() if np.allclose(c, f, atol=1e-6)] for f in crops]
+    assert all(len(k) == 1 for k in found) and len({k[0] for k in found}) > 1, found
+    # Saturation: tf.image.adjust_saturation with one factor for the frame.
+    sat = reader.augment_faces(faces, AugmentConfig(resize=FACE, saturation_lower=1.7, saturation_upper=1.7,
+                                                    brightness_delta=0), tf.constant([1, 2], tf.int64)).numpy()
+    expected = np.clip(tf.image.adjust_saturation(faces[0], 1.7).numpy(), 0, 1)
+    np.testing.assert_allclose(sat[0], expected, atol=1e-5)
+    # Brightness: one offset per frame within ±delta (where nothing is clipped).
+    bright = reader.augment_faces(faces, AugmentConfig(resize=FACE, saturation_lower=1, saturation_upper=1,
+                                                       brightness_delta=0.1), tf.constant([1, 2], tf.int64)).numpy()
+    inside = (bright > 0) & (bright < 1)
+    deltas = [np.unique(np.round((b - faces[0].numpy())[m], 5)) for b, m in zip(bright, inside)]
+    assert all(d.size == 1 and abs(d[0]) <= 0.1 for d in deltas) and len({float(d[0]) for d in deltas}) == 4
+
+
+def test_training_faces_are_the_same_for_the_same_seed(tmp_path):
+    """One recording, so the windows and their draws pair up the same way in every run (the
+    parallel map may reorder a batch: windows are compared by their first frame)."""
+    write_shards(tmp_path, [30])
+    c = cfg(modalities=("face",), augment=AugmentConfig(resize=20), batch_size=4)
+
+    def run(seed):
+        b = next(iter(reader.make_dataset(str(tmp_path / "train-*.tfrecord"), *c, training=True, seed=seed,
+                                          repeat=True)))
+        return {int(f[0]): w for f, w in zip(b["frame"].numpy(), b["face"].numpy())}
+
+    a, again, other = run(5), run(5), run(6)
+    assert a.keys() == again.keys() and all(np.array_equal(a[k], again[k]) for k in a)
+    assert any(not np.array_equal(a[k], other[k]) for k in a.keys() & other.keys()) or a.keys() != other.keys()
+
+
 def test_parse_window_eagerly_and_inside_tf_data_agree(shards):
     path = sorted(tf.io.gfile.glob(shards))[0]
     serialized = next(iter(tf.data.TFRecordDataset(path).batch(5)))
