@@ -5,7 +5,8 @@ r"""The authors' TF1 graph, rebuilt in graph mode with TF-slim: the reference th
 
 For each of the authors' models (their ``--model=audio|video|both``) it builds the graph under
 ``resnet_arg_scope()`` in inference mode (batch norms on their moving statistics, dropout off),
-draws random weights and random batch-norm statistics, and writes to ``OUT_DIR/<model>/``:
+draws random weights and random batch-norm statistics (around the moments each batch norm sees
+on the inputs, ``random_statistics``), and writes to ``OUT_DIR/<model>/``:
 
 - ``model.ckpt-0``: the checkpoint, saved by ``tf.compat.v1.train.Saver``. The audio graph also
   holds what a training checkpoint of theirs holds beside the model (``global_step`` and Adam's
@@ -87,7 +88,10 @@ def build(modalities):
             if "video" in modalities:
                 features.append(video_model(inputs["video"], shape[0], shape[1]))
     net = tf.concat(features, axis=2)
-    cell = tf.nn.rnn_cell.MultiRNNCell([tf.nn.rnn_cell.LSTMCell(UNITS, use_peepholes=True, cell_clip=CELL_CLIP)
+    # LSTMCell's default initializer, Glorot-uniform, but TF's own: it draws from the graph's seed,
+    # where tf-keras' default draws an unseeded one and the reference would change from run to run.
+    cell = tf.nn.rnn_cell.MultiRNNCell([tf.nn.rnn_cell.LSTMCell(UNITS, use_peepholes=True, cell_clip=CELL_CLIP,
+                                                                initializer=tf.glorot_uniform_initializer())
                                         for _ in range(LAYERS)])
     net, _ = tf.nn.dynamic_rnn(cell, net, dtype=tf.float32)
     outputs = slim.layers.linear(net, OUTPUTS)
@@ -95,14 +99,31 @@ def build(modalities):
 
 
 def randomise(sess, rng):
-    """Random values for what initialisers set to constants: batch-norm offsets, scales and moving
-    statistics (variances positive), LSTM and head biases. Kernels keep their random initial values."""
-    ranges = {"beta": (-0.5, 0.5), "gamma": (0.5, 1.5), "moving_mean": (-0.5, 0.5), "moving_variance": (0.5, 2.0),
-              "bias": (-0.5, 0.5), "biases": (-0.5, 0.5)}
+    """Random values for what initialisers set to constants: batch-norm offsets and scales, LSTM
+    and head biases. Kernels keep their random initial values."""
+    ranges = {"beta": (-0.5, 0.5), "gamma": (0.5, 1.5), "bias": (-0.5, 0.5), "biases": (-0.5, 0.5)}
     for var in tf.global_variables():
         leaf = var.op.name.rsplit("/", 1)[-1]
         if leaf in ranges:
             var.load(rng.uniform(*ranges[leaf], var.shape.as_list()).astype(np.float32), sess)
+
+
+def random_statistics(sess, feed, rng):
+    """Random moving statistics for every batch norm, drawn around the moments of what it sees
+    on ``feed``, as a trained network's are: mean μ + U(±σ/2), variance σ² · U(0.5, 2), one batch
+    norm after the other in the graph's order. Statistics drawn blindly let ResNet-50's
+    activations grow to hundreds, which saturates the LSTM gates: the outputs would then hardly
+    depend on the face network, nor a test on its mapping."""
+    variables = {v.op.name: v for v in tf.global_variables()}
+    for op in tf.get_default_graph().get_operations():
+        if op.type not in ("FusedBatchNorm", "FusedBatchNormV3"):  # not their gradients
+            continue
+        scope = op.name.rsplit("/", 1)[0]
+        z = sess.run(op.inputs[0], feed)
+        mean, std = z.mean(axis=(0, 1, 2)), z.std(axis=(0, 1, 2))
+        for name, value in (("moving_mean", mean + rng.uniform(-0.5, 0.5, mean.shape) * std),
+                            ("moving_variance", std ** 2 * rng.uniform(0.5, 2.0, std.shape))):
+            variables[f"{scope}/{name}"].load(value.astype(np.float32), sess)
 
 
 def write_reference(name, modalities, out_dir, rng):
@@ -119,10 +140,11 @@ def write_reference(name, modalities, out_dir, rng):
             randomise(sess, rng)
             inputs = {"audio": rng.uniform(-1, 1, (BATCH, FRAMES, SAMPLES)).astype(np.float32),
                       "video": rng.uniform(0, 1, (BATCH, FRAMES, FACE, FACE, 3)).astype(np.float32)}
-            inputs = {m: inputs[m] for m in modalities}
-            y = sess.run(outputs, {placeholders[m]: inputs[m] for m in modalities})
+            feed = {placeholders[m]: inputs[m] for m in modalities}
+            random_statistics(sess, feed, rng)
+            y = sess.run(outputs, feed)
             tf.train.Saver().save(sess, os.path.join(path, "model.ckpt"), global_step=0, write_meta_graph=False)
-    np.savez(os.path.join(path, "reference.npz"), outputs=y, **inputs)
+    np.savez(os.path.join(path, "reference.npz"), outputs=y, **{m: inputs[m] for m in modalities})
 
 
 def main(out_dir):
