@@ -66,8 +66,11 @@ _A_BN_M = flags.DEFINE_float("audio_bn_momentum", _AUDIO.bn_momentum, "Audio bat
 _A_BN_E = flags.DEFINE_float("bn_epsilon", _AUDIO.bn_epsilon, "Audio batch-norm epsilon.")
 _L2 = flags.DEFINE_float("l2", _AUDIO.l2, "L2 weight decay on kernels (audio and face networks).")
 # Face network.
-_F_NET = flags.DEFINE_enum("face_net", _FACE.backbone, list(config.FACE_BACKBONES), "Face backbone (paper: resnet50).")
-_F_WEIGHTS = flags.DEFINE_string("face_weights", _FACE.weights, "none, imagenet (downloads; opt-in) or a local file.")
+_F_NET = flags.DEFINE_enum("face_net", _FACE.backbone, list(config.FACE_BACKBONES),
+                           "Face backbone: resnet50 (paper: TF-slim's ResNet-v1-50), resnet50_keras "
+                           "(keras.applications' ResNet50, the one with ImageNet weights), resnet18, resnet10.")
+_F_WEIGHTS = flags.DEFINE_string("face_weights", _FACE.weights,
+                                  "none, imagenet (resnet50_keras only; downloads; opt-in) or a local file.")
 _F_BN_M = flags.DEFINE_float("face_bn_momentum", _FACE.bn_momentum, "Face network batch-norm momentum.")
 # Recurrent part.
 _LSTM = flags.DEFINE_enum("lstm", _RNN.cell, list(config.RECURRENT_CELLS), "peephole (paper) or standard (cuDNN-eligible).")

@@ -204,7 +204,10 @@ class AudioNetConfig:
         return samples_per_frame // self.pool1 * self.conv2_filters // self.channel_pool
 
 
-FACE_BACKBONES = ("resnet50", "resnet18", "resnet10")
+# resnet50: TF-slim's ResNet-v1-50, the authors' network; resnet50_keras: keras.applications'
+# ResNet50, the one with ImageNet weights; resnet18 / resnet10: CPU-sized demos.
+FACE_BACKBONES = ("resnet50", "resnet50_keras", "resnet18", "resnet10")
+IMAGENET_BACKBONE = "resnet50_keras"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,20 +215,21 @@ class FaceNetConfig:
     """The face network: a residual backbone on the face crop in [0, 1], global average pooled
     (docs/design.md §5). Its input size is ``InputConfig.face_size``.
 
-    ``weights`` is ``'none'`` (random init), ``'imagenet'`` (opt-in: downloads, resnet50 only) or
-    the path of a local weights file.
+    ``weights`` is ``'none'`` (random init), ``'imagenet'`` (opt-in: downloads, resnet50_keras
+    only) or the path of a local weights file.
     """
 
     backbone: str = "resnet50"
     weights: str = "none"
     l2: float = 1e-4
-    bn_momentum: float = 0.99
+    bn_momentum: float = 0.997
 
     def __post_init__(self):
         if self.backbone not in FACE_BACKBONES:
             _fail(type(self), f"backbone must be one of {FACE_BACKBONES}. Received: backbone={self.backbone!r}")
-        if self.weights == "imagenet" and self.backbone != "resnet50":
-            _fail(type(self), f"ImageNet weights exist for resnet50 only. Received: backbone={self.backbone!r}")
+        if self.weights == "imagenet" and self.backbone != IMAGENET_BACKBONE:
+            _fail(type(self), f"ImageNet weights exist for {IMAGENET_BACKBONE} (keras.applications' ResNet50) "
+                              f"only. Received: backbone={self.backbone!r}")
 
 
 RECURRENT_CELLS = ("peephole", "standard")

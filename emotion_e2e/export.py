@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import uuid
 
@@ -315,16 +314,8 @@ def export_run(run_dir: str, export_dir: str, checkpoint: str = "best", version:
     os.makedirs(export_dir, exist_ok=True)
     # Not tempfile.mkdtemp: its 0700 would keep a server running as another user out.
     partial = os.path.join(export_dir, f"{PARTIAL_PREFIX}{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    os.mkdir(partial)
-    try:
+    with run_lib.atomic_dir(target, partial):
         _write_version(partial, archive, cfg, description)
-        try:
-            os.rename(partial, target)  # atomic; refuses a non-empty target
-        except OSError as e:
-            raise ConfigError(f"{target} appeared while exporting (another export?): {e}") from e
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return target
 
 

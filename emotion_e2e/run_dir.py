@@ -14,9 +14,11 @@ Training writes it, evaluation, comparison and export read it::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import shutil
 
 from emotion_e2e import config as config_lib
 from emotion_e2e.config import TrainConfig
@@ -130,3 +132,21 @@ def write_json(path: str, value):
     with open(tmp, "w") as f:
         json.dump(strict_json(value), f, indent=2, allow_nan=False)
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str, partial: str):
+    """Creates the folder ``partial`` for the ``with`` block to fill, then renames it to ``target``
+    (atomic: a reader sees all of it or nothing; an empty ``target`` is replaced, one with files
+    is refused with a ConfigError). ``partial`` is removed when anything fails; only a killed
+    process leaves it behind."""
+    os.mkdir(partial)
+    try:
+        yield partial
+        try:
+            os.rename(partial, target)
+        except OSError as e:
+            raise ConfigError(f"{target} appeared while it was being written (another process?): {e}") from e
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise

@@ -173,7 +173,7 @@ def test_contradictory_flags_stop_before_any_graph_is_built(corpus, audio_only_c
         ([f"--data_dir={tmp_path / 'nothing'}"], "metadata.json not found"),
         ([f"--data_dir={corpus}", "--label_names=dominance"], "--label_names=dominance but .* has labels"),
         ([f"--data_dir={corpus}", "--face_net=resnet18", "--face_weights=imagenet"],
-         "ImageNet weights exist for resnet50 only"),
+         "ImageNet weights exist for resnet50_keras .* only"),
         # no window can be cut: refused before training, never a hang at "Epoch 1"
         ([f"--data_dir={corpus}", "--seq_len=200"],
          "--seq_len=200 but no recording of partition 'train' in .* is that long \\(the longest has 50 frames\\)"),
