@@ -19,17 +19,16 @@ $(DEMO_DIR)/metadata.json: $(STAMP)
 
 # The demo: corpus → TFRecords → inspection → audio model → face model → multimodal model
 # warm-started from both → evaluation on the unseen dev identities → table and plots.
+# Each stage is one flag file (flags/demo_*.flags); only the data and run directories are passed here.
 # train.py resumes an interrupted run and does nothing for a finished one.
-RUNS ?= runs
-TRAIN := $(BIN)/python train.py --flagfile=flags/demo.flags --data_dir=$(DEMO_DIR)
+STAGES := audio face multimodal
 demo: $(DEMO_DIR)/metadata.json
 	$(BIN)/python -m emotion_e2e.inspect_records '$(DEMO_DIR)/dev-*.tfrecord'
-	$(TRAIN) --modalities=audio --run_dir=$(RUNS)/demo_audio
-	$(TRAIN) --modalities=face --run_dir=$(RUNS)/demo_face
-	$(TRAIN) --modalities=audio,face --run_dir=$(RUNS)/demo_multimodal --learning_rate=2e-4 \
-	    --init_from=$(RUNS)/demo_audio,$(RUNS)/demo_face
-	for run in demo_audio demo_face demo_multimodal; do $(BIN)/python eval.py --run_dir=$(RUNS)/$$run || exit 1; done
-	$(BIN)/python -m emotion_e2e.compare $(RUNS)/demo_audio $(RUNS)/demo_face $(RUNS)/demo_multimodal
+	for stage in $(STAGES); do \
+	    $(BIN)/python train.py --flagfile=flags/demo_$$stage.flags --data_dir=$(DEMO_DIR) --run_dir=runs/demo_$$stage \
+	    || exit 1; done
+	for stage in $(STAGES); do $(BIN)/python eval.py --run_dir=runs/demo_$$stage || exit 1; done
+	$(BIN)/python -m emotion_e2e.compare runs/demo_audio runs/demo_face runs/demo_multimodal
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -38,4 +37,4 @@ bench: $(STAMP)
 	$(BIN)/python -m emotion_e2e.benchmark
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) $(RUNS)/demo_audio $(RUNS)/demo_face $(RUNS)/demo_multimodal
+	rm -rf $(VENV) $(DEMO_DIR) runs/demo_audio runs/demo_face runs/demo_multimodal
