@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-input -e '.[test,mediapipe,serving,tf1ref]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-input -e '.[test,mediapipe,serving,tf1ref,beam]'
 	touch $@
 
 $(DEMO_DIR)/metadata.json: $(STAMP)

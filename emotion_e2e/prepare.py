@@ -3,10 +3,16 @@ r"""Converts a corpus into sharded TFRecords.
   python -m emotion_e2e.prepare --source=demo --output_dir=tfrecords/demo
   python -m emotion_e2e.prepare --source=recola --input=/data/AVEC2016 --workers=2
   python -m emotion_e2e.prepare --source=manifest --input=corpus.csv --modalities=audio
+  python -m emotion_e2e.prepare --source=demo --runner=beam \
+      --beam_options=--runner=DirectRunner,--direct_num_workers=2
 
 Writes, per partition, ``{partition}-{i:05d}-of-{n:05d}.tfrecord`` (one shard
 per recording) and, last, ``metadata.json``; partitions already in the output
-directory that are not converted are kept.
+directory that are not converted are kept. ``--runner=beam`` converts the
+recordings as an Apache Beam pipeline (the ``beam`` extra) run by the runner
+``--beam_options`` names; its workers write the shards into ``--output_dir``
+themselves, so a remote runner needs a folder mounted at the same path on every
+worker and here (``gs://`` is not supported: the commit renames with ``os``).
 """
 
 from __future__ import annotations
@@ -32,7 +38,14 @@ _PARTITIONS = flags.DEFINE_list("partitions", [], "Partitions to convert (defaul
                                 "already in --output_dir are kept.")
 _MODALITIES = flags.DEFINE_list("modalities", list(_CONVERT.modalities),
                                 "Modalities to write: audio (the waveform), face (crops from the video).")
-_WORKERS = flags.DEFINE_integer("workers", 1, "Processes converting recordings in parallel.")
+_WORKERS = flags.DEFINE_integer("workers", 1, "--runner=local: processes converting recordings in parallel.")
+RUNNERS = ("local", "beam")
+_RUNNER = flags.DEFINE_enum("runner", "local", list(RUNNERS),
+                            "local: convert in this process or --workers processes; beam: as an Apache Beam "
+                            "pipeline (the beam extra) run by the runner --beam_options names.")
+_BEAM_OPTIONS = flags.DEFINE_list(
+    "beam_options", [], "--runner=beam: Beam pipeline options, e.g. --runner=DirectRunner,--direct_num_workers=2 "
+    "(default: the DirectRunner). A remote runner's workers must be able to write --output_dir at the same path.")
 _DIMENSIONS = flags.DEFINE_list("recola_dimensions", list(sources.RECOLA_DIMENSIONS),
                                 "recola: gold-standard folders to read, one label dimension each.")
 _MISMATCH = flags.DEFINE_integer("max_length_mismatch", _CONVERT.max_length_mismatch,
@@ -81,10 +94,22 @@ def main(argv):
         face=FaceConfig(size=_FACE_SIZE.value, margin=_FACE_MARGIN.value, jpeg_quality=_JPEG_QUALITY.value,
                         detector=_DETECTOR.value, detect_max_side=_DETECT_MAX_SIDE.value),
         modalities=tuple(_MODALITIES.value), max_length_mismatch=_MISMATCH.value)
+    beam_options = None
+    if _RUNNER.value == "beam":
+        if flags.FLAGS["workers"].present:
+            raise app.UsageError("--workers is for --runner=local; give Beam's own options in --beam_options "
+                                 f"(e.g. --direct_num_workers=2). Received: --workers={_WORKERS.value}")
+        try:
+            convert.import_beam()
+        except ImportError as e:
+            sys.exit(f"error: {e}")
+        beam_options = _BEAM_OPTIONS.value
+    elif _BEAM_OPTIONS.value:
+        raise app.UsageError(f"--beam_options needs --runner=beam. Received: --beam_options={_BEAM_OPTIONS.value}")
     output_dir = _OUTPUT_DIR.value or os.path.join("tfrecords", _SOURCE.value)
     try:
         meta = convert.convert(_recordings(tuple(_PARTITIONS.value)), cfg, output_dir,
-                               workers=_WORKERS.value, source=_SOURCE.value)
+                               workers=_WORKERS.value, beam_options=beam_options, source=_SOURCE.value)
     except DataError as e:
         sys.exit(f"error: {e}")
     for name, p in meta["partitions"].items():

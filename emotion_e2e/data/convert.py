@@ -7,6 +7,10 @@ recording of the run has converted, and replacing ``metadata.json`` is the
 commit point (``_commit``): a failed run leaves the previous output byte for
 byte as it was, and what a killed run leaves is repaired by the next run.
 Partitions a run does not convert are kept as they are.
+
+The recordings are converted in this process, in ``workers`` processes, or as
+an Apache Beam pipeline (``beam_options``, the ``beam`` extra); everything
+else (the plan, the metadata, the commit) runs in the calling process.
 """
 
 from __future__ import annotations
@@ -188,14 +192,26 @@ def _progress(total):
 
 
 def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str, *,
-            workers: int = 1, source: str = "") -> dict:
+            workers: int = 1, beam_options: Sequence[str] | None = None, source: str = "") -> dict:
     """Converts ``recordings`` into ``output_dir``; returns the metadata it wrote.
 
     Args:
       recordings: the corpus; one shard per recording, grouped by partition.
       workers: processes converting recordings in parallel (1: in this process).
+      beam_options: None, or convert the recordings as an Apache Beam pipeline
+        run with these pipeline options (``["--runner=DirectRunner",
+        "--direct_num_workers=2"]``; empty: the DirectRunner). Beam's workers
+        write the shards into ``output_dir`` themselves, so on a remote runner
+        it must be a folder they share with this process at the same path (a
+        network filesystem): the commit renames files with ``os``, so ``gs://``
+        and other object stores are not supported.
       source: the corpus kind, recorded in the metadata.
     """
+    if beam_options is not None and workers != 1:
+        raise ValueError(f"convert: workers is for the local conversion; give Beam's own options in beam_options. "
+                         f"Received: workers={workers}, beam_options={list(beam_options)}")
+    if beam_options is not None:
+        import_beam()  # before anything in output_dir changes
     if not recordings:
         raise DataError(f"no recordings to convert into {output_dir}")
     plan = _shard_plan(recordings, output_dir)
@@ -204,7 +220,8 @@ def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str
     try:
         previous = metadata.read(output_dir, missing_ok=True)
         kept = _kept(previous, plan, cfg, output_dir)
-        summaries = _convert_all(jobs, workers)
+        summaries = (_convert_all(jobs, workers) if beam_options is None
+                     else _convert_beam(jobs, beam_options, incomplete))
         label_names = _label_names(summaries, kept, output_dir)
         meta = _metadata(kept, summaries, plan, cfg, label_names, source)
         _commit(output_dir, jobs, plan, meta)
@@ -316,6 +333,57 @@ def _convert_all(jobs, workers) -> list[_Summary]:
                 summaries.append(_work(job))
                 bar.update()
     return summaries
+
+
+BEAM_INSTALL_HINT = "pip install 'emotion_e2e[beam]'"
+
+
+def import_beam():
+    """``apache_beam``, or an ImportError saying which extra installs it."""
+    try:
+        import apache_beam  # noqa: PLC0415 - the beam extra, needed by the Beam runner only
+    except ImportError as e:
+        raise ImportError(f"the Beam runner needs Apache Beam, which is not installed: {BEAM_INSTALL_HINT} "
+                          f"(the beam extra; {e})") from e
+    return apache_beam
+
+
+def _convert_beam(jobs, beam_options, incomplete) -> list[_Summary]:
+    """``_convert_all`` as a Beam pipeline: Create(jobs) → Map(_work) → a TFRecord sink in ``incomplete``.
+
+    The launcher reads the sink back and orders the summaries like ``jobs``. A
+    recording's DataError is caught in the worker and carried as data, so it
+    reaches the user as its own one-line message rather than as a runner's
+    traceback, and deterministic data errors are not retried; the first failed
+    recording in the plan's order is raised, after the others have converted.
+    """
+    beam = import_beam()
+    from apache_beam.options.pipeline_options import PipelineOptions  # noqa: PLC0415
+
+    prefix, coder = os.path.join(incomplete, "summaries"), beam.coders.PickleCoder()
+    with beam.Pipeline(options=PipelineOptions(list(beam_options))) as pipeline:
+        _ = (pipeline
+             | "Recordings" >> beam.Create(list(enumerate(jobs)))
+             | "Convert" >> beam.Map(_work_or_error)
+             | "Summaries" >> beam.io.WriteToTFRecord(prefix, coder=coder))
+    import tensorflow as tf  # noqa: PLC0415
+
+    records = tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(prefix + "*"))).as_numpy_iterator()
+    results = {index: (summary, error) for index, summary, error in map(coder.decode, records)}
+    for index in range(len(jobs)):
+        _, error = results[index]
+        if error is not None:
+            raise DataError(error)
+    return [results[index][0] for index in range(len(jobs))]
+
+
+def _work_or_error(indexed_job) -> tuple[int, _Summary | None, str | None]:
+    """``(index, summary, None)``, or ``(index, None, message)`` for a recording that cannot be converted."""
+    index, job = indexed_job
+    try:
+        return index, _work(job), None
+    except DataError as e:
+        return index, None, str(e)
 
 
 def _metadata(kept, summaries, plan, cfg, label_names, source) -> dict:
