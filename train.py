@@ -134,10 +134,12 @@ def config_from_flags(meta: dict) -> config.TrainConfig:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from emotion_e2e import run_dir as run_lib  # noqa: PLC0415
     from emotion_e2e import training  # noqa: PLC0415
     from emotion_e2e.data import metadata  # noqa: PLC0415
 
     try:
+        run_lib.register_filesystems(_DATA_DIR.value, _RUN_DIR.value)
         meta = metadata.read(_DATA_DIR.value)  # read once for the whole run
         cfg = config_from_flags(meta)
     except ValueError as e:  # DataError, ConfigError and invalid config values

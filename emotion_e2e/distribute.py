@@ -14,8 +14,8 @@ import contextlib
 import json
 import os
 import re
+import subprocess
 import sys
-import threading
 
 import tensorflow as tf
 
@@ -60,24 +60,30 @@ def cluster_from_env(environ=None) -> dict:
     return spec
 
 
+_WATCHDOG = """
+import os, signal, sys, time
+parent, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+time.sleep(seconds)
+sys.stderr.write("error: " + message + "\\n")
+sys.stderr.flush()
+os.kill(parent, signal.SIGKILL)
+"""
+
+
 @contextlib.contextmanager
 def deadline(seconds: float, message: str):
     """Ends the process with ``error: message`` when the block has not finished within ``seconds``.
 
-    Joining a cluster blocks inside TF's runtime, where no Python exception can reach it and the
-    process ignores SIGTERM; ending the process is the only bounded way out."""
-    def expire():
-        sys.stderr.write(f"error: {message}\n")
-        sys.stderr.flush()
-        os._exit(2)
-
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
+    Joining a cluster blocks inside TF's runtime holding the interpreter lock, where no Python
+    thread, signal handler or exception can act, and the process ignores SIGTERM: a watchdog
+    process prints the message and kills this one."""
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds), message],
+                                stdin=subprocess.DEVNULL)
     try:
         yield
     finally:
-        timer.cancel()
+        watchdog.kill()
+        watchdog.wait()
 
 
 def make_strategy(name: str, tpu: str = "", connect_timeout: float = 120.0) -> tf.distribute.Strategy:
@@ -136,3 +142,40 @@ def check_batch(strategy: tf.distribute.Strategy, batch_size: int):
     if batch_size % n:
         raise ConfigError(f"--batch_size={batch_size} is the global batch and must divide evenly over the "
                           f"{n} replicas in sync ({type(strategy).__name__}); use a multiple of {n}")
+
+
+def build_for_fit(model, strategy: tf.distribute.Strategy, spec):
+    """Builds the compiled ``model``'s loss, metrics and optimizer state from its input's ``spec`` (in
+    ``strategy``'s scope), and makes Keras' ``fit`` work under a multi-worker strategy.
+
+    Keras 3.13's ``fit`` fails twice under MultiWorkerMirroredStrategy: it builds the model by averaging
+    its first batch across the workers, which fails for inputs that are dicts, and it averages each
+    step's scalar logs across the workers along axis 0, which scalars do not have. The model is built
+    here instead, and scalar logs are averaged as scalars; gradients and the epoch's metrics (summed
+    over every replica of every worker) are Keras' own."""
+    model._symbolic_build(data_batch=spec)  # noqa: SLF001
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None  # noqa: SLF001
+        _average_scalar_logs_across_workers()
+
+
+def _average_scalar_logs_across_workers():
+    from keras.src.backend.tensorflow import trainer  # noqa: PLC0415
+
+    keras_reduce = trainer.reduce_per_replica
+    if getattr(keras_reduce, "scalar_safe", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+        def one(v):
+            local = strategy.experimental_local_results(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v
+            if multi_worker and reduction in ("auto", "mean") and getattr(local, "shape", None) == ():
+                return strategy.reduce("MEAN", v, axis=None)
+            return keras_reduce(v, strategy, reduction)
+
+        return tf.nest.map_structure(one, values)
+
+    reduce_per_replica.scalar_safe = True
+    trainer.reduce_per_replica = reduce_per_replica

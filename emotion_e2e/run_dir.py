@@ -36,6 +36,17 @@ EVAL = "eval"
 REPORT = "report.json"
 
 
+# URL schemes whose file systems tensorflow_io registers (TF itself has local paths, gs:// and ram://).
+IO_SCHEMES = ("s3", "hdfs", "az", "http", "https")
+
+
+def register_filesystems(*paths: str):
+    """Imports ``tensorflow_io`` when a path names one of its file systems (``s3://``, ``hdfs://``,
+    ``az://``...), which registers them with ``tf.io.gfile``."""
+    if any(p and p.split("://", 1)[0] in IO_SCHEMES for p in paths if "://" in (p or "")):
+        import tensorflow_io  # noqa: F401, PLC0415 - imported for its file system plugins
+
+
 def config_path(run_dir: str) -> str:
     return os.path.join(run_dir, CONFIG)
 

@@ -254,9 +254,10 @@ def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None, meta: dict
     Returns the Keras history of the epochs trained by this call (``history.model`` is the model)."""
     from emotion_e2e.models import build_model  # noqa: PLC0415
 
+    # First: a multi-worker strategy must configure TF before any TF operation runs (check_config runs some).
+    strategy = distribute.make_strategy(cfg.strategy, cfg.tpu, cfg.connect_timeout)
     meta = meta if meta is not None else metadata.read(cfg.data_dir)
     check_config(cfg, run_dir, meta)
-    strategy = distribute.make_strategy(cfg.strategy, cfg.tpu, cfg.connect_timeout)
     distribute.check_batch(strategy, cfg.reader.batch_size)
     chief = distribute.is_chief(strategy)
     who = distribute.task_name(strategy)
@@ -274,9 +275,11 @@ def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None, meta: dict
     set_precision(cfg.mixed_precision)
     backup = checkpointing.Backup(run_lib.backup_dir(run_dir), cfg.steps_per_epoch, cfg.backup_every_steps,
                                   write=chief)
+    eval_ds = eval_dataset(cfg, meta)
     with strategy.scope():
         model = build_model(cfg.model, cfg.inputs)
         compile_model(model, cfg)
+        distribute.build_for_fit(model, strategy, eval_ds.element_spec)
         epoch, step = backup.restore(model)
         if (epoch, step) == (0, 0) and cfg.init_from:
             for src, n in warm_start(model, cfg).items():
@@ -302,7 +305,6 @@ def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None, meta: dict
     callbacks.append(backup)
     if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
-    eval_ds = eval_dataset(cfg, meta)
     # A run resumed mid-epoch first finishes that epoch, then trains whole ones.
     parts = [(epoch, epoch + 1, cfg.steps_per_epoch - step, step)] if step else []
     parts.append((epoch + bool(step), cfg.epochs, cfg.steps_per_epoch, 0))
