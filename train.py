@@ -3,7 +3,8 @@ r"""Trains an emotion model on converted TFRecords.
   python train.py --flagfile=flags/demo.flags --data_dir=tfrecords/demo --modalities=audio --run_dir=runs/a
   python train.py --flagfile=flags/recola_audio.flags
 
-Re-running the same command resumes the run from its last epoch. The defaults are the
+Re-running the same command resumes the run from its last backup (an epoch end, or a step
+with --backup_every_steps). The defaults are the
 paper's configuration (docs/design.md §5, §6); every number is a flag, and every flag's
 default and choices come from the configuration dataclasses in emotion_e2e/config.py.
 """
@@ -79,7 +80,16 @@ _LSTM_UNITS = flags.DEFINE_integer("lstm_units", _RNN.units, "Units per LSTM lay
 _CELL_CLIP = flags.DEFINE_float("cell_clip", _RNN.cell_clip, "Peephole cell-state clipping.")
 _FORGET_BIAS = flags.DEFINE_float("forget_bias", _RNN.forget_bias, "Forget-gate bias.")
 # Hardware.
-_STRATEGY = flags.DEFINE_enum("strategy", _TRAIN.strategy, list(config.STRATEGIES), "tf.distribute strategy.")
+_STRATEGY = flags.DEFINE_enum("strategy", _TRAIN.strategy, list(config.STRATEGIES),
+                              "tf.distribute strategy: default (one device), mirrored (this machine's GPUs), "
+                              "multi_worker (the cluster in TF_CONFIG), tpu (--tpu).")
+_TPU = flags.DEFINE_string("tpu", _TRAIN.tpu, "--strategy=tpu: a TPU name, 'local' on a TPU VM, or grpc://host:port.")
+_CONNECT = flags.DEFINE_float("connect_timeout", _TRAIN.connect_timeout,
+                              "Seconds a multi_worker or tpu strategy waits for its cluster before it gives up.")
+# Fault tolerance.
+_BACKUP_EVERY = flags.DEFINE_integer("backup_every_steps", _TRAIN.backup_every_steps,
+                                     "Back up the training state every N optimizer steps besides every epoch end "
+                                     "(0: epoch ends only); a killed run re-run with the same command resumes there.")
 _PRECISION = flags.DEFINE_enum("mixed_precision", _TRAIN.mixed_precision, list(config.PRECISIONS), "Mixed precision.")
 _JIT = flags.DEFINE_bool("jit_compile", _TRAIN.jit_compile, "XLA-compile the train step.")
 
@@ -116,17 +126,20 @@ def config_from_flags(meta: dict) -> config.TrainConfig:
                                              cell_clip=_CELL_CLIP.value, forget_bias=_FORGET_BIAS.value)),
         optimizer=config.OptimizerConfig(learning_rate=_LR.value, epsilon=_ADAM_EPS.value),
         train_partition=_TRAIN_PART.value, eval_partition=_EVAL_PART.value, epochs=_EPOCHS.value,
-        steps_per_epoch=_STEPS.value, seed=_SEED.value, strategy=_STRATEGY.value,
+        steps_per_epoch=_STEPS.value, seed=_SEED.value, strategy=_STRATEGY.value, tpu=_TPU.value,
+        connect_timeout=_CONNECT.value, backup_every_steps=_BACKUP_EVERY.value,
         mixed_precision=_PRECISION.value, jit_compile=_JIT.value, init_from=tuple(_INIT_FROM.value))
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from emotion_e2e import run_dir as run_lib  # noqa: PLC0415
     from emotion_e2e import training  # noqa: PLC0415
     from emotion_e2e.data import metadata  # noqa: PLC0415
 
     try:
+        run_lib.register_filesystems(_DATA_DIR.value, _RUN_DIR.value)
         meta = metadata.read(_DATA_DIR.value)  # read once for the whole run
         cfg = config_from_flags(meta)
     except ValueError as e:  # DataError, ConfigError and invalid config values

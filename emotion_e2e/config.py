@@ -274,7 +274,7 @@ class OptimizerConfig:
             _fail(type(self), f"learning_rate and epsilon must be positive. Received: {self}")
 
 
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("none", "bf16", "fp16")
 
 
@@ -294,6 +294,9 @@ class TrainConfig:
     steps_per_epoch: int = 100
     seed: int = 0
     strategy: str = "default"
+    tpu: str = ""  # --strategy=tpu: a TPU name, "local" or grpc://host:port
+    connect_timeout: float = 120.0  # seconds a multi-worker or TPU strategy waits for its cluster
+    backup_every_steps: int = 0  # a backup every N optimizer steps, besides every epoch end (0: epoch ends only)
     mixed_precision: str = "none"
     jit_compile: bool = False
     init_from: tuple[str, ...] = ()  # unimodal run directories whose feature networks start this run
@@ -302,6 +305,9 @@ class TrainConfig:
         object.__setattr__(self, "init_from", tuple(self.init_from))
         if self.strategy not in STRATEGIES:
             _fail(type(self), f"strategy must be one of {STRATEGIES}. Received: {self.strategy!r}")
+        if self.backup_every_steps < 0 or not self.connect_timeout > 0:
+            _fail(type(self), f"backup_every_steps must be >= 0 and connect_timeout > 0. Received: backup_every_steps="
+                              f"{self.backup_every_steps}, connect_timeout={self.connect_timeout}")
         if self.mixed_precision not in PRECISIONS:
             _fail(type(self), f"mixed_precision must be one of {PRECISIONS}. Received: {self.mixed_precision!r}")
         if self.epochs <= 0 or self.steps_per_epoch <= 0:

@@ -150,9 +150,11 @@ class _PairedMoments(keras.metrics.Metric):
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:  # inside strategy.run
             local = [tf.convert_to_tensor(v) for v in variables]
+            device = variables[0].device  # this replica's; a multi-worker all-reduce needs its tensors placed
 
             def total(t):
-                return context.all_reduce(tf.distribute.ReduceOp.SUM, t)
+                with tf.device(device):
+                    return context.all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(t))
         else:  # outside strategy.run: the replicas' own values, not their aggregated read
             strategy = variables[0].distribute_strategy
             local = [tf.stack([tf.convert_to_tensor(c) for c in strategy.experimental_local_results(v)])

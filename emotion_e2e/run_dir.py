@@ -20,6 +20,8 @@ import math
 import os
 import shutil
 
+import tensorflow as tf
+
 from emotion_e2e import config as config_lib
 from emotion_e2e.config import TrainConfig
 from emotion_e2e.errors import ConfigError, DataError
@@ -34,8 +36,23 @@ EVAL = "eval"
 REPORT = "report.json"
 
 
+# URL schemes whose file systems tensorflow_io registers (TF itself has local paths, gs:// and ram://).
+IO_SCHEMES = ("s3", "hdfs", "az", "http", "https")
+
+
+def register_filesystems(*paths: str):
+    """Imports ``tensorflow_io`` when a path names one of its file systems (``s3://``, ``hdfs://``,
+    ``az://``...), which registers them with ``tf.io.gfile``."""
+    if any(p and p.split("://", 1)[0] in IO_SCHEMES for p in paths if "://" in (p or "")):
+        import tensorflow_io  # noqa: F401, PLC0415 - imported for its file system plugins
+
+
 def config_path(run_dir: str) -> str:
     return os.path.join(run_dir, CONFIG)
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    return os.path.join(run_dir, CHECKPOINTS)
 
 
 def checkpoint_path(run_dir: str, which: str = "best") -> str:
@@ -70,10 +87,10 @@ def load_config(run_dir: str) -> TrainConfig:
     """The ``TrainConfig`` saved in ``run_dir``; ConfigError naming the file when it is missing,
     not JSON, or written by an incompatible version."""
     path = config_path(run_dir)
-    if not os.path.isfile(path):
+    if not tf.io.gfile.exists(path):
         raise ConfigError(f"{run_dir} is not a run directory: {CONFIG} not found")
     try:
-        with open(path) as f:
+        with tf.io.gfile.GFile(path) as f:
             data = json.load(f)
         return config_lib.from_dict(TrainConfig, data)
     except (ValueError, TypeError) as e:  # JSONDecodeError is a ValueError; so are invalid values
@@ -82,7 +99,7 @@ def load_config(run_dir: str) -> TrainConfig:
 
 def save_config(run_dir: str, cfg: TrainConfig):
     """Writes ``config.json`` atomically (a reader never sees half a file)."""
-    os.makedirs(run_dir, exist_ok=True)
+    tf.io.gfile.makedirs(run_dir)
     write_json(config_path(run_dir), config_lib.to_dict(cfg))
 
 
@@ -92,7 +109,7 @@ def load_checkpoint(run_dir: str, which: str = "best", compile: bool = False):  
     from emotion_e2e.models import load_model  # noqa: PLC0415 - keeps TF out of config-only callers
 
     path = checkpoint_path(run_dir, which)
-    if not os.path.isfile(path):
+    if not tf.io.gfile.exists(path):
         raise ConfigError(f"{path} not found: has the run in {run_dir} finished an epoch?")
     try:
         return load_model(path, compile=compile)
@@ -101,17 +118,15 @@ def load_checkpoint(run_dir: str, which: str = "best", compile: bool = False):  
                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
 
 
-def best_score(run_dir: str, monitor: str) -> float | None:
-    """The best (largest) ``monitor`` value in ``history.csv``, or None before the first epoch."""
-    path = history_path(run_dir)
-    if not os.path.isfile(path):
-        return None
-    import pandas as pd  # noqa: PLC0415
+def best_score(run_dir: str, monitor: str, before_epoch: int | None = None) -> float | None:
+    """The best (largest) finite ``monitor`` value in ``history.csv`` (of the epochs before
+    ``before_epoch``), or None before the first epoch."""
+    from emotion_e2e.checkpointing import read_history  # noqa: PLC0415
 
-    history = pd.read_csv(path)
-    if monitor not in history or not history[monitor].notna().any():
-        return None
-    return float(history[monitor].max())
+    values = [float(r[monitor]) for r in read_history(history_path(run_dir))
+              if r.get(monitor) and (before_epoch is None or int(r["epoch"]) < before_epoch)]
+    values = [v for v in values if math.isfinite(v)]
+    return max(values) if values else None
 
 
 def strict_json(value):
@@ -128,10 +143,9 @@ def strict_json(value):
 
 def write_json(path: str, value):
     """Writes ``value`` as strict JSON to ``path`` atomically."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(strict_json(value), f, indent=2, allow_nan=False)
-    os.replace(tmp, path)
+    from emotion_e2e.checkpointing import write_text  # noqa: PLC0415
+
+    write_text(path, json.dumps(strict_json(value), indent=2, allow_nan=False))
 
 
 @contextlib.contextmanager

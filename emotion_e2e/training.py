@@ -8,6 +8,7 @@ before a graph is built, so a bad configuration stops with one line.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import sys
@@ -16,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from emotion_e2e import checkpointing, distribute
 from emotion_e2e import config as config_lib
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import TrainConfig
@@ -56,10 +58,15 @@ def check_config(cfg: TrainConfig, run_dir: str, meta: dict):
     for src in cfg.init_from:
         _check_init_from(cfg, src)
     saved = run_lib.config_path(run_dir)
-    # A run may be extended with more epochs; anything else makes it another run.
-    if os.path.exists(saved) and dataclasses.replace(run_lib.load_config(run_dir), epochs=cfg.epochs) != cfg:
+    # A run may be extended with more epochs and resumed on other hardware; anything else makes it another run.
+    if tf.io.gfile.exists(saved) and dataclasses.replace(run_lib.load_config(run_dir), **_resumable(cfg)) != cfg:
         raise ConfigError(f"{run_dir} holds a run with another configuration ({saved}); "
                           f"use another --run_dir to start a new run")
+
+
+def _resumable(cfg: TrainConfig) -> dict:
+    """The fields a run may change when it is resumed: its length and where it runs."""
+    return {f: getattr(cfg, f) for f in ("epochs", "strategy", "tpu", "connect_timeout", "backup_every_steps")}
 
 
 def _check_windows(cfg: TrainConfig, meta: dict):
@@ -87,7 +94,7 @@ def _check_label_variance(cfg: TrainConfig, meta: dict):
 
 def _check_init_from(cfg: TrainConfig, src: str):
     src_cfg = run_lib.load_config(src)
-    if not os.path.exists(run_lib.checkpoint_path(src)):
+    if not tf.io.gfile.exists(run_lib.checkpoint_path(src)):
         raise ConfigError(f"--init_from={src}: no {run_lib.checkpoint_path(src)} (has that run finished an epoch?)")
     theirs_modalities = src_cfg.inputs.modalities
     if len(theirs_modalities) != 1 or theirs_modalities[0] not in cfg.inputs.modalities:
@@ -126,10 +133,6 @@ def eval_batches(meta: dict, cfg: TrainConfig) -> int:
     seq_len = cfg.reader.eval_seq_len
     windows = sum(-(-r["num_frames"] // seq_len) for r in metadata.recordings(meta, cfg.eval_partition))
     return -(-windows // cfg.reader.batch_size)
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    return tf.distribute.MirroredStrategy() if name == "mirrored" else tf.distribute.get_strategy()
 
 
 def set_precision(name: str):
@@ -198,54 +201,125 @@ def warm_start(model: keras.Model, cfg: TrainConfig) -> dict:
     return copied
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The input pipeline's seed for ``epoch``: each epoch's windows, order and augmentation are a
+    function of the run's seed and the epoch alone, so a resumed run sees what an uninterrupted one would."""
+    return (seed * 1_000_003 + epoch) % 2**63
+
+
+def train_dataset(cfg: TrainConfig, strategy: tf.distribute.Strategy, first_epoch: int, skip_steps: int = 0,
+                  log=print):
+    """The distributed training input from ``first_epoch`` to ``cfg.epochs``, ``steps_per_epoch``
+    batches an epoch, without the first ``skip_steps`` batches. Each worker's input pipeline
+    reads its own shards (``InputContext``) and batches its replicas' part of the global batch."""
+    train_files = schema.partition_pattern(cfg.data_dir, cfg.train_partition)
+
+    def per_worker(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
+        shards = reader.pipeline_shards(reader.list_shards(train_files), ctx, train_files)
+        if ctx.num_input_pipelines > 1:
+            log(f"input pipeline {ctx.input_pipeline_id} of {ctx.num_input_pipelines} reads {len(shards)} shards: "
+                f"{', '.join(os.path.basename(s) for s in shards)}")
+
+        def epoch(e):
+            return to_keras(reader.make_dataset(train_files, cfg.inputs, cfg.reader, training=True, repeat=True,
+                                                seed=epoch_seed(cfg.seed, e), input_context=ctx),
+                            cfg).take(cfg.steps_per_epoch)
+
+        # One pipeline an epoch, each started when the previous one ends (concatenate is lazy).
+        epochs = functools.reduce(tf.data.Dataset.concatenate, map(epoch, range(first_epoch, cfg.epochs)))
+        return epochs.skip(skip_steps)
+
+    return strategy.distribute_datasets_from_function(per_worker)
+
+
+def eval_dataset(cfg: TrainConfig, meta: dict) -> tf.data.Dataset:
+    """The validation input: every frame of the eval partition in windows of ``eval_seq_len``. Every
+    worker of a cluster reads all of it (no auto-sharding): the streaming metrics sum over replicas, and
+    equal shares of whole-partition sums leave every CCC unchanged."""
+    eval_files = schema.partition_pattern(cfg.data_dir, cfg.eval_partition)
+    ds = to_keras(reader.make_dataset(eval_files, cfg.inputs, cfg.reader.for_evaluation(), training=False), cfg)
+    # A known length: Keras then shows validation progress and does not warn at its end.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(eval_batches(meta, cfg)))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options)
+
+
 def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None, meta: dict | None = None
           ) -> keras.callbacks.History:
     """Trains (or resumes) the run in ``run_dir``. ``meta`` is the data's metadata when the
-    caller has read it already (it is read once per run)."""
+    caller has read it already (it is read once per run).
+
+    Only the chief writes ``run_dir``; every process resumes from its backup (docs/design.md §12).
+    Returns the Keras history of the epochs trained by this call (``history.model`` is the model)."""
     from emotion_e2e.models import build_model  # noqa: PLC0415
 
+    # First: a multi-worker strategy must configure TF before any TF operation runs (check_config runs some).
+    strategy = distribute.make_strategy(cfg.strategy, cfg.tpu, cfg.connect_timeout)
     meta = meta if meta is not None else metadata.read(cfg.data_dir)
     check_config(cfg, run_dir, meta)
-    os.makedirs(os.path.dirname(run_lib.checkpoint_path(run_dir)), exist_ok=True)
-    run_lib.save_config(run_dir, cfg)
+    distribute.check_batch(strategy, cfg.reader.batch_size)
+    chief = distribute.is_chief(strategy)
+    who = distribute.task_name(strategy)
+
+    def log(message):
+        print(f"{who}: {message}" if who else message, flush=True)
+
+    if chief:
+        for d in (run_lib.checkpoint_dir(run_dir), run_lib.backup_dir(run_dir)):
+            tf.io.gfile.makedirs(d)
+            checkpointing.remove_partials(d)
+        checkpointing.remove_partials(run_dir)
+        run_lib.save_config(run_dir, cfg)
     keras.utils.set_random_seed(cfg.seed)
     set_precision(cfg.mixed_precision)
-    strategy = make_strategy(cfg.strategy)
-    train_files = schema.partition_pattern(cfg.data_dir, cfg.train_partition)
-    train_ds = strategy.distribute_datasets_from_function(lambda ctx: to_keras(reader.make_dataset(
-        train_files, cfg.inputs, cfg.reader, training=True, repeat=True, seed=cfg.seed, input_context=ctx), cfg))
-    eval_files = schema.partition_pattern(cfg.data_dir, cfg.eval_partition)
-    eval_ds = to_keras(reader.make_dataset(eval_files, cfg.inputs, cfg.reader.for_evaluation(), training=False), cfg)
-    # A known length: Keras then shows validation progress and does not warn at its end.
-    eval_ds = eval_ds.apply(tf.data.experimental.assert_cardinality(eval_batches(meta, cfg)))
+    backup = checkpointing.Backup(run_lib.backup_dir(run_dir), cfg.steps_per_epoch, cfg.backup_every_steps,
+                                  write=chief)
+    eval_ds = eval_dataset(cfg, meta)
     with strategy.scope():
         model = build_model(cfg.model, cfg.inputs)
-        if cfg.init_from and not os.path.exists(run_lib.backup_dir(run_dir)):
-            for src, n in warm_start(model, cfg).items():
-                print(f"warm start: {n} tensors from {run_lib.checkpoint_path(src)}")
         compile_model(model, cfg)
-    callbacks = [
-        MeanCCC(cfg.inputs.label_names),
-        StopOnNaN(run_dir),
-        # Kept after the last epoch, so re-running a finished run is a no-op and more epochs extend it.
-        keras.callbacks.BackupAndRestore(run_lib.backup_dir(run_dir), delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(run_lib.checkpoint_path(run_dir, "best"), monitor=MONITOR, mode="max",
-                                        save_best_only=True,
-                                        initial_value_threshold=run_lib.best_score(run_dir, MONITOR)),
-        keras.callbacks.ModelCheckpoint(run_lib.checkpoint_path(run_dir, "last")),
-        keras.callbacks.CSVLogger(run_lib.history_path(run_dir), append=True),
-        keras.callbacks.TensorBoard(run_lib.tensorboard_dir(run_dir), write_graph=False),
-    ]
+        distribute.build_for_fit(model, strategy, eval_ds.element_spec)
+        epoch, step = backup.restore(model)
+        if (epoch, step) == (0, 0) and cfg.init_from:
+            for src, n in warm_start(model, cfg).items():
+                log(f"warm start: {n} tensors from {run_lib.checkpoint_path(src)}")
+    history = keras.callbacks.History()  # of the epochs this call trains
+    history.set_model(model)
+    history.on_train_begin()
+    if epoch >= cfg.epochs:
+        log(f"{run_dir}: all {cfg.epochs} epochs are done already; nothing to train")
+        return history
+    if step:
+        log(f"resuming epoch {epoch + 1} at step {step + 1} of {cfg.steps_per_epoch} ({backup.state_path})")
+    callbacks = [MeanCCC(cfg.inputs.label_names), StopOnNaN(run_dir)]
+    if chief:
+        callbacks += [
+            checkpointing.SaveModel(run_lib.checkpoint_path(run_dir, "best"), monitor=MONITOR,
+                                    best=run_lib.best_score(run_dir, MONITOR, before_epoch=epoch)),
+            checkpointing.SaveModel(run_lib.checkpoint_path(run_dir, "last")),
+            checkpointing.History(run_lib.history_path(run_dir), first_epoch=epoch),
+            keras.callbacks.TensorBoard(run_lib.tensorboard_dir(run_dir), write_graph=False),
+        ]
+    # Last: an epoch is backed up as finished only once its checkpoints and history row are written.
+    callbacks.append(backup)
     if verbose is None:  # a progress bar on a terminal, one line per epoch in logs
         verbose = 1 if sys.stdout.isatty() else 2
+    # A run resumed mid-epoch first finishes that epoch, then trains whole ones.
+    parts = [(epoch, epoch + 1, cfg.steps_per_epoch - step, step)] if step else []
+    parts.append((epoch + bool(step), cfg.epochs, cfg.steps_per_epoch, 0))
     try:
-        history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs,
-                            steps_per_epoch=cfg.steps_per_epoch, callbacks=callbacks, verbose=verbose)
+        for first, end, steps, skip in parts:
+            if first < end:
+                part = model.fit(train_dataset(cfg, strategy, first, skip, log), validation_data=eval_ds,
+                                 initial_epoch=first, epochs=end, steps_per_epoch=steps, callbacks=callbacks,
+                                 verbose=verbose)
+                history.epoch += part.epoch
+                for k, v in part.history.items():
+                    history.history.setdefault(k, []).extend(v)
     except tf.errors.OpError as e:
         error = reader.data_error(e)
         if error is None:
             raise
         raise error from None
-    if not history.epoch:
-        print(f"{run_dir}: all {cfg.epochs} epochs are done already; nothing to train")
     return history

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 
+import tensorflow as tf
+
 from emotion_e2e.data import schema
 from emotion_e2e.errors import DataError
 
@@ -45,7 +47,7 @@ def read(directory: str, missing_ok: bool = False) -> dict | None:
                         f"({os.path.join(directory, BACKUP, JOURNAL)}): run emotion_e2e.prepare into it again, "
                         f"which first restores the previous output")
     p = path(directory)
-    if not os.path.exists(p):
+    if not tf.io.gfile.exists(p):
         if missing_ok:
             return None
         raise DataError(f"{p} not found: is {directory} the output of emotion_e2e.prepare?")
@@ -65,13 +67,13 @@ def read(directory: str, missing_ok: bool = False) -> dict | None:
 
 def _load(p):
     try:
-        with open(p, encoding="utf-8") as f:
+        with tf.io.gfile.GFile(p) as f:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise DataError(f"{p} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): "
                         f"re-run emotion_e2e.prepare") from e
-    except OSError as e:
-        raise DataError(f"cannot read {p}: {e.strerror or e}") from e
+    except (OSError, tf.errors.OpError) as e:
+        raise DataError(f"cannot read {p}: {getattr(e, 'strerror', None) or getattr(e, 'message', None) or e}") from e
 
 
 def _from_version_1(meta):
@@ -112,10 +114,10 @@ def pending_journal(directory: str) -> dict | None:
     conversion killed while deleting its backup: nothing is pending.
     """
     p = os.path.join(directory, BACKUP, JOURNAL)
-    if not os.path.exists(p):
+    if not tf.io.gfile.exists(p):
         return None
     journal = _load(p)
-    meta = _load(path(directory)) if os.path.exists(path(directory)) else None
+    meta = _load(path(directory)) if tf.io.gfile.exists(path(directory)) else None
     committed = isinstance(meta, dict) and meta.get("generation") == journal["generation"]
     return None if committed else journal
 
@@ -149,7 +151,7 @@ def verify(directory: str, meta: dict, partitions) -> None:
     """
     p_meta = path(directory)
     on_disk = {}
-    for name in os.listdir(directory):
+    for name in tf.io.gfile.listdir(directory):
         parsed = schema.parse_shard_name(name)
         if parsed:
             on_disk.setdefault(parsed[0], set()).add(name)
@@ -158,7 +160,7 @@ def verify(directory: str, meta: dict, partitions) -> None:
         entries = recordings(meta, p)
         for e in entries:
             shard = os.path.join(directory, e["shard"])
-            if not os.path.isfile(shard):
+            if not tf.io.gfile.exists(shard) or tf.io.gfile.isdir(shard):
                 raise DataError(f"{shard} (recording {e['recording_id']}, partition {p}) is listed in {p_meta} "
                                 f"but does not exist; {again}")
         unlisted = sorted(on_disk.get(p, set()) - {e["shard"] for e in entries})

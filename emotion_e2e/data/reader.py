@@ -57,6 +57,15 @@ def list_shards(file_pattern: str | Sequence[str]) -> list[str]:
     return files
 
 
+def pipeline_shards(files: Sequence[str], ctx: tf.distribute.InputContext, file_pattern="") -> list[str]:
+    """The shards input pipeline ``ctx.input_pipeline_id`` of ``ctx.num_input_pipelines`` reads:
+    every n-th, so that the pipelines (one per worker) read disjoint shards covering all."""
+    if len(files) < ctx.num_input_pipelines:
+        raise DataError(f"{len(files)} shard(s) cannot feed {ctx.num_input_pipelines} input pipelines "
+                        f"(one per worker): {file_pattern}")
+    return list(files)[ctx.input_pipeline_id::ctx.num_input_pipelines]
+
+
 def parse_window(serialized: tf.Tensor, inputs: InputConfig) -> dict:
     """Parses a window of serialized frame records ``(n,)`` with the shared schema.
 
@@ -245,7 +254,7 @@ def finish_window(w: dict, inputs: InputConfig, cfg: ReaderConfig, training: boo
 
 def make_dataset(file_pattern: str | Sequence[str], inputs: InputConfig, cfg: ReaderConfig, *, training: bool,
                  input_context: tf.distribute.InputContext | None = None, repeat: bool = False,
-                 seed: int | None = None) -> tf.data.Dataset:
+                 seed: int | tf.Tensor | None = None) -> tf.data.Dataset:
     """Windows of ``cfg.seq_len`` frames, holding what ``inputs`` names, from the shards
     matching ``file_pattern``.
 
@@ -264,10 +273,8 @@ def make_dataset(file_pattern: str | Sequence[str], inputs: InputConfig, cfg: Re
     batch_size = cfg.batch_size
     ds = tf.data.Dataset.from_tensor_slices(files)
     if input_context is not None:
-        if len(files) < input_context.num_input_pipelines:
-            raise DataError(f"{len(files)} shard(s) cannot feed {input_context.num_input_pipelines} "
-                            f"input pipelines: {file_pattern}")
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        files = pipeline_shards(files, input_context, file_pattern)
+        ds = tf.data.Dataset.from_tensor_slices(files)
         batch_size = input_context.get_per_replica_batch_size(cfg.batch_size)
     if training:  # one pass over the files: shuffled, each with a random draw for its start offset
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
@@ -276,7 +283,7 @@ def make_dataset(file_pattern: str | Sequence[str], inputs: InputConfig, cfg: Re
         ds = ds.map(lambda f: (f, tf.constant(0, tf.int64)))
     ds = ds.interleave(lambda f, draw: _file_windows(f, draw, inputs, cfg, training),
                        cycle_length=cfg.cycle_length if training else 1,
-                       num_parallel_calls=AUTOTUNE, deterministic=not training)
+                       num_parallel_calls=AUTOTUNE)  # deterministic: a run is a function of its seed
     if training:
         ds = _fail_if_empty(ds, f"no training window of seq_len={cfg.seq_len} frames can be cut: every recording "
                                 f"of the {len(files)} shard(s) matching {file_pattern} is shorter")
@@ -286,7 +293,7 @@ def make_dataset(file_pattern: str | Sequence[str], inputs: InputConfig, cfg: Re
         ds = ds.shuffle(cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip(ds, seeds).map(lambda w, s: finish_window(w, inputs, cfg, True, s),
-                                                num_parallel_calls=AUTOTUNE, deterministic=False)
+                                                num_parallel_calls=AUTOTUNE)
     else:
         ds = ds.map(lambda w: finish_window(w, inputs, cfg, False), num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=training)

@@ -82,7 +82,8 @@ def apply_conv_bn(x, filters: int, kernel_size: int, strides: int, cfg: FaceNetC
     x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                             kernel_initializer=KERNEL_INITIALIZER,
                             kernel_regularizer=l2_regularizer(cfg.l2), name=f"{name}_conv")(x)
-    return keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
+    return keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=BN_EPSILON, synchronized=True,
+                                           name=f"{name}_bn")(x)
 
 
 def apply_basic_block(x, filters: int, strides: int, cfg: FaceNetConfig, name: str):
@@ -157,7 +158,7 @@ def apply_slim_conv(x, filters: int, kernel_size: int, strides: int, cfg: FaceNe
     x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid" if explicit else "same",
                             use_bias=False, kernel_initializer=KERNEL_INITIALIZER,
                             kernel_regularizer=l2_regularizer(cfg.l2), name=name)(x)
-    x = keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=SLIM_BN_EPSILON,
+    x = keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=SLIM_BN_EPSILON, synchronized=True,
                                         name=f"{name}.BatchNorm")(x)
     return keras.layers.ReLU(name=f"{name}.relu")(x) if activation else x
 

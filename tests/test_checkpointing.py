@@ -1,0 +1,134 @@
+"""A run killed at any instant resumes: SIGKILL after a step backup, inside a backup write and
+inside a checkpoint write; the resumed run ends where an uninterrupted one with the same seed
+does, and history.csv holds each epoch once. Also: run and data directories on TF's ram://."""
+
+import json
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from emotion_e2e import checkpointing, config, training
+from emotion_e2e import run_dir as run_lib
+from emotion_e2e.models import build_model
+from test_training import train_cfg
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DRIVER = os.path.join(ROOT, "tests", "train_driver.py")
+STEPS, EPOCHS, EVERY = 6, 2, 2  # backups at global steps 2, 4, 6 (epoch end), 8, 10, 12 (epoch end)
+
+
+@pytest.fixture(scope="module")
+def cfg(corpus):
+    return train_cfg(corpus, ("audio",), steps_per_epoch=STEPS, epochs=EPOCHS, backup_every_steps=EVERY)
+
+
+@pytest.fixture(scope="module")
+def cfg_file(cfg, tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "config.json"
+    path.write_text(json.dumps(config.to_dict(cfg)))
+    return str(path)
+
+
+def drive(cfg_file, run, *args, expect_killed=False):
+    r = subprocess.run([sys.executable, DRIVER, cfg_file, run, *args], capture_output=True, text=True, timeout=600,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    if expect_killed:
+        assert r.returncode == -9, r.stderr[-3000:]
+    else:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def final_weights(path):
+    with np.load(path) as f:
+        return [f[f"arr_{i}"] for i in range(len(f.files) - 1)], int(f["iterations"])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cfg_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    drive(cfg_file, str(out / "run"), f"--weights_out={out / 'w.npz'}")
+    return final_weights(out / "w.npz")
+
+
+def assert_same_end(run_weights, uninterrupted):
+    (got, got_steps), (want, want_steps) = run_weights, uninterrupted
+    assert got_steps == want_steps == STEPS * EPOCHS
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def history_epochs(run):
+    return list(pd.read_csv(run_lib.history_path(run))["epoch"])
+
+
+def test_sigkill_after_a_step_backup_resumes_at_that_step_with_the_optimizer_state(cfg, cfg_file, uninterrupted,
+                                                                                   tmp_path):
+    run = str(tmp_path / "run")
+    drive(cfg_file, run, "--kill=after_backup:8", expect_killed=True)  # epoch 2, after its step 2
+    state = json.loads(open(os.path.join(run_lib.backup_dir(run), checkpointing.STATE)).read())
+    assert state == {"epoch": 1, "step": 2, "global_step": 8, "weights": "step-000000008.weights.h5"}
+    assert history_epochs(run) == [0]
+    # what a restart restores: the step counter and Adam's moments as saved, not reset
+    model = build_model(cfg.model, cfg.inputs)
+    training.compile_model(model, cfg)
+    assert checkpointing.Backup(run_lib.backup_dir(run), STEPS).restore(model) == (1, 2)
+    assert int(model.optimizer.iterations.numpy()) == 8
+    saved = []
+    with h5py.File(os.path.join(run_lib.backup_dir(run), state["weights"])) as f:
+        f["optimizer"].visititems(lambda name, obj: saved.append(obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    restored = [v.numpy() for v in model.optimizer.variables]
+    assert len(saved) == len(restored) > 4
+    assert sum(np.any(a != 0) for a in restored) > len(restored) // 2  # moments, not zeros
+    for a in restored:
+        assert any(a.shape == b.shape and np.array_equal(a, b) for b in saved)
+    # the same command again resumes there and ends where the uninterrupted run does
+    out = drive(cfg_file, run, f"--weights_out={tmp_path / 'w.npz'}")
+    assert "resuming epoch 2 at step 3 of 6" in out
+    assert_same_end(final_weights(tmp_path / "w.npz"), uninterrupted)
+    assert history_epochs(run) == [0, 1]
+
+
+def test_kills_inside_backup_and_checkpoint_writes_leave_a_resumable_run(cfg_file, uninterrupted, tmp_path):
+    run = str(tmp_path / "run")
+    best = run_lib.checkpoint_path(run, "best")
+    # the 2nd backup write (step 4) is cut half-way: the step-2 backup stays the one to resume from
+    drive(cfg_file, run, "--kill=in_backup:2", expect_killed=True)
+    state = json.loads(open(os.path.join(run_lib.backup_dir(run), checkpointing.STATE)).read())
+    assert state["global_step"] == 2
+    # the restart's 3rd checkpoint write (best or last of the 2nd epoch) is cut half-way
+    out = drive(cfg_file, run, "--kill=in_save:3", expect_killed=True)
+    assert "resuming epoch 1 at step 3 of 6" in out
+    assert any(n.startswith(".partial-") for n in os.listdir(os.path.dirname(best)))
+    run_lib.load_checkpoint(run, "best")  # the previous best.keras is whole
+    run_lib.load_checkpoint(run, "last")
+    assert history_epochs(run) == [0]
+    drive(cfg_file, run, f"--weights_out={tmp_path / 'w.npz'}")
+    assert_same_end(final_weights(tmp_path / "w.npz"), uninterrupted)
+    assert history_epochs(run) == [0, 1]
+    assert not [n for _, _, names in os.walk(run) for n in names if n.startswith(".partial-")]
+    assert sorted(os.listdir(run_lib.backup_dir(run))) == [checkpointing.STATE, "step-000000012.weights.h5"]
+
+
+def test_training_reads_and_writes_through_tf_gfile(corpus, tmp_path):
+    data, run = "ram://corpus", "ram://runs/audio"
+    tf.io.gfile.makedirs(data)
+    for name in os.listdir(corpus):
+        if not name.startswith("."):
+            tf.io.gfile.copy(os.path.join(corpus, name), f"{data}/{name}", overwrite=True)
+    cfg = train_cfg(data, ("audio",), steps_per_epoch=2, backup_every_steps=1)
+    history = training.train(cfg, run, verbose=0)
+    assert history.epoch == [0]
+    for path in (run_lib.config_path(run), run_lib.history_path(run), run_lib.checkpoint_path(run, "best"),
+                 run_lib.checkpoint_path(run, "last"), os.path.join(run_lib.backup_dir(run), checkpointing.STATE)):
+        assert tf.io.gfile.exists(path), path
+    assert tf.io.gfile.glob(f"{run_lib.tensorboard_dir(run)}/*/events.out.tfevents.*")
+    assert run_lib.load_config(run) == cfg
+    assert run_lib.load_checkpoint(run).count_params() == history.model.count_params()
+    assert training.train(cfg, run, verbose=0).epoch == []  # resumed from ram:// too: nothing left
