@@ -6,7 +6,9 @@ r"""Benchmarks that print figures (never a pass/fail test).
 models: this machine's matmul peak (fp32, bf16), then for the full-size models (audio-only,
 batch 2 × 150 frames; audio+face with ResNet-50, batch 1 × 25 frames) inference and train
 step in fp32 and bf16: frames/s, × real time, and % of the matmul peak counting the model's
-FLOPs; and the input pipeline's frames/s for the same configuration. "inf. opt." is inference
+FLOPs, each train step followed by where its time goes (``train_step_breakdown``: kernel time by op
+type and by layer, forward and backward); and the input pipeline's frames/s for the same
+configuration. "inf. opt." is inference
 of ``models.inference.optimize_for_inference(model)`` (batch norms folded into the convolutions,
 LSTM input projections hoisted out of the recurrence; same outputs up to fp32 rounding).
 
@@ -34,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -591,6 +594,64 @@ def time_model(model, inputs, labels, train: bool, repeats: int) -> float:
     return float(np.median(times))
 
 
+def train_step_breakdown(model, inputs, labels, steps: int = 3, logdir: str | None = None) -> dict:
+    """Where a train step's time goes: TF's profiler traces ``steps`` calls of ``train_on_batch`` and
+    the kernels' self time (summed over threads, per step) is grouped by op type and by the model's
+    top-level layer, forward and backward apart (``"backward face_network"``; ``"other"``: the loss,
+    metrics and optimizer). Returns ``{"by_op": [(name, ms), ...], "by_layer": [...]}``, largest first."""
+    import collections  # noqa: PLC0415
+
+    import tensorflow as tf  # noqa: PLC0415
+    from tensorflow.core.profiler.protobuf import xplane_pb2  # noqa: PLC0415
+
+    model.train_on_batch(inputs, labels)  # traced and warm before the trace starts
+    layers = {layer.name for layer in model.layers}
+    with tempfile.TemporaryDirectory() as tmp:
+        logdir = logdir or tmp
+        tf.profiler.experimental.start(logdir)
+        for _ in range(steps):
+            model.train_on_batch(inputs, labels)
+        tf.profiler.experimental.stop()
+        space = xplane_pb2.XSpace()
+        for path in tf.io.gfile.glob(f"{logdir}/plugins/profile/*/*.xplane.pb"):
+            space.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
+    by_op, by_layer = collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        if plane.name != "/host:CPU":
+            continue
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name  # "scope/op_name:OpType" for a kernel
+                if ":" not in name or "/" not in name:
+                    continue
+                op_name, op_type = name.rsplit(":", 1)
+                ms = event.duration_ps / 1e9 / steps
+                by_op[op_type.split("#")[0]] += ms
+                layer = _top_layer(op_name, layers)
+                by_layer[f"{'backward' if 'gradient_tape' in op_name else 'forward'} {layer}"] += ms
+    return {"by_op": by_op.most_common(), "by_layer": by_layer.most_common()}
+
+
+def _top_layer(op_name: str, layers: set[str]) -> str:
+    """The model's top-level layer an op belongs to (TF scopes add ``_1``, ``_2`` to layer names), or "other"."""
+    for part in op_name.split("/"):
+        while True:
+            if part in layers:
+                return part
+            shorter = re.sub(r"_\d+$", "", part)
+            if shorter == part:
+                break
+            part = shorter
+    return "other"
+
+
+def _print_breakdown(breakdown: dict, top: int = 8):
+    total = sum(ms for _, ms in breakdown["by_op"]) or 1.0
+    for key, title in (("by_op", "op type"), ("by_layer", "layer")):
+        rows = ", ".join(f"{name} {ms:,.0f} ms ({100 * ms / total:.0f} %)" for name, ms in breakdown[key][:top])
+        print(f"    by {title}: {rows}")
+
+
 def models_suite():
     import keras  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
@@ -632,6 +693,8 @@ def models_suite():
                 fps = batch * frames / seconds
                 print(f"{name:<26}{precision:<10}{mode:<11}{fps:>10,.0f}{fps * 0.04:>13,.1f}"
                       f"{work / seconds / 1e9:>10,.0f}{100 * work / seconds / 1e9 / peaks[precision]:>10.0f}%")
+                if mode == "train step":  # kernel self time per step, summed over threads
+                    _print_breakdown(train_step_breakdown(model, x, y))
     keras.mixed_precision.set_global_policy("float32")
 
 

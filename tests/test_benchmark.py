@@ -3,6 +3,7 @@
 import sys
 
 import numpy as np
+import pytest
 
 from emotion_e2e import benchmark
 
@@ -23,3 +24,25 @@ def test_peak_rss_is_the_commands_own_not_its_parents():
     peak = benchmark.peak_rss_mb([sys.executable, "-c", child])
     assert 100 < peak < 300, peak  # the command's 100 MB and its interpreter, not this process's 400 MB
     del parent
+
+
+def test_train_step_breakdown_splits_the_kernels_time_by_op_and_layer():
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from emotion_e2e import losses  # noqa: PLC0415
+    from emotion_e2e.config import InputConfig, ModelConfig, RecurrentConfig  # noqa: PLC0415
+    from emotion_e2e.models import build_model  # noqa: PLC0415
+
+    inputs = InputConfig(modalities=("audio",))
+    model = build_model(ModelConfig(recurrent=RecurrentConfig(layers=1, units=8)), inputs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss={n: losses.CCCLoss() for n in inputs.label_names})
+    rng = np.random.default_rng(0)
+    x = {"audio": tf.constant(rng.uniform(-0.5, 0.5, (2, 10, 640)), tf.float32)}
+    y = {n: tf.constant(rng.uniform(-1, 1, (2, 10)), tf.float32) for n in inputs.label_names}
+    breakdown = benchmark.train_step_breakdown(model, x, y, steps=2)
+    ops, layers = dict(breakdown["by_op"]), dict(breakdown["by_layer"])
+    assert all(ms > 0 for ms in ops.values()) and sum(ops.values()) == pytest.approx(sum(layers.values()))
+    assert any("Conv" in op for op in ops)  # the audio network's convolutions, forward and backward
+    assert {"forward audio_network", "backward audio_network", "forward lstm_1", "backward lstm_1"} <= set(layers)
+    assert [ms for _, ms in breakdown["by_op"]] == sorted(ops.values(), reverse=True)
