@@ -94,16 +94,14 @@ class History(keras.callbacks.Callback):
     """``history.csv``: one row per finished epoch (``epoch`` first, then the logs' keys sorted).
 
     The whole file is rewritten atomically at every epoch end, so a kill never leaves half a row;
-    rows of epochs from ``first_epoch`` on are dropped when training starts, so an epoch that a
-    killed run finished but did not back up is written once, when it is trained again."""
+    rows of epochs from ``first_epoch`` on are dropped, so an epoch that a killed run finished but
+    did not back up is written once, when it is trained again."""
 
     def __init__(self, path: str, first_epoch: int = 0):
         super().__init__()
-        self.path, self.first_epoch = path, first_epoch
-        self.rows: list[dict] = []
-
-    def on_train_begin(self, logs=None):
-        self.rows = [r for r in read_history(self.path) if int(r["epoch"]) < self.first_epoch]
+        self.path = path
+        # Read once: a resumed run may call fit twice (the rest of an epoch, then whole ones).
+        self.rows = [r for r in read_history(path) if int(r["epoch"]) < first_epoch]
 
     def on_epoch_end(self, epoch, logs=None):
         row = {k: _plain(v) for k, v in sorted((logs or {}).items())}

@@ -71,15 +71,15 @@ def history_epochs(run):
 def test_sigkill_after_a_step_backup_resumes_at_that_step_with_the_optimizer_state(cfg, cfg_file, uninterrupted,
                                                                                    tmp_path):
     run = str(tmp_path / "run")
-    drive(cfg_file, run, "--kill=after_backup:8", expect_killed=True)  # epoch 2, after its step 2
+    drive(cfg_file, run, "--kill=after_backup:4", expect_killed=True)  # epoch 1, after its step 4
     state = json.loads(open(os.path.join(run_lib.backup_dir(run), checkpointing.STATE)).read())
-    assert state == {"epoch": 1, "step": 2, "global_step": 8, "weights": "step-000000008.weights.h5"}
-    assert history_epochs(run) == [0]
+    assert state == {"epoch": 0, "step": 4, "global_step": 4, "weights": "step-000000004.weights.h5"}
+    assert not os.path.exists(run_lib.history_path(run))  # no epoch finished
     # what a restart restores: the step counter and Adam's moments as saved, not reset
     model = build_model(cfg.model, cfg.inputs)
     training.compile_model(model, cfg)
-    assert checkpointing.Backup(run_lib.backup_dir(run), STEPS).restore(model) == (1, 2)
-    assert int(model.optimizer.iterations.numpy()) == 8
+    assert checkpointing.Backup(run_lib.backup_dir(run), STEPS).restore(model) == (0, 4)
+    assert int(model.optimizer.iterations.numpy()) == 4
     saved = []
     with h5py.File(os.path.join(run_lib.backup_dir(run), state["weights"])) as f:
         f["optimizer"].visititems(lambda name, obj: saved.append(obj[()]) if isinstance(obj, h5py.Dataset) else None)
@@ -88,9 +88,10 @@ def test_sigkill_after_a_step_backup_resumes_at_that_step_with_the_optimizer_sta
     assert sum(np.any(a != 0) for a in restored) > len(restored) // 2  # moments, not zeros
     for a in restored:
         assert any(a.shape == b.shape and np.array_equal(a, b) for b in saved)
-    # the same command again resumes there and ends where the uninterrupted run does
+    # the same command again resumes there (the rest of epoch 1, then epoch 2) and ends where the
+    # uninterrupted run does, with one history row per epoch
     out = drive(cfg_file, run, f"--weights_out={tmp_path / 'w.npz'}")
-    assert "resuming epoch 2 at step 3 of 6" in out
+    assert "resuming epoch 1 at step 5 of 6" in out
     assert_same_end(final_weights(tmp_path / "w.npz"), uninterrupted)
     assert history_epochs(run) == [0, 1]
 
