@@ -26,32 +26,15 @@ import keras
 import tensorflow as tf
 
 from emotion_e2e.errors import DataError
+from emotion_e2e.run_dir import PARTIAL, commit, partial_path, read_history, write_text
 
 gfile = tf.io.gfile
 STATE = "state.json"
 
 
-def _partial(path: str) -> str:
-    """A hidden temporary name beside ``path`` that keeps its suffix (Keras picks the format by it)."""
-    head, tail = os.path.split(path)
-    return os.path.join(head, f".partial-{os.getpid()}-{tail}")
-
-
-def commit(tmp: str, path: str):
-    gfile.rename(tmp, path, overwrite=True)
-
-
-def write_text(path: str, text: str):
-    """Writes ``text`` to ``path`` atomically."""
-    tmp = _partial(path)
-    with gfile.GFile(tmp, "w") as f:
-        f.write(text)
-    commit(tmp, path)
-
-
 def save_model(model: keras.Model, path: str):
     """``model.save(path)``, atomically: a kill during the save leaves the previous file."""
-    tmp = _partial(path)
+    tmp = partial_path(path)
     model.save(tmp)
     commit(tmp, path)
 
@@ -60,7 +43,7 @@ def remove_partials(directory: str):
     """Deletes what killed writers left behind in ``directory``."""
     if gfile.isdir(directory):
         for name in gfile.listdir(directory):
-            if name.startswith(".partial-"):
+            if name.startswith(PARTIAL):
                 gfile.remove(os.path.join(directory, name))
 
 
@@ -80,14 +63,6 @@ class SaveModel(keras.callbacks.Callback):
             self.best = float(value)
         gfile.makedirs(os.path.dirname(self.path))
         save_model(self.model, self.path)
-
-
-def read_history(path: str) -> list[dict]:
-    """The rows of ``history.csv`` as dicts of strings; [] when there is none."""
-    if not gfile.exists(path):
-        return []
-    with gfile.GFile(path) as f:
-        return list(csv.DictReader(f))
 
 
 class History(keras.callbacks.Callback):
@@ -182,7 +157,7 @@ class Backup(keras.callbacks.Callback):
         gfile.makedirs(self.directory)
         name = f"step-{self.step:09d}.weights.h5"
         path = os.path.join(self.directory, name)
-        tmp = _partial(path)
+        tmp = partial_path(path)
         self.model.save_weights(tmp)
         commit(tmp, path)
         state = {"epoch": epoch, "step": step, "global_step": self.step, "weights": name}

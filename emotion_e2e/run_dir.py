@@ -15,6 +15,7 @@ Training writes it, evaluation, comparison and export read it::
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import math
 import os
@@ -34,6 +35,7 @@ HISTORY = "history.csv"
 TENSORBOARD = "tensorboard"
 EVAL = "eval"
 REPORT = "report.json"
+PARTIAL = ".partial-"  # the prefix of a file being written (write_text, checkpointing)
 
 
 # URL schemes whose file systems tensorflow_io registers (TF itself has local paths, gs:// and ram://).
@@ -121,12 +123,37 @@ def load_checkpoint(run_dir: str, which: str = "best", compile: bool = False):  
 def best_score(run_dir: str, monitor: str, before_epoch: int | None = None) -> float | None:
     """The best (largest) finite ``monitor`` value in ``history.csv`` (of the epochs before
     ``before_epoch``), or None before the first epoch."""
-    from emotion_e2e.checkpointing import read_history  # noqa: PLC0415
-
     values = [float(r[monitor]) for r in read_history(history_path(run_dir))
               if r.get(monitor) and (before_epoch is None or int(r["epoch"]) < before_epoch)]
     values = [v for v in values if math.isfinite(v)]
     return max(values) if values else None
+
+
+def partial_path(path: str) -> str:
+    """A hidden temporary name beside ``path`` that keeps its suffix (Keras picks the format by it)."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, f"{PARTIAL}{os.getpid()}-{tail}")
+
+
+def commit(tmp: str, path: str):
+    """Renames the written ``tmp`` over ``path``: readers see the old file or the new one."""
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def write_text(path: str, text: str):
+    """Writes ``text`` to ``path`` atomically."""
+    tmp = partial_path(path)
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    commit(tmp, path)
+
+
+def read_history(path: str) -> list[dict]:
+    """The rows of ``history.csv`` as dicts of strings; [] when there is none."""
+    if not tf.io.gfile.exists(path):
+        return []
+    with tf.io.gfile.GFile(path) as f:
+        return list(csv.DictReader(f))
 
 
 def strict_json(value):
@@ -143,8 +170,6 @@ def strict_json(value):
 
 def write_json(path: str, value):
     """Writes ``value`` as strict JSON to ``path`` atomically."""
-    from emotion_e2e.checkpointing import write_text  # noqa: PLC0415
-
     write_text(path, json.dumps(strict_json(value), indent=2, allow_nan=False))
 
 

@@ -254,7 +254,7 @@ def finish_window(w: dict, inputs: InputConfig, cfg: ReaderConfig, training: boo
 
 def make_dataset(file_pattern: str | Sequence[str], inputs: InputConfig, cfg: ReaderConfig, *, training: bool,
                  input_context: tf.distribute.InputContext | None = None, repeat: bool = False,
-                 seed: int | tf.Tensor | None = None) -> tf.data.Dataset:
+                 seed: int | None = None) -> tf.data.Dataset:
     """Windows of ``cfg.seq_len`` frames, holding what ``inputs`` names, from the shards
     matching ``file_pattern``.
 
@@ -271,11 +271,10 @@ def make_dataset(file_pattern: str | Sequence[str], inputs: InputConfig, cfg: Re
         raise ValueError(f"augment.resize ({cfg.augment.resize}) must be >= face_size ({inputs.face_size})")
     files = list_shards(file_pattern)
     batch_size = cfg.batch_size
-    ds = tf.data.Dataset.from_tensor_slices(files)
     if input_context is not None:
         files = pipeline_shards(files, input_context, file_pattern)
-        ds = tf.data.Dataset.from_tensor_slices(files)
         batch_size = input_context.get_per_replica_batch_size(cfg.batch_size)
+    ds = tf.data.Dataset.from_tensor_slices(files)
     if training:  # one pass over the files: shuffled, each with a random draw for its start offset
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True))
