@@ -594,7 +594,7 @@ def time_model(model, inputs, labels, train: bool, repeats: int) -> float:
     return float(np.median(times))
 
 
-def train_step_breakdown(model, inputs, labels, steps: int = 3, logdir: str | None = None) -> dict:
+def train_step_breakdown(model, inputs, labels, steps: int = 3) -> dict:
     """Where a train step's time goes: TF's profiler traces ``steps`` calls of ``train_on_batch`` and
     the kernels' self time (summed over threads, per step) is grouped by op type and by the model's
     top-level layer, forward and backward apart (``"backward face_network"``; ``"other"``: the loss,
@@ -606,15 +606,13 @@ def train_step_breakdown(model, inputs, labels, steps: int = 3, logdir: str | No
 
     model.train_on_batch(inputs, labels)  # traced and warm before the trace starts
     layers = {layer.name for layer in model.layers}
-    with tempfile.TemporaryDirectory() as tmp:
-        logdir = logdir or tmp
+    with tempfile.TemporaryDirectory() as logdir:
         tf.profiler.experimental.start(logdir)
         for _ in range(steps):
             model.train_on_batch(inputs, labels)
         tf.profiler.experimental.stop()
-        space = xplane_pb2.XSpace()
-        for path in tf.io.gfile.glob(f"{logdir}/plugins/profile/*/*.xplane.pb"):
-            space.ParseFromString(tf.io.gfile.GFile(path, "rb").read())
+        (path,) = tf.io.gfile.glob(f"{logdir}/plugins/profile/*/*.xplane.pb")  # one trace: this one
+        space = xplane_pb2.XSpace.FromString(tf.io.gfile.GFile(path, "rb").read())
     by_op, by_layer = collections.Counter(), collections.Counter()
     for plane in space.planes:
         if plane.name != "/host:CPU":
