@@ -3,12 +3,13 @@ r"""Benchmarks that print figures (never a pass/fail test).
   python -m emotion_e2e.benchmark              # everything
   python -m emotion_e2e.benchmark --suite=data
 
-models: this machine's matmul peak (fp32, bf16), then for the full-size models (audio-only,
-batch 2 × 150 frames; audio+face with ResNet-50, batch 1 × 25 frames) inference and train
-step in fp32 and bf16: frames/s, × real time, and % of the matmul peak counting the model's
-FLOPs, each train step followed by where its time goes (``train_step_breakdown``: kernel time by op
-type and by layer, forward and backward); and the input pipeline's frames/s for the same
-configuration. "inf. opt." is inference
+models: for the full-size models (audio-only, batch 2 × 150 frames; audio+face with
+ResNet-50, batch 1 × 25 frames) inference and train step in fp32 and bf16, in rounds
+interleaved with this machine's matmul peak: frames/s, × real time, % of the matmul peak
+measured in the same round counting the model's FLOPs (medians over the rounds), the bf16
+train step's speed-up over fp32, and where each train step's time goes
+(``train_step_breakdown``: kernel time by op type and by layer, forward and backward).
+"inf. opt." is inference
 of ``models.inference.optimize_for_inference(model)`` (batch norms folded into the convolutions,
 LSTM input projections hoisted out of the recurrence; same outputs up to fp32 rounding).
 
@@ -48,7 +49,8 @@ from absl import app, flags
 
 _SUITE = flags.DEFINE_enum("suite", "all", ["all", "data", "faces", "models", "serving"],
                            "Which benchmarks to run.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed calls per model configuration (after a warm-up).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "models: timed calls per model, mode and round (after a warm-up).")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "models: rounds of peak and model timings, interleaved.")
 _RECORDS = flags.DEFINE_string("records", None, "A converted demo corpus (default: convert one into a temp dir).")
 _BATCHES = flags.DEFINE_integer("batches", 40, "Batches timed per reader configuration.")
 _MINUTES = flags.DEFINE_list("memory_minutes", ["1", "5"], "Lengths of the converter memory runs (minutes).")
@@ -561,7 +563,7 @@ def model_flops(model, frames: int) -> float:
     frames: per-frame networks count once per frame, recurrent layers once per time step."""
     import keras  # noqa: PLC0415
 
-    from emotion_e2e.models.recurrent import PeepholeLSTMCell  # noqa: PLC0415
+    from emotion_e2e.models.recurrent import PeepholeLSTM  # noqa: PLC0415
 
     def per_call(layer):
         if isinstance(layer, keras.Model):
@@ -571,9 +573,8 @@ def model_flops(model, frames: int) -> float:
             return 2 * out * int(np.prod(layer.kernel.shape[:-1]))
         if isinstance(layer, keras.layers.Dense):
             return 2 * int(np.prod(layer.kernel.shape))
-        if isinstance(layer, keras.layers.LSTM) or (
-                isinstance(layer, keras.layers.RNN) and isinstance(layer.cell, PeepholeLSTMCell)):
-            cell = layer.cell
+        if isinstance(layer, PeepholeLSTM | keras.layers.LSTM):
+            cell = layer if isinstance(layer, PeepholeLSTM) else layer.cell
             return 2 * (int(np.prod(cell.kernel.shape)) + int(np.prod(cell.recurrent_kernel.shape)))
         return 0
 
@@ -650,50 +651,83 @@ def _print_breakdown(breakdown: dict, top: int = 8):
         print(f"    by {title}: {rows}")
 
 
-def models_suite():
+MODEL_MODES = ("inference", "train step", "inf. opt.")
+
+
+def _model_pair(precision: str, modalities):
+    """``(model, optimize_for_inference(model), label names)``, built under ``precision``'s
+    policy and compiled as training compiles it."""
     import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
 
     from emotion_e2e import losses  # noqa: PLC0415
     from emotion_e2e.config import InputConfig, ModelConfig  # noqa: PLC0415
     from emotion_e2e.models import build_model  # noqa: PLC0415
     from emotion_e2e.models.inference import optimize_for_inference  # noqa: PLC0415
+    from emotion_e2e.models.kernels import FusedAdam  # noqa: PLC0415
 
-    peaks = {"fp32": matmul_peak(tf.float32)}
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     try:
-        peaks["bf16"] = matmul_peak(tf.bfloat16)
+        inputs = InputConfig(modalities=modalities)
+        model = build_model(ModelConfig(), inputs)
+        model.compile(optimizer=FusedAdam(1e-4), loss={n: losses.CCCLoss() for n in inputs.label_names})
+        fast = optimize_for_inference(model)
+        fast.compile()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return model, fast, inputs.label_names
+
+
+def models_suite():
+    """Rounds of (matmul peak, then every mode of the model) per precision, interleaved, so each
+    figure is a median over rounds and each "% of peak" is a step against the peak measured
+    next to it: on a shared machine both drift by ±30 % within minutes."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    dtypes = {"fp32": tf.float32, "bf16": tf.bfloat16}
+    try:
+        matmul_peak(tf.bfloat16, repeats=1)
     except (tf.errors.OpError, ValueError) as e:  # no bf16 matmul kernel on this CPU
         print(f"bf16 matmul unavailable: {e}")
-    print("matmul peak (2048×2048): " + ", ".join(f"{k} {v:,.0f} GFLOP/s" for k, v in peaks.items()))
+        del dtypes["bf16"]
     cases = [("audio", ("audio",), 2, 150), ("audio+face (ResNet-50)", ("audio", "face"), 1, 25)]
-    print(f"\n{'model':<26}{'precision':<10}{'mode':<11}{'frames/s':>10}{'× real time':>13}{'GFLOP/s':>10}{'% of peak':>11}")
     for name, modalities, batch, frames in cases:
-        for precision in peaks:
-            keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bf16" else "float32")
-            inputs = InputConfig(modalities=modalities)
-            model = build_model(ModelConfig(), inputs)
-            model.compile(optimizer=keras.optimizers.Adam(1e-4),
-                          loss={n: losses.CCCLoss() for n in inputs.label_names})
-            rng = np.random.default_rng(0)
-            x = {}
-            if "audio" in modalities:
-                x["audio"] = tf.constant(rng.uniform(-0.5, 0.5, (batch, frames, 640)), tf.float32)
-            if "face" in modalities:
-                x["face"] = tf.constant(rng.uniform(0, 1, (batch, frames, 96, 96, 3)), tf.float32)
-            y = {n: tf.constant(rng.uniform(-1, 1, (batch, frames)), tf.float32) for n in inputs.label_names}
-            flops = model_flops(model, batch * frames)
-            fast = optimize_for_inference(model)
-            fast.compile()
-            for mode in ("inference", "train step", "inf. opt."):
-                seconds = time_model(fast if mode == "inf. opt." else model, x, y, mode == "train step",
-                                     _REPEATS.value)
+        models = {p: _model_pair(p, modalities) for p in dtypes}
+        labels = models["fp32"][2]
+        rng = np.random.default_rng(0)
+        x = {}
+        if "audio" in modalities:
+            x["audio"] = tf.constant(rng.uniform(-0.5, 0.5, (batch, frames, 640)), tf.float32)
+        if "face" in modalities:
+            x["face"] = tf.constant(rng.uniform(0, 1, (batch, frames, 96, 96, 3)), tf.float32)
+        y = {n: tf.constant(rng.uniform(-1, 1, (batch, frames)), tf.float32) for n in labels}
+        flops = model_flops(models["fp32"][0], batch * frames)
+        peaks = {p: [] for p in dtypes}
+        seconds = {(p, mode): [] for p in dtypes for mode in MODEL_MODES}
+        for _ in range(_ROUNDS.value):
+            for p, dtype in dtypes.items():
+                peaks[p].append(matmul_peak(dtype, repeats=3))
+                model, fast, _ = models[p]
+                for mode in MODEL_MODES:
+                    seconds[p, mode].append(time_model(fast if mode == "inf. opt." else model, x, y,
+                                                       mode == "train step", _REPEATS.value))
+        print(f"\n{name}, batch {batch} × {frames}, {_ROUNDS.value} rounds; matmul peak (2048×2048): "
+              + ", ".join(f"{p} {np.median(v):,.0f} GFLOP/s ({min(v):,.0f}–{max(v):,.0f})" for p, v in peaks.items()))
+        print(f"{'precision':<10}{'mode':<11}{'frames/s':>10}{'× real time':>13}{'GFLOP/s':>10}{'% of peak':>11}")
+        for p in dtypes:
+            for mode in MODEL_MODES:
                 work = flops * (3 if mode == "train step" else 1)  # backward ≈ 2 × forward
-                fps = batch * frames / seconds
-                print(f"{name:<26}{precision:<10}{mode:<11}{fps:>10,.0f}{fps * 0.04:>13,.1f}"
-                      f"{work / seconds / 1e9:>10,.0f}{100 * work / seconds / 1e9 / peaks[precision]:>10.0f}%")
-                if mode == "train step":  # kernel self time per step, summed over threads
-                    _print_breakdown(train_step_breakdown(model, x, y))
-    keras.mixed_precision.set_global_policy("float32")
+                t = np.array(seconds[p, mode])
+                fps = batch * frames / np.median(t)
+                share = np.median(100 * work / t / 1e9 / np.array(peaks[p]))  # each round against its own peak
+                print(f"{p:<10}{mode:<11}{fps:>10,.0f}{fps * 0.04:>13,.1f}{work / np.median(t) / 1e9:>10,.0f}"
+                      f"{share:>10.0f}%")
+        if "bf16" in dtypes:
+            ratio = np.array(seconds["fp32", "train step"]) / np.array(seconds["bf16", "train step"])
+            print(f"bf16 train step speed-up over fp32: {np.median(ratio):.2f}× (rounds: "
+                  + ", ".join(f"{r:.2f}" for r in ratio) + ")")
+        for p in dtypes:  # kernel self time per step, summed over threads
+            print(f"  {p} train step, where the time goes:")
+            _print_breakdown(train_step_breakdown(models[p][0], x, y))
 
 
 def main(argv):

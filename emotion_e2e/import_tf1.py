@@ -59,7 +59,7 @@ HEAD_SCOPE = "fully_connected"  # slim.layers.linear(net, len(labels))
 
 class LSTMNames(NamedTuple):
     """The names of one generation of TF1's LSTM variables; ``cell`` takes the 0-based layer ``k``.
-    The peepholes are listed in the order of PeepholeLSTMCell's ``w_ci, w_cf, w_co``."""
+    The peepholes are listed in the order of PeepholeLSTM's ``w_ci, w_cf, w_co``."""
 
     cell: str
     kernel: str
@@ -74,9 +74,6 @@ LSTM_GENERATIONS = {
                             ("w_i_diag", "w_f_diag", "w_o_diag")),
     "TF <= 0.12": LSTMNames("RNN/MultiRNNCell/Cell{k}/LSTMCell", "W_0", "B", ("W_I_diag", "W_F_diag", "W_O_diag")),
 }
-PEEPHOLE_WEIGHTS = ("w_ci", "w_cf", "w_co")
-
-
 @dataclasses.dataclass(frozen=True)
 class Mapped:
     """One checkpoint variable: its ``name``, the ``shape`` the model needs it to have, the model's
@@ -212,15 +209,17 @@ def lstm_mapping(model, cfg: RecurrentConfig, lstm: LSTMNames) -> list[Mapped]:
     """Layer ``k`` of ``MultiRNNCell`` → ``lstm_{k+1}``. TF1's kernel multiplies the concatenation
     ``[x, h]``: its first rows are our ``kernel``, the last ``units`` our ``recurrent_kernel``
     (the gates i, j, f, o side by side in both)."""
+    from emotion_e2e.models.recurrent import PEEPHOLES  # noqa: PLC0415
+
     mapped = []
     for k in range(cfg.layers):
-        cell, scope = model.get_layer(f"lstm_{k + 1}").cell, lstm.cell.format(k=k)
+        cell, scope = model.get_layer(f"lstm_{k + 1}"), lstm.cell.format(k=k)  # a PeepholeLSTM
         inputs = cell.kernel.shape[0]
         mapped.append(Mapped(f"{scope}/{lstm.kernel}", (inputs + cfg.units, cell.kernel.shape[1]),
                              (cell.kernel, cell.recurrent_kernel), lambda value, n=inputs: [value[:n], value[n:]]))
         mapped.append(Mapped(f"{scope}/{lstm.bias}", tuple(cell.bias.shape), (cell.bias,)))
         mapped += [Mapped(f"{scope}/{name}", tuple(getattr(cell, w).shape), (getattr(cell, w),))
-                   for name, w in zip(lstm.peepholes, PEEPHOLE_WEIGHTS)]
+                   for name, w in zip(lstm.peepholes, PEEPHOLES)]
     return mapped
 
 

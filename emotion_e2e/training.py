@@ -23,6 +23,7 @@ from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import TrainConfig
 from emotion_e2e.data import metadata, reader, schema
 from emotion_e2e.errors import ConfigError
+from emotion_e2e.models.kernels import FusedAdam
 
 MONITOR = "val_ccc_mean"
 
@@ -145,7 +146,7 @@ def compile_model(model: keras.Model, cfg: TrainConfig):
 
     names = cfg.inputs.label_names
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.optimizer.learning_rate, epsilon=cfg.optimizer.epsilon),
+        optimizer=FusedAdam(cfg.optimizer.learning_rate, epsilon=cfg.optimizer.epsilon),
         loss={n: losses.CCCLoss() for n in names},
         loss_weights={n: 1.0 / len(names) for n in names},  # the mean over dimensions of 1 − CCC
         weighted_metrics={n: [metrics.ConcordanceCorrelation(name="ccc"), metrics.PearsonCorrelation(name="pcc"),

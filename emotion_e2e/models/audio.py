@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 
 from emotion_e2e.config import AudioNetConfig
+from emotion_e2e.models.kernels import FusedBatchNormalization
 from emotion_e2e.models.layers import l2_regularizer
 
 KERNEL_INITIALIZER = "he_normal"
@@ -27,8 +28,8 @@ def apply_conv_block(x, filters: int, kernel_size: int, cfg: AudioNetConfig, nam
     x = keras.layers.Conv1D(filters, kernel_size, padding="same", use_bias=False,
                             kernel_initializer=KERNEL_INITIALIZER,
                             kernel_regularizer=l2_regularizer(cfg.l2), name=f"{name}_conv")(x)
-    x = keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, synchronized=True,
-                                        name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, synchronized=True,
+                                name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -44,6 +44,7 @@ import os
 import keras
 
 from emotion_e2e.config import FaceNetConfig
+from emotion_e2e.models.kernels import FusedBatchNormalization, MatmulConv2D
 from emotion_e2e.models.layers import CaffePreprocessing, l2_regularizer
 
 BACKBONE_NAME = "backbone"
@@ -79,11 +80,11 @@ def num_features(cfg: FaceNetConfig) -> int:
 
 def apply_conv_bn(x, filters: int, kernel_size: int, strides: int, cfg: FaceNetConfig, name: str):
     """Conv2D (same padding, no bias) → batch norm: ``(n, h, w, c)`` → ``(n, h/strides, w/strides, filters)``."""
-    x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
-                            kernel_initializer=KERNEL_INITIALIZER,
-                            kernel_regularizer=l2_regularizer(cfg.l2), name=f"{name}_conv")(x)
-    return keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=BN_EPSILON, synchronized=True,
-                                           name=f"{name}_bn")(x)
+    x = MatmulConv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
+                     kernel_initializer=KERNEL_INITIALIZER, kernel_regularizer=l2_regularizer(cfg.l2),
+                     name=f"{name}_conv")(x)
+    return FusedBatchNormalization(momentum=cfg.bn_momentum, epsilon=BN_EPSILON, synchronized=True,
+                                   name=f"{name}_bn")(x)
 
 
 def apply_basic_block(x, filters: int, strides: int, cfg: FaceNetConfig, name: str):
@@ -155,11 +156,11 @@ def apply_slim_conv(x, filters: int, kernel_size: int, strides: int, cfg: FaceNe
         pad_total = kernel_size - 1
         pad = (pad_total // 2, pad_total - pad_total // 2)
         x = keras.layers.ZeroPadding2D((pad, pad), name=f"{name}.pad")(x)
-    x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="valid" if explicit else "same",
-                            use_bias=False, kernel_initializer=KERNEL_INITIALIZER,
-                            kernel_regularizer=l2_regularizer(cfg.l2), name=name)(x)
-    x = keras.layers.BatchNormalization(momentum=cfg.bn_momentum, epsilon=SLIM_BN_EPSILON, synchronized=True,
-                                        name=f"{name}.BatchNorm")(x)
+    x = MatmulConv2D(filters, kernel_size, strides=strides, padding="valid" if explicit else "same",
+                     use_bias=False, kernel_initializer=KERNEL_INITIALIZER,
+                     kernel_regularizer=l2_regularizer(cfg.l2), name=name)(x)
+    x = FusedBatchNormalization(momentum=cfg.bn_momentum, epsilon=SLIM_BN_EPSILON, synchronized=True,
+                                name=f"{name}.BatchNorm")(x)
     return keras.layers.ReLU(name=f"{name}.relu")(x) if activation else x
 
 

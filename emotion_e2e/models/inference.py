@@ -1,6 +1,7 @@
 """Inference-only model transformations (``optimize_for_inference``): batch-norm folding,
-every ``Conv → BatchNormalization`` pair becomes one convolution with a bias; and the
-peephole LSTMs' input projection computed for all time steps before the recurrence.
+every ``Conv → BatchNormalization`` pair becomes one convolution with a bias; and, in models
+saved with ``RNN(PeepholeLSTMCell)``, the LSTMs replaced by ``PeepholeLSTM`` (the input
+projection computed for all time steps before the recurrence), what ``build_model`` builds now.
 ``with_recurrent_state`` exposes the LSTMs' state as inputs and outputs, so a server can
 follow a stream chunk by chunk (the ``stream`` signature of ``emotion_e2e.export``).
 
@@ -18,7 +19,7 @@ keeps oneDNN from fusing conv + bias + ReLU.
 
 Under ``mixed_bfloat16`` the LSTM matters as much: ``RNN(PeepholeLSTMCell)`` reads (and
 casts to bf16) the 3328×1024 input kernel and multiplies it with one frame at every time
-step; ``ProjectedPeepholeLSTM`` does one (time×3328)·(3328×1024) matmul instead.
+step; ``PeepholeLSTM`` does one (time×3328)·(3328×1024) matmul instead.
 
 The transformed model is for inference only (no batch norm left to train); it takes the same
 inputs and returns the same outputs as the original, whose weights are not changed.
@@ -31,7 +32,7 @@ import numpy as np
 from keras import ops
 
 from emotion_e2e.models.layers import PACKAGE
-from emotion_e2e.models.recurrent import GATES, PeepholeLSTMCell, peephole_update
+from emotion_e2e.models.recurrent import PeepholeLSTM, PeepholeLSTMCell
 
 CONV_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D)
 
@@ -101,7 +102,7 @@ def fold_batch_norms(model: keras.Model, hoist_lstm_projection: bool = False) ->
     functional model (nested functional models are folded too) and is not modified.
 
     ``hoist_lstm_projection``: also replace every ``RNN(PeepholeLSTMCell)`` by a
-    ``ProjectedPeepholeLSTM`` (what ``optimize_for_inference`` does).
+    ``PeepholeLSTM`` (what ``optimize_for_inference`` does).
     """
     pairs = foldable_pairs(model)
     convs = {c: b for b, c in pairs.items()}
@@ -122,8 +123,7 @@ def fold_batch_norms(model: keras.Model, hoist_lstm_projection: bool = False) ->
             return keras.models.clone_model(layer, clone_function=clone)
         if hoist_lstm_projection and _hoistable(layer):
             c = layer.cell
-            return ProjectedPeepholeLSTM(c.units, c.cell_clip, c.forget_bias, name=layer.name,
-                                         dtype=layer.dtype_policy.name)
+            return PeepholeLSTM(c.units, c.cell_clip, c.forget_bias, name=layer.name, dtype=layer.dtype_policy.name)
         if path in pairs:
             return FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy.name)
         config = layer.get_config()
@@ -147,68 +147,6 @@ def fold_batch_norms(model: keras.Model, hoist_lstm_projection: bool = False) ->
     return folded
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class ProjectedPeepholeLSTM(keras.layers.Layer):
-    """``RNN(PeepholeLSTMCell, return_sequences=True)`` for inference, computing the input
-    projection ``x·W + b`` for all time steps in one matmul before the recurrence (as cuDNN
-    does) and casting the recurrent weights once per call rather than once per step; the
-    loop only does ``h·U`` and the gates. Same weights, same results up to rounding:
-    ``(batch, time, input_dim)`` → ``(batch, time, units)``.
-
-    Like Keras' RNN layers it can start from ``initial_state=[h, c]`` (each ``(batch, units)``;
-    zeros when omitted) and, with ``return_state=True``, also return the state after the last
-    frame: ``[sequence, h, c]``. Feeding that state into the call on the next chunk of a
-    sequence gives the outputs of one call on the whole sequence (``with_recurrent_state``)."""
-
-    def __init__(self, units: int, cell_clip: float | None = None, forget_bias: float = 1.0,
-                 return_state: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        self.units, self.cell_clip, self.forget_bias = int(units), cell_clip, float(forget_bias)
-        self.return_state = bool(return_state)
-
-    def build(self, input_shape):
-        n = GATES * self.units
-        self.kernel = self.add_weight(shape=(input_shape[-1], n), name="kernel")
-        self.recurrent_kernel = self.add_weight(shape=(self.units, n), name="recurrent_kernel")
-        self.bias = self.add_weight(shape=(n,), name="bias")
-        self.w_ci = self.add_weight(shape=(self.units,), name="w_ci")
-        self.w_cf = self.add_weight(shape=(self.units,), name="w_cf")
-        self.w_co = self.add_weight(shape=(self.units,), name="w_co")
-
-    def call(self, inputs, initial_state=None, mask=None, training=None):  # noqa: ARG002 - RNN's signature
-        z_x = ops.matmul(inputs, self.kernel) + self.bias  # (batch, time, 4·units)
-        u, w_ci, w_cf, w_co = self.recurrent_kernel, self.w_ci, self.w_cf, self.w_co  # read (cast) once
-        if initial_state is None:
-            start = ops.zeros_like(z_x[:, 0, : 2 * self.units])
-        else:
-            h_0, c_0 = initial_state
-            start = ops.concatenate([ops.cast(h_0, z_x.dtype), ops.cast(c_0, z_x.dtype)], axis=-1)
-
-        def step(carry, z_t):  # carry: [h, c] side by side, (batch, 2·units)
-            h_prev, c_prev = carry[:, : self.units], carry[:, self.units:]
-            h, c = peephole_update(z_t + ops.matmul(h_prev, u), c_prev, w_ci, w_cf, w_co, self.forget_bias,
-                                   self.cell_clip)
-            state = ops.concatenate([h, c], axis=-1)
-            return state, state  # Keras' TF scan wants outputs shaped like the carry
-
-        last, states = ops.scan(step, start, ops.transpose(z_x, (1, 0, 2)))
-        sequence = ops.transpose(states[:, :, : self.units], (1, 0, 2))
-        if not self.return_state:
-            return sequence
-        return [sequence, last[:, : self.units], last[:, self.units:]]
-
-    def compute_output_shape(self, input_shape):
-        sequence = tuple(input_shape[:-1]) + (self.units,)
-        if not self.return_state:
-            return sequence
-        state = (input_shape[0], self.units)
-        return [sequence, state, state]
-
-    def get_config(self):
-        return {**super().get_config(), "units": self.units, "cell_clip": self.cell_clip,
-                "forget_bias": self.forget_bias, "return_state": self.return_state}
-
-
 def _hoistable(layer) -> bool:
     return (isinstance(layer, keras.layers.RNN) and isinstance(layer.cell, PeepholeLSTMCell)
             and layer.return_sequences and not (layer.return_state or layer.go_backwards or layer.stateful))
@@ -216,19 +154,19 @@ def _hoistable(layer) -> bool:
 
 def optimize_for_inference(model: keras.Model) -> keras.Model:
     """``fold_batch_norms(model)`` with every ``RNN(PeepholeLSTMCell)`` replaced by a
-    ``ProjectedPeepholeLSTM`` (same name, weights and outputs). Inference only."""
+    ``PeepholeLSTM`` (same name, weights and outputs). Inference only."""
     return fold_batch_norms(model, hoist_lstm_projection=True)
 
 
 # The state of LSTM layer k (1-based, bottom up) as an input and output of the stateful model:
 # the hidden state h_k and the cell state c_k, the order of Keras' [h, c].
 STATE_PARTS = ("h", "c")
-RECURRENT_TYPES = (keras.layers.RNN, ProjectedPeepholeLSTM)  # keras.layers.LSTM is an RNN
+RECURRENT_TYPES = (keras.layers.RNN, PeepholeLSTM)  # keras.layers.LSTM is an RNN
 
 
 def recurrent_layers(model: keras.Model) -> list:
     """The LSTM layers of ``model`` (``RNN(PeepholeLSTMCell)``, ``keras.layers.LSTM`` or
-    ``ProjectedPeepholeLSTM``), bottom up."""
+    ``PeepholeLSTM``), bottom up."""
     return [layer for layer in model.layers if isinstance(layer, RECURRENT_TYPES)]
 
 

@@ -10,6 +10,7 @@ both handle a dynamic batch and a dynamic time length. ``CaffePreprocessing`` is
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 PACKAGE = "emotion_e2e"
@@ -20,10 +21,25 @@ IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 PIXEL_SCALE = 255.0
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class HalfL2(keras.regularizers.Regularizer):
+    """Weight decay ``l2 · Σw² / 2`` (docs/design.md §6): the authors' TF1
+    ``l2_regularizer(l2)``, computed as they did, ``l2 · tf.nn.l2_loss(w)`` (one kernel;
+    Keras' ``L2(l2 / 2)`` is the same value as a square and a sum)."""
+
+    def __init__(self, l2: float):
+        self.l2 = float(l2)
+
+    def __call__(self, x):
+        return ops.cast(self.l2, x.dtype) * tf.nn.l2_loss(x)
+
+    def get_config(self):
+        return {"l2": self.l2}
+
+
 def l2_regularizer(l2: float) -> keras.regularizers.Regularizer:
-    """Weight decay ``l2 · Σw² / 2`` on a kernel (docs/design.md §6): the authors' TF1
-    ``l2_regularizer(l2)``. Keras' ``L2(l)`` adds ``l · Σw²``, hence the half."""
-    return keras.regularizers.L2(l2 / 2)
+    """The weight decay every kernel of the feature networks carries: ``HalfL2(l2)``."""
+    return HalfL2(l2)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -1,9 +1,9 @@
 """The recurrent part: stacked LSTMs over the sequence of fused per-frame features.
 
-``PeepholeLSTMCell`` is TF1's ``tf.nn.rnn_cell.LSTMCell(use_peepholes=True,
-cell_clip=..., forget_bias=...)`` (the authors' cell) as a Keras 3 RNN cell. With
-``z = x·W + h_prev·U + b`` split into the four gates in TF1's order ``i, j, f, o``
-(input gate, candidate, forget gate, output gate):
+``PeepholeLSTM`` is TF1's ``tf.nn.rnn_cell.LSTMCell(use_peepholes=True, cell_clip=...,
+forget_bias=...)`` (the authors' cell) run over a sequence. With ``z = x·W + h_prev·U + b``
+split into the four gates in TF1's order ``i, j, f, o`` (input gate, candidate, forget
+gate, output gate):
 
     i = σ(z_i + w_ci ⊙ c_prev)
     f = σ(z_f + forget_bias + w_cf ⊙ c_prev)
@@ -14,24 +14,32 @@ cell_clip=..., forget_bias=...)`` (the authors' cell) as a Keras 3 RNN cell. Wit
 The kernels are stored Keras-style (``kernel`` for x, ``recurrent_kernel`` for h, each
 with the four gates side by side in the order i, j, f, o); initialisation follows Keras'
 LSTM (Glorot-uniform / orthogonal / zeros), peepholes Glorot-uniform as TF1's default.
+
+The layer computes the input projection ``x·W + b`` of all time steps in one matmul before
+the recurrence (as cuDNN does): the loop only does ``h·U`` and the gates, and the gradient
+of ``W`` is one matmul too, not one outer product per step (docs/design.md §13).
+``PeepholeLSTMCell`` is the same step as a Keras RNN cell: models saved before
+``PeepholeLSTM`` hold ``RNN(PeepholeLSTMCell)`` and still load and compute the same.
 """
 
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from emotion_e2e.config import RecurrentConfig
 from emotion_e2e.models.layers import PACKAGE
 
 GATES = 4  # i, j, f, o (TF1's order)
+PEEPHOLES = ("w_ci", "w_cf", "w_co")  # diagonal weights of c_prev on i and f, of c on o
 
 
 def peephole_update(z, c_prev, w_ci, w_cf, w_co, forget_bias: float, cell_clip: float | None):
     """One peephole LSTM step from the gate pre-activations ``z = x·W + h_prev·U + b``
     ``(batch, 4·units)`` and the previous cell state ``c_prev`` ``(batch, units)``:
     returns ``h, c``, each ``(batch, units)``. The one place the step is written
-    (``PeepholeLSTMCell`` and the inference-time ``ProjectedPeepholeLSTM`` both call it)."""
+    (``PeepholeLSTM`` and ``PeepholeLSTMCell`` both call it)."""
     z_i, z_j, z_f, z_o = ops.split(z, GATES, axis=-1)
     i = ops.sigmoid(z_i + w_ci * c_prev)
     f = ops.sigmoid(z_f + forget_bias + w_cf * c_prev)
@@ -44,7 +52,8 @@ def peephole_update(z, c_prev, w_ci, w_cf, w_co, forget_bias: float, cell_clip: 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class PeepholeLSTMCell(keras.layers.Layer):
-    """LSTM cell with diagonal peephole connections, cell clipping and a constant forget bias.
+    """LSTM cell with diagonal peephole connections, cell clipping and a constant forget bias
+    (the step of ``PeepholeLSTM``, for models saved with ``RNN(PeepholeLSTMCell)``).
 
     Step: ``inputs (batch, input_dim)``, ``states [h (batch, units), c (batch, units)]`` →
     ``h (batch, units)``, ``[h, c]``. Use inside ``keras.layers.RNN``.
@@ -60,9 +69,7 @@ class PeepholeLSTMCell(keras.layers.Layer):
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  peephole_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        if units <= 0 or (cell_clip is not None and cell_clip <= 0):
-            raise ValueError(f"PeepholeLSTMCell needs units > 0 and cell_clip > 0 or None. "
-                             f"Received: units={units}, cell_clip={cell_clip}")
+        _check(units, cell_clip)
         self.units = int(units)
         self.cell_clip = None if cell_clip is None else float(cell_clip)
         self.forget_bias = float(forget_bias)
@@ -74,15 +81,7 @@ class PeepholeLSTMCell(keras.layers.Layer):
         self.output_size = self.units
 
     def build(self, input_shape):
-        input_dim = input_shape[-1]
-        self.kernel = self.add_weight(shape=(input_dim, GATES * self.units), name="kernel",
-                                      initializer=self.kernel_initializer)
-        self.recurrent_kernel = self.add_weight(shape=(self.units, GATES * self.units), name="recurrent_kernel",
-                                                initializer=self.recurrent_initializer)
-        self.bias = self.add_weight(shape=(GATES * self.units,), name="bias", initializer=self.bias_initializer)
-        self.w_ci = self.add_weight(shape=(self.units,), name="w_ci", initializer=self.peephole_initializer)
-        self.w_cf = self.add_weight(shape=(self.units,), name="w_cf", initializer=self.peephole_initializer)
-        self.w_co = self.add_weight(shape=(self.units,), name="w_co", initializer=self.peephole_initializer)
+        _add_weights(self, input_shape[-1])
 
     def call(self, inputs, states, training=False):
         h_prev, c_prev = states
@@ -91,32 +90,115 @@ class PeepholeLSTMCell(keras.layers.Layer):
         return h, [h, c]
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "units": self.units,
-            "cell_clip": self.cell_clip,
-            "forget_bias": self.forget_bias,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
-            "peephole_initializer": keras.initializers.serialize(self.peephole_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-        }
+        return {**super().get_config(), **_config(self)}
+
+
+def _check(units: int, cell_clip):
+    if units <= 0 or (cell_clip is not None and cell_clip <= 0):
+        raise ValueError(f"A peephole LSTM needs units > 0 and cell_clip > 0 or None. "
+                         f"Received: units={units}, cell_clip={cell_clip}")
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PeepholeLSTM(keras.layers.Layer):
+    """``RNN(PeepholeLSTMCell(...), return_sequences=True)``, the input projection of all time
+    steps computed in one matmul: ``(batch, time, input_dim)`` → ``(batch, time, units)``.
+    The same weights (same names, order and initialisers) and the same outputs up to rounding.
+
+    Like Keras' RNN layers it can start from ``initial_state=[h, c]`` (each ``(batch, units)``;
+    zeros when omitted) and, with ``return_state=True``, also return the state after the last
+    frame: ``[sequence, h, c]``. Feeding that state into the call on the next chunk of a
+    sequence gives the outputs of one call on the whole sequence
+    (``inference.with_recurrent_state``).
+    """
+
+    def __init__(self, units: int, cell_clip: float | None = None, forget_bias: float = 1.0,
+                 return_state: bool = False, kernel_initializer="glorot_uniform",
+                 recurrent_initializer="orthogonal", peephole_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        _check(units, cell_clip)
+        self.units = int(units)
+        self.cell_clip = None if cell_clip is None else float(cell_clip)
+        self.forget_bias = float(forget_bias)
+        self.return_state = bool(return_state)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.peephole_initializer = keras.initializers.get(peephole_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+    def build(self, input_shape):
+        _add_weights(self, input_shape[-1])
+
+    def call(self, inputs, initial_state=None, mask=None, training=None):  # noqa: ARG002 - RNN's signature
+        z_x = ops.matmul(inputs, self.kernel) + self.bias  # (batch, time, 4·units)
+        u, w_ci, w_cf, w_co = self.recurrent_kernel, self.w_ci, self.w_cf, self.w_co  # read (cast) once
+        if initial_state is None:
+            start = ops.zeros_like(z_x[:, 0, : 2 * self.units])
+        else:
+            h_0, c_0 = initial_state
+            start = ops.concatenate([ops.cast(h_0, z_x.dtype), ops.cast(c_0, z_x.dtype)], axis=-1)
+
+        def step(carry, z_t):  # carry: [h, c] side by side, (batch, 2·units)
+            h_prev, c_prev = carry[:, : self.units], carry[:, self.units:]
+            h, c = peephole_update(z_t + ops.matmul(h_prev, u), c_prev, w_ci, w_cf, w_co, self.forget_bias,
+                                   self.cell_clip)
+            return ops.concatenate([h, c], axis=-1)
+
+        # tf.scan bounds its loop by the sequence length, which XLA needs to differentiate it.
+        states = tf.scan(step, ops.transpose(z_x, (1, 0, 2)), initializer=start)  # (time, batch, 2·units)
+        last = states[-1]
+        sequence = ops.transpose(states[:, :, : self.units], (1, 0, 2))
+        if not self.return_state:
+            return sequence
+        return [sequence, last[:, : self.units], last[:, self.units:]]
+
+    def compute_output_shape(self, input_shape):
+        sequence = tuple(input_shape[:-1]) + (self.units,)
+        if not self.return_state:
+            return sequence
+        state = (input_shape[0], self.units)
+        return [sequence, state, state]
+
+    def get_config(self):
+        return {**super().get_config(), **_config(self), "return_state": self.return_state}
+
+
+def _add_weights(layer, input_dim: int):
+    """The weights of ``PeepholeLSTM`` and ``PeepholeLSTMCell``, in the order both keep."""
+    n = GATES * layer.units
+    layer.kernel = layer.add_weight(shape=(input_dim, n), name="kernel", initializer=layer.kernel_initializer)
+    layer.recurrent_kernel = layer.add_weight(shape=(layer.units, n), name="recurrent_kernel",
+                                              initializer=layer.recurrent_initializer)
+    layer.bias = layer.add_weight(shape=(n,), name="bias", initializer=layer.bias_initializer)
+    for name in PEEPHOLES:
+        setattr(layer, name, layer.add_weight(shape=(layer.units,), name=name, initializer=layer.peephole_initializer))
+
+
+def _config(layer) -> dict:
+    return {
+        "units": layer.units,
+        "cell_clip": layer.cell_clip,
+        "forget_bias": layer.forget_bias,
+        "kernel_initializer": keras.initializers.serialize(layer.kernel_initializer),
+        "recurrent_initializer": keras.initializers.serialize(layer.recurrent_initializer),
+        "peephole_initializer": keras.initializers.serialize(layer.peephole_initializer),
+        "bias_initializer": keras.initializers.serialize(layer.bias_initializer),
+    }
 
 
 def apply_recurrent(x, cfg: RecurrentConfig, name: str = "lstm"):
     """``cfg.layers`` stacked LSTMs: ``(batch, time, features)`` → ``(batch, time, cfg.units)``
     (``x`` unchanged when ``cfg.layers == 0``). Layers are named ``{name}_1``, ``{name}_2``, …
 
-    ``cfg.cell == 'peephole'``: ``RNN(PeepholeLSTMCell)`` with ``cfg.cell_clip`` and
+    ``cfg.cell == 'peephole'``: ``PeepholeLSTM`` with ``cfg.cell_clip`` and
     ``cfg.forget_bias``. ``'standard'``: ``keras.layers.LSTM`` (cuDNN-eligible), which has
     no peepholes and no clipping and starts its forget bias at 1 (``unit_forget_bias``),
     so ``cell_clip`` and ``forget_bias`` do not apply.
     """
     for k in range(1, cfg.layers + 1):
         if cfg.cell == "peephole":
-            cell = PeepholeLSTMCell(cfg.units, cell_clip=cfg.cell_clip, forget_bias=cfg.forget_bias,
-                                    name=f"{name}_{k}_cell")
-            x = keras.layers.RNN(cell, return_sequences=True, name=f"{name}_{k}")(x)
+            x = PeepholeLSTM(cfg.units, cell_clip=cfg.cell_clip, forget_bias=cfg.forget_bias, name=f"{name}_{k}")(x)
         else:
             x = keras.layers.LSTM(cfg.units, return_sequences=True, unit_forget_bias=True, name=f"{name}_{k}")(x)
     return x

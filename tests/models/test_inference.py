@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from emotion_e2e.config import FaceNetConfig, InputConfig, ModelConfig, RecurrentConfig
-from emotion_e2e.models.inference import (FoldedBatchNorm, ProjectedPeepholeLSTM, fold_batch_norms, foldable_pairs,
-                                          optimize_for_inference, state_names, with_recurrent_state)
-from emotion_e2e.models.recurrent import PeepholeLSTMCell
+from emotion_e2e.models.inference import (FoldedBatchNorm, fold_batch_norms, foldable_pairs, optimize_for_inference,
+                                          state_names, with_recurrent_state)
+from emotion_e2e.models.kernels import FusedBatchNormalization
+from emotion_e2e.models.recurrent import PeepholeLSTM, PeepholeLSTMCell
 from model_inputs import Spec, random_inputs
 
 SMALL_RNN = RecurrentConfig(layers=2, units=8)
@@ -83,9 +84,9 @@ def test_structure(case):
                 yield from layers(layer)
 
     kinds = [type(layer) for layer in layers(fast)]
-    assert keras.layers.BatchNormalization not in kinds
+    assert keras.layers.BatchNormalization not in kinds and FusedBatchNormalization not in kinds
     assert kinds.count(FoldedBatchNorm) == EXPECTED_PAIRS[name]
-    assert kinds.count(ProjectedPeepholeLSTM) == SMALL_RNN.layers or name == "resnet50+audio"
+    assert kinds.count(PeepholeLSTM) == SMALL_RNN.layers or name == "resnet50+audio"
     assert keras.layers.RNN not in kinds
     assert fast.output_names == model.output_names
 
@@ -128,28 +129,20 @@ def test_save_and_reload(tmp_path):
         np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]))
 
 
-def test_projected_lstm_starts_from_and_returns_the_state_as_the_rnn_does():
-    """``initial_state`` and ``return_state`` mean what they mean for ``RNN(PeepholeLSTMCell)``."""
+def test_models_saved_with_the_rnn_cell_are_optimized_to_peephole_lstm():
+    """A model of an earlier release holds ``RNN(PeepholeLSTMCell)``: optimize_for_inference
+    turns it into ``PeepholeLSTM`` with the same weights and outputs."""
     rng = np.random.default_rng(0)
-    units, dim = 4, 3
-    x = rng.normal(size=(2, 5, dim)).astype("float32")
-    h_0, c_0 = (rng.normal(size=(2, units)).astype("float32") for _ in range(2))
-    rnn = keras.layers.RNN(PeepholeLSTMCell(units, cell_clip=1.0), return_sequences=True, return_state=True)
-    rnn.build((None, None, dim))
-    for w in rnn.weights:
-        w.assign(rng.normal(scale=0.7, size=w.shape))
-    projected = ProjectedPeepholeLSTM(units, cell_clip=1.0, return_state=True)
-    projected.build((None, None, dim))
-    projected.set_weights(rnn.get_weights())
-    want = [np.asarray(t) for t in rnn(x, initial_state=[h_0, c_0])]
-    got = [np.asarray(t) for t in projected(x, initial_state=[h_0, c_0])]
-    for name, g, w in zip(("sequence", "h", "c"), got, want):
-        np.testing.assert_allclose(g, w, atol=1e-5, err_msg=name)
-    assert ProjectedPeepholeLSTM.from_config(projected.get_config()).return_state
-    plain = ProjectedPeepholeLSTM(units, cell_clip=1.0)  # zeros to start, the sequence only
-    plain.build((None, None, dim))
-    plain.set_weights(rnn.get_weights())
-    np.testing.assert_allclose(np.asarray(plain(x)), np.asarray(rnn(x)[0]), atol=1e-5)
+    x = keras.Input((None, 3), name="audio")
+    y = keras.layers.RNN(PeepholeLSTMCell(4, cell_clip=1.0), return_sequences=True, name="lstm_1")(x)
+    y = keras.layers.RNN(PeepholeLSTMCell(4, cell_clip=1.0), return_sequences=True, name="lstm_2")(y)
+    old = keras.Model(x, keras.layers.Dense(1, name="head")(y))
+    old.set_weights([rng.normal(scale=0.7, size=w.shape) for w in old.weights])
+    fast = optimize_for_inference(old)
+    assert [type(layer) for layer in fast.layers[1:3]] == [PeepholeLSTM, PeepholeLSTM]
+    assert [layer.name for layer in fast.layers] == [layer.name for layer in old.layers]
+    sequence = rng.normal(size=(2, 5, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(fast(sequence)), np.asarray(old(sequence)), atol=1e-5)
 
 
 STREAM_CASES = {

@@ -1,0 +1,115 @@
+"""Keras' batch norm, 1×1 convolution and Adam, computed with fewer and
+larger TF kernels (docs/design.md §13). Each gives the Keras original's results up to
+floating-point rounding, with the same weights, names and config; only the kernels differ.
+
+Where a ResNet-50 train step spent its time on this machine's 2-core CPU before (batch
+1 × 25 frames; ``python -m emotion_e2e.benchmark --suite=models`` prints the breakdown):
+
+- ``FusedBatchNormalization``: Keras 3's BatchNormalization computes moments and the
+  normalisation as a dozen element-wise ops (and their gradients), and under
+  ``mixed_bfloat16`` casts its input to float32 and back. TF's fused kernel
+  (``FusedBatchNormV3``, oneDNN on CPU) does it in one pass per direction, on bf16 input.
+- ``MatmulConv2D``: a 1×1 convolution is a matrix product over all pixels. oneDNN's
+  convolution kernels compute the weight gradient of a 1×1 convolution on small feature
+  maps (ResNet-50's last block is 3×3) at a fraction of its matmul rate, 5× slower than a
+  matmul in bf16 (AMX), 1.3–1.7× in fp32.
+- ``FusedAdam``: Keras' Adam updates a variable with ten element-wise passes over it;
+  ``ResourceApplyAdam`` does one. On 23.5 M parameters that is most of the optimizer's time.
+
+The weight decay (``layers.HalfL2``) is ``l · tf.nn.l2_loss(w)`` for the same reason: one
+kernel instead of a square and a sum.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from emotion_e2e.models.layers import PACKAGE
+
+FUSED_RANKS = (3, 4)  # (n, steps, c) runs as (n, steps, 1, c); (n, h, w, c) as it is
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` on TF's fused batch-norm kernel.
+
+    The same weights, config, outputs and moving statistics (the biased batch variance, as
+    Keras averages) as the Keras layer. Runs fused for channels-last inputs of rank 3 or 4
+    without a mask; otherwise, and for a synchronized batch norm under more than one replica
+    (whose moments are all-reduced across replicas), it is the Keras layer.
+    """
+
+    def _fused(self, inputs, mask) -> bool:
+        if mask is not None or len(inputs.shape) not in FUSED_RANKS or self.axis not in (-1, len(inputs.shape) - 1):
+            return False
+        replica = tf.distribute.get_replica_context()
+        return not (self.synchronized and replica is not None and replica.num_replicas_in_sync > 1)
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        x = ops.cast(inputs, self.compute_dtype)
+        shape = tf.shape(x)
+        if len(inputs.shape) == 3:
+            x = tf.expand_dims(x, 2)
+        gamma = self.gamma if self.scale else tf.ones_like(self.moving_mean)
+        beta = self.beta if self.center else tf.zeros_like(self.moving_mean)
+        if training and self.trainable:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon,
+                                                                 is_training=True)
+            # The kernel returns the unbiased variance n/(n−1)·σ²; Keras' moving average takes σ².
+            n = tf.cast(tf.size(x, out_type=tf.int64) // tf.cast(tf.shape(x)[-1], tf.int64), tf.float32)
+            variance = tf.where(n > 1, variance * (n - 1) / tf.maximum(n, 1), tf.zeros_like(variance))
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, mean=self.moving_mean,
+                                                       variance=self.moving_variance, epsilon=self.epsilon,
+                                                       is_training=False)
+        return tf.reshape(y, shape) if len(inputs.shape) == 3 else y
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MatmulConv2D(keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` whose 1×1 convolutions run as one matrix product:
+    ``(n, h, w, c) → (n·h'·w', c) · (c, filters) → (n, h', w', filters)``, the input
+    subsampled first when strided (for a 1×1 kernel 'same' and 'valid' sample the same
+    pixels). Other kernels, dilations and groups are Keras' convolution. Same weights and
+    config as the Keras layer."""
+
+    def convolution_op(self, inputs, kernel):
+        if (tuple(self.kernel_size) != (1, 1) or tuple(self.dilation_rate) != (1, 1) or self.groups != 1
+                or self.data_format != "channels_last"):
+            return super().convolution_op(inputs, kernel)
+        sh, sw = self.strides
+        if (sh, sw) != (1, 1):
+            inputs = inputs[:, ::sh, ::sw, :]
+        channels = inputs.shape[-1]
+        y = tf.matmul(tf.reshape(inputs, (-1, channels)), tf.reshape(kernel, (channels, self.filters)))
+        return tf.reshape(y, tf.concat([tf.shape(inputs)[:-1], [self.filters]], axis=0))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FusedAdam(keras.optimizers.Adam):
+    """``keras.optimizers.Adam`` whose update of a variable is TF's ``ResourceApplyAdam``,
+
+        m ← m + (g − m)(1 − β₁),  v ← v + (g² − v)(1 − β₂),
+        w ← w − lr · √(1 − β₂ᵗ) / (1 − β₁ᵗ) · m / (√v + ε),
+
+    Keras' own formula, in one kernel. ``amsgrad`` and sparse gradients are Keras' update."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.amsgrad or isinstance(gradient, tf.IndexedSlices):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        step = ops.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = ops.cast(self.beta_1, dtype), ops.cast(self.beta_2, dtype)
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
+            beta1_power=ops.power(beta_1, step), beta2_power=ops.power(beta_2, step),
+            lr=ops.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=ops.cast(self.epsilon, dtype),
+            grad=ops.cast(gradient, dtype))
+        return None

@@ -1,0 +1,132 @@
+"""The fused-kernel layers and optimizer against the Keras originals they replace: same
+outputs, gradients, moving statistics and updates (up to fp32 rounding), same config."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from emotion_e2e.models.kernels import FusedAdam, FusedBatchNormalization, MatmulConv2D
+from emotion_e2e.models.layers import HalfL2
+
+RTOL, ATOL = 1e-5, 1e-5
+
+
+def pair(keras_layer, ours, shape, rng):
+    """Both layers built for ``shape`` with the same random weights."""
+    keras_layer.build(shape)
+    ours.build(shape)
+    keras_layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in keras_layer.weights])
+    ours.set_weights(keras_layer.get_weights())
+    return keras_layer, ours
+
+
+def outputs_and_gradients(layer, x, training=None):
+    """``[y, dL/dx, dL/dw for every trainable weight]`` of a loss that weighs every output."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x) if training is None else layer(x, training=training)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.sin(tf.cast(x, tf.float32) if x.shape == y.shape else 1.0))
+    return [y, *tape.gradient(loss, [x, *layer.trainable_weights])]
+
+
+@pytest.mark.parametrize("shape", [(4, 7, 5, 6), (3, 11, 6), (1, 1, 1, 3)], ids=["nhwc", "nsc", "one pixel"])
+def test_batch_norm_equals_keras(shape):
+    rng = np.random.default_rng(0)
+    bn, fused = pair(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5),
+                     FusedBatchNormalization(momentum=0.9, epsilon=1e-5), shape, rng)
+    # One pixel per channel: x − mean is rounding noise, which 1/√ε magnifies 316 times.
+    atol = 1e-4 if shape == (1, 1, 1, 3) else ATOL
+    for step in range(2):  # two updates of the moving statistics
+        x = tf.constant(rng.normal(2, 3, shape), tf.float32)
+        for name, got, want in zip(("y", "dx", "dgamma", "dbeta"), outputs_and_gradients(fused, x, True),
+                                   outputs_and_gradients(bn, x, True)):
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=atol, err_msg=f"step {step}: {name}")
+    for got, want in zip(fused.non_trainable_weights, bn.non_trainable_weights):
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=1e-6, err_msg=got.path)
+    assert np.abs(bn.moving_variance.numpy() - 1).max() > 0.5 or shape == (1, 1, 1, 3)  # really updated
+    np.testing.assert_allclose(fused(x, training=False), bn(x, training=False), rtol=RTOL, atol=ATOL)
+
+
+def test_batch_norm_without_scale_and_center_and_with_a_mask_equals_keras():
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(2, 9, 4)), tf.float32)
+    bn, fused = pair(keras.layers.BatchNormalization(scale=False, center=False),
+                     FusedBatchNormalization(scale=False, center=False), x.shape, rng)
+    np.testing.assert_allclose(fused(x, training=True), bn(x, training=True), rtol=RTOL, atol=ATOL)
+    mask = tf.constant(rng.uniform(size=(2, 9)) > 0.3)  # Keras' masked moments
+    np.testing.assert_allclose(fused(x, training=True, mask=mask), bn(x, training=True, mask=mask),
+                               rtol=RTOL, atol=ATOL)
+
+
+def test_batch_norm_under_mixed_bfloat16_stays_bf16_and_close_to_fp32():
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.normal(1, 2, (4, 6, 6, 8)), tf.float32)
+    ref = FusedBatchNormalization()
+    ref.build(x.shape)
+    want = ref(x, training=True)
+    fused = FusedBatchNormalization(dtype="mixed_bfloat16")
+    fused.build(x.shape)
+    got = fused(x, training=True)
+    assert got.dtype == tf.bfloat16 and fused.gamma.dtype == "float32"
+    np.testing.assert_allclose(tf.cast(got, tf.float32), want, rtol=0, atol=0.02 * np.abs(want).max())
+    np.testing.assert_allclose(fused.moving_mean, ref.moving_mean, rtol=1e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("kernel, strides, padding", [(1, 1, "same"), (1, 2, "same"), (1, 2, "valid"),
+                                                      (3, 1, "same"), (3, 2, "valid")])
+def test_conv_equals_keras(kernel, strides, padding):
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(2, 7, 7, 5)), tf.float32)
+    conv, ours = pair(keras.layers.Conv2D(4, kernel, strides=strides, padding=padding),
+                      MatmulConv2D(4, kernel, strides=strides, padding=padding), x.shape, rng)
+    got, want = outputs_and_gradients(ours, x), outputs_and_gradients(conv, x)
+    assert got[0].shape == want[0].shape == ours.compute_output_shape(x.shape)
+    for name, g, w in zip(("y", "dx", "dkernel", "dbias"), got, want):
+        np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def test_conv_config_round_trip_and_dynamic_batch():
+    conv = MatmulConv2D(3, 1, use_bias=False, kernel_regularizer=HalfL2(1e-4), name="c")
+    config = conv.get_config()
+    clone = keras.layers.deserialize(keras.layers.serialize(conv))
+    assert type(clone) is MatmulConv2D and clone.get_config() == config
+    assert isinstance(clone.kernel_regularizer, HalfL2) and clone.kernel_regularizer.l2 == 1e-4
+    x = keras.Input((5, 5, 2))  # batch unknown when traced
+    model = keras.Model(x, clone(x))
+    assert tuple(model(np.ones((3, 5, 5, 2), "float32")).shape) == (3, 5, 5, 3)
+
+
+def test_half_l2_is_the_authors_weight_decay():
+    w = np.random.default_rng(4).normal(size=(3, 3, 2, 4)).astype("float32")
+    np.testing.assert_allclose(float(HalfL2(1e-4)(tf.constant(w))), 1e-4 * np.sum(w.astype("float64") ** 2) / 2,
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_equals_keras(amsgrad):
+    rng = np.random.default_rng(5)
+    start = [rng.normal(size=(5, 3)).astype("float32"), rng.normal(size=(3,)).astype("float32")]
+    runs = []
+    for optimizer in (keras.optimizers.Adam(0.01, epsilon=1e-7, amsgrad=amsgrad),
+                      FusedAdam(0.01, epsilon=1e-7, amsgrad=amsgrad)):
+        variables = [keras.Variable(v) for v in start]
+        for step in range(5):
+            grads = [tf.constant(np.random.default_rng(step).normal(size=v.shape), tf.float32) for v in variables]
+            optimizer.apply(grads, variables)
+        runs.append((optimizer, variables))
+    (keras_adam, want), (fused, got) = runs
+    assert int(fused.iterations) == 5
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)  # steps of 0.01: 1e-4 of a step
+    # iterations, then m and v of each variable. The kernel computes 1 − β₂ in float32
+    # (1 − 0.999f = 0.00100005), Keras in float64: v differs by a few 1e-5 of itself.
+    for g, w in zip(fused.variables, keras_adam.variables):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-8, err_msg=g.path)
+    assert np.abs(got[0].numpy() - start[0]).max() > 0.04  # five steps of about lr each
+
+
+def test_adam_config_round_trip():
+    adam = FusedAdam(3e-4, epsilon=1e-6)
+    clone = keras.optimizers.deserialize(keras.optimizers.serialize(adam))
+    assert type(clone) is FusedAdam and clone.get_config() == adam.get_config()
