@@ -651,6 +651,49 @@ def _print_breakdown(breakdown: dict, top: int = 8):
         print(f"    by {title}: {rows}")
 
 
+def convolution_rates(model, frames: int, dtype, repeats: int = 5) -> list[tuple[str, int, float, float]]:
+    """The face network's convolutions alone, each distinct one timed forward and backward
+    (input and kernel gradients, as a train step computes them) on ``frames`` frames:
+    ``[(description, count in the network, GFLOP, seconds per call of all of them)]``,
+    slowest total first."""
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from emotion_e2e.models.model import feature_network  # noqa: PLC0415
+
+    groups = {}
+    for layer in feature_network(model, "face").get_layer("backbone").layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            shape = tuple(layer.input.shape[1:])
+            key = (shape, tuple(layer.kernel.shape), tuple(layer.strides), layer.padding)
+            groups.setdefault(key, [layer, 0])[1] += 1
+    rows = []
+    for (shape, kernel_shape, strides, padding), (layer, count) in groups.items():
+        x = tf.cast(tf.random.normal((frames, *shape)), dtype)
+        kernel = tf.cast(tf.random.normal(kernel_shape, stddev=0.05), dtype)
+
+        @tf.function
+        def step(x, kernel, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch([x, kernel])
+                y = layer.convolution_op(x, kernel)
+            return tape.gradient(y, [x, kernel], output_gradients=y)
+
+        step(x, kernel)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for g in step(x, kernel):
+                g.numpy()
+            best = min(best, time.perf_counter() - t0)
+        out = layer.compute_output_shape((frames, *shape))
+        flops = 3 * 2 * int(np.prod(out)) * int(np.prod(kernel_shape[:-1]))
+        h, w, c = shape
+        rows.append((f"{kernel_shape[0]}×{kernel_shape[1]}/{strides[0]} {h}×{w}×{c}→{out[-1]}", count,
+                     count * flops / 1e9, count * best))
+    return sorted(rows, key=lambda r: -r[3])
+
+
 MODEL_MODES = ("inference", "train step", "inf. opt.")
 
 
@@ -721,6 +764,13 @@ def models_suite():
                 share = np.median(100 * work / t / 1e9 / np.array(peaks[p]))  # each round against its own peak
                 print(f"{p:<10}{mode:<11}{fps:>10,.0f}{fps * 0.04:>13,.1f}{work / np.median(t) / 1e9:>10,.0f}"
                       f"{share:>10.0f}%")
+        for p, dtype in dtypes.items():
+            if "face" in modalities:
+                rows = convolution_rates(models[p][0], batch * frames, dtype)
+                gflop, total = sum(r[2] for r in rows), sum(r[3] for r in rows)
+                print(f"{p} face-network convolutions alone, forward and backward: {gflop / total:,.0f} GFLOP/s, "
+                      f"{100 * gflop / total / np.median(peaks[p]):.0f} % of the median peak; the slowest: "
+                      + ", ".join(f"{d} ×{n} {g / t:,.0f}" for d, n, g, t in rows[:5]))
         if "bf16" in dtypes:
             ratio = np.array(seconds["fp32", "train step"]) / np.array(seconds["bf16", "train step"])
             print(f"bf16 train step speed-up over fp32: {np.median(ratio):.2f}× (rounds: "

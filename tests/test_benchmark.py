@@ -46,3 +46,25 @@ def test_train_step_breakdown_splits_the_kernels_time_by_op_and_layer():
     assert any("Conv" in op for op in ops)  # the audio network's convolutions, forward and backward
     assert {"forward audio_network", "backward audio_network", "forward lstm_1", "backward lstm_1"} <= set(layers)
     assert [ms for _, ms in breakdown["by_op"]] == sorted(ops.values(), reverse=True)
+
+
+def test_convolution_rates_time_every_convolution_of_the_face_network_once_per_shape():
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    from emotion_e2e.config import FaceNetConfig, InputConfig, ModelConfig, RecurrentConfig  # noqa: PLC0415
+    from emotion_e2e.models import build_model, feature_network  # noqa: PLC0415
+
+    model = build_model(ModelConfig(face=FaceNetConfig(backbone="resnet10"), recurrent=RecurrentConfig(layers=0)),
+                        InputConfig(modalities=("face",)))
+    convs = [layer for layer in feature_network(model, "face").get_layer("backbone").layers
+             if isinstance(layer, keras.layers.Conv2D)]
+    rows = benchmark.convolution_rates(model, frames=2, dtype=tf.float32, repeats=1)
+    assert sum(count for _, count, _, _ in rows) == len(convs) == 12  # stem, 8 in the blocks, 3 projections
+    assert len(rows) < len(convs)  # identical shapes are timed once
+    # 3 × the forward FLOPs of every convolution, 2 per multiply-add
+    want = sum(3 * 2 * np.prod(c.output.shape[1:]) * np.prod(c.kernel.shape[:-1]) * 2 for c in convs) / 1e9
+    assert sum(gflop for _, _, gflop, _ in rows) == pytest.approx(want)
+    assert all(seconds > 0 for *_, seconds in rows)
+    assert [s for *_, s in rows] == sorted((s for *_, s in rows), reverse=True)
+    assert rows[-1][0].count("×") >= 3  # "k×k/stride h×w×c→filters"

@@ -12,14 +12,14 @@ In inference mode a batch norm is a per-channel affine map of its input,
 so after ``z = conv(x, W) + b`` it folds exactly (up to fp32 rounding) into the conv:
 ``W' = W · s`` (per output channel) and ``b' = (b − μ) · s + β`` with ``s = γ / √(σ² + ε)``.
 
-Besides dropping 53 element-wise passes from ResNet-50, folding matters most under the
-``mixed_bfloat16`` policy: Keras 3's BatchNormalization upcasts its bf16 input to float32
-and casts the result back on every call, which adds two memory-bound casts per layer and
-keeps oneDNN from fusing conv + bias + ReLU.
+Folding drops ResNet-50's 53 batch-norm kernels and lets oneDNN fuse conv + bias + ReLU
+into one kernel. (A Keras BatchNormalization, as in models saved before
+``FusedBatchNormalization``, also upcasts its bf16 input to float32 and casts the result
+back: two memory-bound passes per layer that folding removes too.)
 
-Under ``mixed_bfloat16`` the LSTM matters as much: ``RNN(PeepholeLSTMCell)`` reads (and
-casts to bf16) the 3328×1024 input kernel and multiplies it with one frame at every time
-step; ``PeepholeLSTM`` does one (time×3328)·(3328×1024) matmul instead.
+``RNN(PeepholeLSTMCell)`` reads (and under ``mixed_bfloat16`` casts) the 3328×1024 input
+kernel and multiplies it with one frame at every time step; ``PeepholeLSTM`` does one
+(time×3328)·(3328×1024) matmul instead.
 
 The transformed model is for inference only (no batch norm left to train); it takes the same
 inputs and returns the same outputs as the original, whose weights are not changed.
