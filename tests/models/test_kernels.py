@@ -73,17 +73,32 @@ def test_batch_norm_under_mixed_bfloat16_stays_bf16_and_close_to_fp32():
     np.testing.assert_allclose(fused.moving_mean, ref.moving_mean, rtol=1e-2, atol=1e-3)
 
 
-@pytest.mark.parametrize("kernel, strides, padding", [(1, 1, "same"), (1, 2, "same"), (1, 2, "valid"),
-                                                      (3, 1, "same"), (3, 2, "valid")])
-def test_conv_equals_keras(kernel, strides, padding):
+# 1×1 as a matmul; 3×3 maps (≤ 9 pixels in fp32): the matmul kernel gradient, odd and even
+# kernels; larger maps and strides: Keras' convolution.
+@pytest.mark.parametrize("kernel, strides, padding, size", [
+    (1, 1, "same", 7), (1, 2, "same", 7), (1, 2, "valid", 7), (3, 1, "same", 3), (2, 1, "same", 3),
+    (5, 1, "same", 3), (3, 1, "same", 7), (3, 2, "valid", 7)])
+def test_conv_equals_keras(kernel, strides, padding, size):
     rng = np.random.default_rng(3)
-    x = tf.constant(rng.normal(size=(2, 7, 7, 5)), tf.float32)
+    x = tf.constant(rng.normal(size=(2, size, size, 5)), tf.float32)
     conv, ours = pair(keras.layers.Conv2D(4, kernel, strides=strides, padding=padding),
                       MatmulConv2D(4, kernel, strides=strides, padding=padding), x.shape, rng)
     got, want = outputs_and_gradients(ours, x), outputs_and_gradients(conv, x)
     assert got[0].shape == want[0].shape == ours.compute_output_shape(x.shape)
     for name, g, w in zip(("y", "dx", "dkernel", "dbias"), got, want):
         np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL, err_msg=name)
+
+
+def test_conv_under_mixed_bfloat16_matches_keras_to_bf16_rounding():
+    """A 3×3 convolution on a 6×6 map: in bf16 its kernel gradient is the patches' matmul."""
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.normal(size=(4, 6, 6, 16)), tf.float32)
+    conv, ours = pair(keras.layers.Conv2D(8, 3, padding="same", dtype="mixed_bfloat16"),
+                      MatmulConv2D(8, 3, padding="same", dtype="mixed_bfloat16"), x.shape, rng)
+    for name, g, w in zip(("y", "dx", "dkernel", "dbias"), outputs_and_gradients(ours, x),
+                          outputs_and_gradients(conv, x)):
+        g, w = tf.cast(g, tf.float32), tf.cast(w, tf.float32)
+        np.testing.assert_allclose(g, w, rtol=0, atol=0.02 * float(tf.reduce_max(tf.abs(w))), err_msg=name)
 
 
 def test_conv_config_round_trip_and_dynamic_batch():
