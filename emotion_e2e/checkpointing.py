@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 
 from emotion_e2e.errors import DataError
-from emotion_e2e.run_dir import PARTIAL, commit, partial_path, read_history, write_text
+from emotion_e2e.run_dir import PARTIAL, commit, partial_path, read_history, write_file
 
 gfile = tf.io.gfile
 STATE = "state.json"
@@ -86,7 +86,7 @@ class History(keras.callbacks.Callback):
         writer = csv.DictWriter(out, fieldnames=keys, restval="", lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
-        write_text(self.path, out.getvalue())
+        write_file(self.path, out.getvalue())
 
 
 def _plain(value):
@@ -161,7 +161,7 @@ class Backup(keras.callbacks.Callback):
         self.model.save_weights(tmp)
         commit(tmp, path)
         state = {"epoch": epoch, "step": step, "global_step": self.step, "weights": name}
-        write_text(self.state_path, json.dumps(state))  # the commit point
+        write_file(self.state_path, json.dumps(state))  # the commit point
         for old in gfile.listdir(self.directory):
             if old.endswith(".weights.h5") and old != name:
                 gfile.remove(os.path.join(self.directory, old))

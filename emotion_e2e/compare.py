@@ -11,6 +11,7 @@ import json
 import os
 import sys
 
+import tensorflow as tf
 from absl import app, flags
 
 from emotion_e2e import run_dir as run_lib
@@ -23,10 +24,10 @@ def comparison_table(run_dirs, partition: str) -> str:
     rows, names = [], None
     for run in run_dirs:
         path = run_lib.report_path(run, partition)
-        if not os.path.exists(path):
+        if not tf.io.gfile.exists(path):
             raise ConfigError(f"{path} not found: run eval.py --run_dir={run} --partition={partition} first")
         try:
-            with open(path) as f:
+            with tf.io.gfile.GFile(path) as f:
                 scores = json.load(f)["scores"]["partition"]
         except (ValueError, KeyError) as e:
             raise DataError(f"{path} is not an evaluation report with scores ({type(e).__name__}: {e}); "

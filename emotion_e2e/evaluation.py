@@ -9,6 +9,7 @@ recordings, not averaged over recordings.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 
 import keras
@@ -127,23 +128,24 @@ def format_table(report: dict, label_names, title: str) -> str:
 
 def write_predictions(preds: dict[str, Predictions], label_names, frame_step: float, out_dir: str):
     """One CSV per recording: time, then pred_<name> and gold_<name> per dimension."""
-    os.makedirs(out_dir, exist_ok=True)
+    tf.io.gfile.makedirs(out_dir)
     for rid, p in preds.items():
         cols = {"time": p.frame * frame_step}
         for d, n in enumerate(label_names):
             cols[f"pred_{n}"] = p.pred[:, d]
             if p.gold is not None:
                 cols[f"gold_{n}"] = p.gold[:, d]
-        header = ",".join(cols)
-        np.savetxt(os.path.join(out_dir, f"{rid}.csv"), np.stack(list(cols.values()), 1), delimiter=",",
-                   header=header, comments="", fmt="%.6g")
+        text = io.StringIO()
+        np.savetxt(text, np.stack(list(cols.values()), 1), delimiter=",", header=",".join(cols), comments="",
+                   fmt="%.6g")
+        run_lib.write_file(os.path.join(out_dir, f"{rid}.csv"), text.getvalue())
 
 
 def plot_predictions(preds: dict[str, Predictions], label_names, frame_step: float, out_dir: str):
     """One PNG per recording: prediction against gold over time, a panel per dimension."""
     from emotion_e2e.plots import plot_traces  # noqa: PLC0415
 
-    os.makedirs(out_dir, exist_ok=True)
+    tf.io.gfile.makedirs(out_dir)
     for rid, p in preds.items():
         gold = None if p.gold is None else {n: p.gold[:, d] for d, n in enumerate(label_names)}
         plot_traces(os.path.join(out_dir, f"{rid}.png"), rid, p.frame * frame_step,
@@ -163,7 +165,9 @@ def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str 
     (default: the run's). With ``stateful`` the LSTM state is carried across the consecutive
     windows of a recording (``predict_partition``).
     """
+    run_lib.register_filesystems(run_dir, output_dir)
     cfg = run_lib.load_config(run_dir)
+    run_lib.register_filesystems(cfg.data_dir)
     partition = partition or cfg.eval_partition
     meta = metadata.read(cfg.data_dir)
     if partition not in meta["partitions"]:

@@ -3,16 +3,18 @@ label dimension. Used by eval.py (prediction against gold) and predict (predicti
 
 from __future__ import annotations
 
-import os
+import io
 
 import numpy as np
+
+from emotion_e2e import run_dir as run_lib
 
 FIGURE_WIDTH, PANEL_HEIGHT, DPI = 10, 2.2, 80
 
 
 def plot_traces(path: str, title: str, time: np.ndarray, pred: dict, gold: dict | None = None,
                 no_face: np.ndarray | None = None):
-    """Writes a PNG to ``path`` (atomically: a temporary name, then renamed).
+    """Writes a PNG to ``path`` (atomically, through tf.io.gfile: any file system TF reads).
 
     Args:
       time: ``(frames,)`` seconds.
@@ -40,11 +42,9 @@ def plot_traces(path: str, title: str, time: np.ndarray, pred: dict, gold: dict 
     axes[0, 0].legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel("time (s)")
     fig.tight_layout()
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.part")
+    png = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=DPI, format="png")
-        os.replace(tmp, path)
+        fig.savefig(png, dpi=DPI, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    run_lib.write_file(path, png.getvalue())

@@ -35,7 +35,7 @@ HISTORY = "history.csv"
 TENSORBOARD = "tensorboard"
 EVAL = "eval"
 REPORT = "report.json"
-PARTIAL = ".partial-"  # the prefix of a file being written (write_text, checkpointing)
+PARTIAL = ".partial-"  # the prefix of a file being written (write_file, checkpointing)
 
 
 # URL schemes whose file systems tensorflow_io registers (TF itself has local paths, gs:// and ram://).
@@ -140,11 +140,11 @@ def commit(tmp: str, path: str):
     tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def write_text(path: str, text: str):
-    """Writes ``text`` to ``path`` atomically."""
+def write_file(path: str, data: str | bytes):
+    """Writes ``data`` (text or bytes) to ``path`` atomically."""
     tmp = partial_path(path)
-    with tf.io.gfile.GFile(tmp, "w") as f:
-        f.write(text)
+    with tf.io.gfile.GFile(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
     commit(tmp, path)
 
 
@@ -170,7 +170,7 @@ def strict_json(value):
 
 def write_json(path: str, value):
     """Writes ``value`` as strict JSON to ``path`` atomically."""
-    write_text(path, json.dumps(strict_json(value), indent=2, allow_nan=False))
+    write_file(path, json.dumps(strict_json(value), indent=2, allow_nan=False))
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from emotion_e2e import checkpointing, config, training
+from emotion_e2e import checkpointing, compare, config, evaluation, training
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.models import build_model
 from test_training import train_cfg
@@ -133,3 +133,13 @@ def test_training_reads_and_writes_through_tf_gfile(corpus, tmp_path):
     assert run_lib.load_config(run) == cfg
     assert run_lib.load_checkpoint(run).count_params() == history.model.count_params()
     assert training.train(cfg, run, verbose=0).epoch == []  # resumed from ram:// too: nothing left
+    # eval.py's outputs go there too: report, a CSV and a plot per recording, the comparison reads it
+    report = evaluation.evaluate_run(run, plots=True)
+    out = run_lib.eval_dir(run, cfg.eval_partition)
+    assert tf.io.gfile.exists(os.path.join(out, run_lib.REPORT))
+    recordings = sorted(report["scores"]["recordings"])
+    for kind, suffix in (("predictions", ".csv"), ("plots", ".png")):
+        assert sorted(tf.io.gfile.listdir(os.path.join(out, kind))) == [f"{r}{suffix}" for r in recordings]
+    csv = tf.io.gfile.GFile(os.path.join(out, "predictions", f"{recordings[0]}.csv")).read()
+    assert csv.startswith("time,pred_arousal,gold_arousal")
+    assert "audio" in compare.comparison_table([run], cfg.eval_partition)
