@@ -538,6 +538,17 @@ def serving_suite():
             print(f"  {m:g} min: peak RSS {rss:,.0f} MB, {60 * m / wall:.2f}× real time (with start-up)")
 
 
+def _best_seconds(call, repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``call`` after a warm-up call."""
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def matmul_peak(dtype, n=2048, repeats=10) -> float:
     """GFLOP/s of an ``n``×``n`` matmul chain, the best of ``repeats``."""
     import tensorflow as tf  # noqa: PLC0415
@@ -549,13 +560,7 @@ def matmul_peak(dtype, n=2048, repeats=10) -> float:
     def mm(x, y):
         return tf.reduce_sum(tf.cast(tf.linalg.matmul(x, y), tf.float32))
 
-    mm(a, b).numpy()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        mm(a, b).numpy()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n ** 3 / _best_seconds(lambda: mm(a, b).numpy(), repeats) / 1e9
 
 
 def model_flops(model, frames: int) -> float:
@@ -679,13 +684,7 @@ def convolution_rates(model, frames: int, dtype, repeats: int = 5) -> list[tuple
                 y = layer.convolution_op(x, kernel)
             return tape.gradient(y, [x, kernel], output_gradients=y)
 
-        step(x, kernel)
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for g in step(x, kernel):
-                g.numpy()
-            best = min(best, time.perf_counter() - t0)
+        best = _best_seconds(lambda step=step, x=x, kernel=kernel: [g.numpy() for g in step(x, kernel)], repeats)
         out = layer.compute_output_shape((frames, *shape))
         flops = 3 * 2 * int(np.prod(out)) * int(np.prod(kernel_shape[:-1]))
         h, w, c = shape
@@ -699,7 +698,7 @@ MODEL_MODES = ("inference", "train step", "inf. opt.")
 
 def _model_pair(precision: str, modalities):
     """``(model, optimize_for_inference(model), label names)``, built under ``precision``'s
-    policy and compiled as training compiles it."""
+    policy and compiled with training's optimizer and loss."""
     import keras  # noqa: PLC0415
 
     from emotion_e2e import losses  # noqa: PLC0415

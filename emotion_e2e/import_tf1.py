@@ -74,6 +74,8 @@ LSTM_GENERATIONS = {
                             ("w_i_diag", "w_f_diag", "w_o_diag")),
     "TF <= 0.12": LSTMNames("RNN/MultiRNNCell/Cell{k}/LSTMCell", "W_0", "B", ("W_I_diag", "W_F_diag", "W_O_diag")),
 }
+
+
 @dataclasses.dataclass(frozen=True)
 class Mapped:
     """One checkpoint variable: its ``name``, the ``shape`` the model needs it to have, the model's
@@ -213,12 +215,12 @@ def lstm_mapping(model, cfg: RecurrentConfig, lstm: LSTMNames) -> list[Mapped]:
 
     mapped = []
     for k in range(cfg.layers):
-        cell, scope = model.get_layer(f"lstm_{k + 1}"), lstm.cell.format(k=k)  # a PeepholeLSTM
-        inputs = cell.kernel.shape[0]
-        mapped.append(Mapped(f"{scope}/{lstm.kernel}", (inputs + cfg.units, cell.kernel.shape[1]),
-                             (cell.kernel, cell.recurrent_kernel), lambda value, n=inputs: [value[:n], value[n:]]))
-        mapped.append(Mapped(f"{scope}/{lstm.bias}", tuple(cell.bias.shape), (cell.bias,)))
-        mapped += [Mapped(f"{scope}/{name}", tuple(getattr(cell, w).shape), (getattr(cell, w),))
+        layer, scope = model.get_layer(f"lstm_{k + 1}"), lstm.cell.format(k=k)  # a PeepholeLSTM
+        inputs = layer.kernel.shape[0]
+        mapped.append(Mapped(f"{scope}/{lstm.kernel}", (inputs + cfg.units, layer.kernel.shape[1]),
+                             (layer.kernel, layer.recurrent_kernel), lambda value, n=inputs: [value[:n], value[n:]]))
+        mapped.append(Mapped(f"{scope}/{lstm.bias}", tuple(layer.bias.shape), (layer.bias,)))
+        mapped += [Mapped(f"{scope}/{name}", tuple(getattr(layer, w).shape), (getattr(layer, w),))
                    for name, w in zip(lstm.peepholes, PEEPHOLES)]
     return mapped
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import ops
 
 from emotion_e2e.models.layers import PACKAGE
 from emotion_e2e.models.recurrent import PeepholeLSTM, PeepholeLSTMCell

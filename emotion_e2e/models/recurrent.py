@@ -69,14 +69,8 @@ class PeepholeLSTMCell(keras.layers.Layer):
                  kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
                  peephole_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        _check(units, cell_clip)
-        self.units = int(units)
-        self.cell_clip = None if cell_clip is None else float(cell_clip)
-        self.forget_bias = float(forget_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
-        self.peephole_initializer = keras.initializers.get(peephole_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
+        _configure(self, units, cell_clip, forget_bias, kernel_initializer, recurrent_initializer,
+                   peephole_initializer, bias_initializer)
         self.state_size = [self.units, self.units]  # h, c
         self.output_size = self.units
 
@@ -93,10 +87,19 @@ class PeepholeLSTMCell(keras.layers.Layer):
         return {**super().get_config(), **_config(self)}
 
 
-def _check(units: int, cell_clip):
+def _configure(layer, units: int, cell_clip, forget_bias: float, kernel_initializer, recurrent_initializer,
+               peephole_initializer, bias_initializer):
+    """Checks and sets the arguments ``PeepholeLSTM`` and ``PeepholeLSTMCell`` share."""
     if units <= 0 or (cell_clip is not None and cell_clip <= 0):
         raise ValueError(f"A peephole LSTM needs units > 0 and cell_clip > 0 or None. "
                          f"Received: units={units}, cell_clip={cell_clip}")
+    layer.units = int(units)
+    layer.cell_clip = None if cell_clip is None else float(cell_clip)
+    layer.forget_bias = float(forget_bias)
+    layer.kernel_initializer = keras.initializers.get(kernel_initializer)
+    layer.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+    layer.peephole_initializer = keras.initializers.get(peephole_initializer)
+    layer.bias_initializer = keras.initializers.get(bias_initializer)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -117,15 +120,9 @@ class PeepholeLSTM(keras.layers.Layer):
                  recurrent_initializer="orthogonal", peephole_initializer="glorot_uniform",
                  bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        _check(units, cell_clip)
-        self.units = int(units)
-        self.cell_clip = None if cell_clip is None else float(cell_clip)
-        self.forget_bias = float(forget_bias)
+        _configure(self, units, cell_clip, forget_bias, kernel_initializer, recurrent_initializer,
+                   peephole_initializer, bias_initializer)
         self.return_state = bool(return_state)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
-        self.peephole_initializer = keras.initializers.get(peephole_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
 
     def build(self, input_shape):
         _add_weights(self, input_shape[-1])
