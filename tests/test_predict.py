@@ -3,6 +3,7 @@ rate (with and without sound) and WAVs, the export and the run directory agree, 
 call, the faces are the ones training saw, the CLI's files and one-line errors, and memory that
 does not grow with the file's length."""
 
+import dataclasses
 import os
 import re
 import shutil
@@ -22,8 +23,8 @@ from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import InputConfig, ReaderConfig
 from emotion_e2e.data import convert, media, schema, sources
 from emotion_e2e.errors import ConfigError
-from face_fixtures import face_patch, noise_frame, paste
-from media_fixtures import _encode, write_audio, write_av
+from face_fixtures import face_patch, noise_frame, paste, phone_portraits
+from media_fixtures import _encode, write_audio, write_av, write_phone_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 1e-5  # fp32 rounding: the optimized graph, chunks, the CSV's 6 significant digits
@@ -239,6 +240,33 @@ def test_the_face_detector_can_be_replaced_and_the_rest_of_the_crop_settings_sta
     assert cfg.face == C.FaceConfig(**{**model.description["face"], "detector": "mediapipe"})
     assert model.convert_config().face == C.FaceConfig(**model.description["face"])
     assert cfg.time_base == C.TimeBase() and cfg.modalities == ("face",)
+
+
+def test_a_phone_video_held_sideways_is_read_upright(tmp_path):
+    """predict reads a file through the converter's decoding, so a phone's video stored sideways with
+    a "rotate 90°" flag gives the faces of the same video stored upright. The model is not what is
+    tested: a stand-in with the stream signature's inputs records the faces it is fed."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    fed = []
+
+    def call(x):
+        fed.append(x["face"].numpy())
+        return {"arousal": tf.zeros(tf.shape(x["face"])[:2])}
+
+    description = {"frame_step": C.TimeBase().frame_step, "sample_rate": C.TimeBase().sample_rate,
+                   "face": dataclasses.asdict(C.FaceConfig()), "modalities": ["face"], "label_names": ["arousal"],
+                   "state_names": [], "signatures": {export.STREAM_SIGNATURE: {"inputs": {"face": {"dtype": "uint8"}}}}}
+    model = predict.Predictor(call, description, "a stand-in model")
+    frames, faces = phone_portraits(12), {}
+    for name, write in (("upright", lambda p: write_av(p, frames, 25)),
+                        ("sideways", lambda p: write_phone_video(p, frames, 90))):
+        fed.clear()
+        table = predict.predict_file(model, write(tmp_path / f"{name}.mp4"), progress=False)
+        assert table["face_found"].tolist() == [1] * len(frames)
+        faces[name] = np.concatenate(fed, axis=1)
+    assert faces["sideways"].shape == faces["upright"].shape == (1, len(frames), 96, 96, 3)
+    assert np.abs(faces["sideways"].astype(np.int16) - faces["upright"]).mean() < 3  # H.264 and JPEG
 
 
 # ---------------------------------------------------------------- errors (Python API)

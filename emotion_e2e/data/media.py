@@ -5,17 +5,20 @@ is constant in the recording's length and the video's resolution: at most one
 decoded video frame (plus its RGB copy) and a few FFmpeg audio frames are alive.
 
 Audio time 0 is the first decoded sample; video time 0 is the video stream's
-start time. Grid frame ``i = 1..N`` ends at ``time_base.frame_step · i``.
+start time. Grid frame ``i = 1..N`` ends at ``time_base.frame_step · i``. Video frames come
+out as they are meant to be displayed: turned and mirrored by the stream's display matrix
+(a phone's "rotate 90°" flag), as FFmpeg's own player does.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import math
 import os
 from fractions import Fraction
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import av
 import numpy as np
@@ -211,12 +214,70 @@ def video_duration(path) -> float:
             return float((end - _start(stream, first)) * stream.time_base)
     # Packets without durations or timestamps: decode, extending the last frame by
     # the previous frame interval.
-    times = collections.deque((t for t, _ in _video_frames_timed(path)), maxlen=2)
+    times = collections.deque((t for t, *_ in _video_frames_timed(path)), maxlen=2)
     return float(times[-1] + (times[-1] - times[0] if len(times) > 1 else 0))
 
 
-def _video_frames_timed(path) -> Iterator[tuple[Fraction, av.VideoFrame]]:
-    """(seconds since stream start as an exact Fraction, undecoded-to-RGB frame)."""
+# A display matrix (FFmpeg's DISPLAYMATRIX side data: an MP4/MOV track header's matrix, or an
+# H.264/HEVC display orientation message) is 9 native int32 ``a b u / c d v / tx ty w``: a..d, tx,
+# ty in 16.16 fixed point, u, v, w in 2.30. A stored pixel (x, y) is shown at (a·x + c·y + tx,
+# b·x + d·y + ty): a phone that held the camera upright writes a = d = 0, b = 1, c = -1 (stored
+# column x becomes displayed row x: a clockwise quarter turn, FFmpeg's rotation angle -90°).
+DISPLAY_ONE, DISPLAY_W_ONE = 1 << 16, 1 << 30
+
+
+class Orientation(NamedTuple):
+    """How a stored picture becomes the displayed one: transpose rows and columns first, then
+    reverse the rows and/or the columns (the eight turns and mirror images of a rectangle)."""
+
+    transpose: bool
+    flip_rows: bool
+    flip_cols: bool
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """The displayed ``(H', W', 3)`` picture of a stored ``(H, W, 3)`` one (H', W' = W, H when
+        transposed), contiguous: a clockwise quarter turn is ``np.rot90(rgb, -1)``."""
+        if self.transpose:
+            rgb = rgb.transpose(1, 0, 2)
+        return np.ascontiguousarray(rgb[::-1 if self.flip_rows else 1, ::-1 if self.flip_cols else 1])
+
+
+@functools.lru_cache(maxsize=16)
+def display_orientation(matrix: bytes) -> Orientation | None:
+    """The ``Orientation`` of a display matrix (36 bytes), None for the identity (nothing to do).
+
+    The same choice as FFmpeg's ``autorotate`` for the angles it turns without resampling.
+    ValueError for any other matrix: a turn that is not a multiple of 90°, a scale, a shear or
+    a perspective.
+    """
+    if len(matrix) != 9 * 4:
+        raise ValueError(f"expected 9 int32 values (36 bytes), received {len(matrix)} bytes")
+    m = np.frombuffer(matrix, np.int32).tolist()
+    a, b, u, c, d, v, _, _, w = m
+    unit = sorted(map(abs, (a, b, c, d))) == [0, 0, DISPLAY_ONE, DISPLAY_ONE] and (b == c == 0 or a == d == 0)
+    if not unit or u or v or w != DISPLAY_W_ONE:
+        scale = [DISPLAY_ONE, DISPLAY_ONE, DISPLAY_W_ONE] * 3
+        shown = ", ".join(f"{x / s:.4g}" for x, s in zip(m, scale))
+        raise ValueError(f"[{shown}] is not a rotation by a multiple of 90° (mirrored or not) "
+                         f"without scale, shear or perspective")
+    turn = Orientation(transpose=a == 0, flip_rows=(b if a == 0 else d) < 0, flip_cols=(c if a == 0 else a) < 0)
+    return turn if any(turn) else None
+
+
+def _orientation(frame: av.VideoFrame, path, index: int) -> Orientation | None:
+    """``frame``'s display ``Orientation`` (None when it is shown as stored)."""
+    matrix = frame.side_data.get("DISPLAYMATRIX")
+    if matrix is None:
+        return None
+    try:
+        return display_orientation(bytes(matrix))
+    except ValueError as e:
+        raise DataError(f"{path}: video frame {index} has an unsupported display matrix: {e}") from None
+
+
+def _video_frames_timed(path) -> Iterator[tuple[Fraction, av.VideoFrame, Orientation | None]]:
+    """(seconds since stream start as an exact Fraction, undecoded-to-RGB frame, its display
+    ``Orientation`` or None)."""
     with _open(path, "video") as (container, stream):
         stream.thread_type = "AUTO"
         start, count = None, 0
@@ -225,41 +286,47 @@ def _video_frames_timed(path) -> Iterator[tuple[Fraction, av.VideoFrame]]:
                 raise DataError(f"{path}: video frame {count} has no timestamp (expected pts on every frame)")
             if start is None:
                 start = _start(stream, frame.pts)
+            orientation = _orientation(frame, path, count)
             count += 1
-            yield (frame.pts - start) * stream.time_base, frame
+            yield (frame.pts - start) * stream.time_base, frame, orientation
         if not count:
             raise DataError(f"{path}: the video stream has no decodable frames (expected at least one)")
 
 
 def video_frames(path, time_base: TimeBase, num_frames: int | None = None) -> Iterator[np.ndarray]:
-    """Yield (H, W, 3) uint8 RGB: for grid frame i, the last video frame with time <= step·i.
+    """Yield (H, W, 3) uint8 RGB as displayed: for grid frame i, the last video frame with time <= step·i.
 
     Times before the first video frame get the first frame; past the end the last
     one is held. ``num_frames=None`` covers ``video_duration``. A repeated frame is
-    the same read-only array.
+    the same read-only array. A frame with a display matrix is turned (and mirrored)
+    as it is meant to be shown, so a phone's portrait video comes out upright: H and W
+    are the displayed height and width.
     """
     n = time_base.frames_in(video_duration(path)) if num_frames is None else num_frames
     step = Fraction(time_base.frame_step).limit_denominator(1_000_000)  # 0.04 -> exactly 1/25
     held, rgb, i = None, None, 1
 
-    def to_rgb(frame):
+    def to_rgb(decoded):
         # Convert only frames that are yielded, once each (30 fps -> 25 Hz skips 1 in 6).
         nonlocal rgb
+        frame, orientation = decoded
         if rgb is None or rgb[0] is not frame:
             arr = frame.to_ndarray(format="rgb24")
+            if orientation is not None:
+                arr = orientation.apply(arr)
             arr.flags.writeable = False
             rgb = (frame, arr)
         return rgb[1]
 
     if n <= 0:
         return
-    for t, frame in _video_frames_timed(path):
+    for t, *decoded in _video_frames_timed(path):
         while i <= n and t > step * i:
-            yield to_rgb(held if held is not None else frame)
+            yield to_rgb(held if held is not None else decoded)
             i += 1
         if i > n:
             return
-        held = frame
+        held = decoded
     while i <= n:
         yield to_rgb(held)
         i += 1

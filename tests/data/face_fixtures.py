@@ -79,3 +79,9 @@ def iou(a: Box, b: Box) -> float:
 def shift(box: Box, dx: int, dy: int, scale: float = 1.0) -> Box:
     """``box`` scaled by ``scale`` about the origin, then moved by ``(dx, dy)``."""
     return Box(round(box.x * scale) + dx, round(box.y * scale) + dy, round(box.w * scale), round(box.h * scale))
+
+
+def phone_portraits(count: int, height: int = 160, width: int = 120) -> list[np.ndarray]:
+    """``count`` upright ``(height, width, 3)`` frames, taller than wide as a phone films a face,
+    with the astronaut's face (45 % of the height) moving to the right from frame to frame."""
+    return [portrait(0.45, height, width, at=(0.2 + 0.6 * k / max(count - 1, 1), 0.4))[0] for k in range(count)]

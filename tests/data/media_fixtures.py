@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 
 import av
@@ -117,3 +118,68 @@ def write_av(path, frames, fps, audio=None, audio_rate=44100, video_codec="libx2
                 audio_frames.append(f)
             _encode(c, a, audio_frames)
     return str(path)
+
+
+# ------------------------------------------------------------------ display matrix (a phone's rotation flag)
+
+def _boxes(data, start, end):
+    """``(type, start, end)`` of the ISO BMFF boxes in ``data[start:end]``."""
+    while start + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[start:start + 8])
+        if size == 1:  # a 64-bit size follows the type
+            size = struct.unpack(">Q", data[start + 8:start + 16])[0]
+        size = size or end - start  # 0: to the end
+        yield kind, start, start + size
+        start += size
+
+
+def _child(data, start, end, kind):
+    """``(start, end)`` of the first ``kind`` box among the boxes in ``data[start:end]``."""
+    return next((s, e) for k, s, e in _boxes(data, start, end) if k == kind)
+
+
+def set_display_matrix(path, matrix):
+    """Writes ``matrix`` (9 ints ``a b u c d v tx ty w``: 16.16 fixed point, u, v, w 2.30) into the
+    track header (``tkhd``) of the MP4/MOV's video track, where a phone writes its rotation flag;
+    FFmpeg's mov demuxer turns it into the stream's display matrix. Returns the path."""
+    data = bytearray(open(path, "rb").read())
+    patched = 0
+    moov = _child(data, 0, len(data), b"moov")
+    for kind, start, end in _boxes(data, moov[0] + 8, moov[1]):
+        if kind != b"trak":
+            continue
+        mdia = _child(data, start + 8, end, b"mdia")
+        hdlr = _child(data, mdia[0] + 8, mdia[1], b"hdlr")
+        if data[hdlr[0] + 16:hdlr[0] + 20] != b"vide":  # size, type, version+flags, pre_defined, handler
+            continue
+        tkhd = _child(data, start + 8, end, b"tkhd")[0] + 8
+        times = 32 if data[tkhd] == 1 else 20  # version 1: 64-bit times and duration
+        # version+flags, times+track id+duration, 8 reserved, layer, group, volume, 2 reserved
+        at = tkhd + 4 + times + 8 + 8
+        data[at:at + 36] = struct.pack(">9i", *matrix)
+        patched += 1
+    assert patched == 1, f"{path}: expected one video track, patched {patched}"
+    with open(path, "wb") as f:
+        f.write(data)
+    return str(path)
+
+
+def phone_matrix(degrees, height, width):
+    """The track matrix a phone writes for a ``(height, width)`` stored picture that is to be shown
+    turned ``degrees`` (0, 90, 180, 270) clockwise, its "rotate" tag: stored pixel (x, y) is shown
+    at (a·x + c·y + tx, b·x + d·y + ty), a = d = cos, b = -c = sin, and (tx, ty) moves the turned
+    picture back to the origin."""
+    cos, sin = {0: (1, 0), 90: (0, 1), 180: (-1, 0), 270: (0, -1)}[degrees]
+    tx, ty = {0: (0, 0), 90: (height, 0), 180: (width, height), 270: (0, width)}[degrees]
+    one = 1 << 16
+    return [cos * one, sin * one, 0, -sin * one, cos * one, 0, tx * one, ty * one, 1 << 30]
+
+
+def write_phone_video(path, upright, degrees, fps=25):
+    """An MP4 (``write_av``) as a phone writes one held sideways or upside down: the stored frames are
+    ``upright`` (RGB arrays) turned ``degrees`` counter-clockwise, and the track says "turn them
+    ``degrees`` clockwise to show them". Returns the path."""
+    stored = [np.ascontiguousarray(np.rot90(img, degrees // 90)) for img in upright]
+    write_av(path, stored, fps)
+    return set_display_matrix(path, phone_matrix(degrees, *stored[0].shape[:2]))
+

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 
 import av
+import cv2
 import numpy as np
 import pytest
 
 from emotion_e2e.config import TimeBase
 from emotion_e2e.data import media
 from emotion_e2e.errors import DataError
-from media_fixtures import colour, decode_k, dominant, sine, stepped_tone, write_audio, write_video
+from face_fixtures import face_patch, phone_portraits
+from media_fixtures import (colour, decode_k, dominant, phone_matrix, set_display_matrix, sine, stepped_tone,
+                            write_audio, write_av, write_phone_video, write_video)
 
 TB = TimeBase()
 SR, SPF, STEP = TB.sample_rate, TB.samples_per_frame, Fraction(1, 25)
@@ -135,6 +139,91 @@ def test_video_h264_with_b_frames(tmp_path):
     assert frames[0].shape == (48, 64, 3) and frames[0].dtype == np.uint8
     assert [decode_k(f) for f in frames] == expected_indices([Fraction(k, 30) for k in range(45)], len(frames))
     assert len(frames) == TB.frames_in(1.5)
+
+
+# ------------------------------------------------------------------ display orientation
+
+PHONE_FRAMES = 12
+CODEC_NOISE = 2  # mean |difference| of an H.264 4:4:4 qp 0 round trip (RGB -> YUV -> RGB)
+ONE = 1 << 16
+
+
+def mean_abs_diff(a, b):
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+@pytest.fixture(scope="module")
+def upright():
+    return phone_portraits(PHONE_FRAMES)
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_phone_video_with_a_rotation_flag_comes_out_upright(tmp_path, upright, degrees):
+    path = write_phone_video(tmp_path / f"phone{degrees}.mp4", upright, degrees)
+    with av.open(path) as c:  # FFmpeg sees the flag: its angle is counter-clockwise
+        assert next(c.decode(video=0)).rotation % 360 == -degrees % 360
+    frames = list(media.video_frames(path, TB))
+    assert len(frames) == PHONE_FRAMES
+    for i, frame in enumerate(frames, 1):  # grid frame i shows video frame i (the last one held)
+        want = upright[min(i, PHONE_FRAMES - 1)]
+        assert frame.shape == want.shape and frame.dtype == np.uint8, f"frame {i}"
+        assert frame.flags.c_contiguous and not frame.flags.writeable
+        assert mean_abs_diff(frame, want) < CODEC_NOISE, f"frame {i}"
+        assert mean_abs_diff(frame, np.rot90(want, 2)) > 20 * CODEC_NOISE  # a turn the wrong way
+
+
+# Every turn and mirror image a display matrix can hold (a, b, c, d of 16.16 fixed point) with what
+# FFmpeg's autorotate (fftools) does with it: its transpose filter's direction or h/vflip.
+AUTOROTATE = {
+    "identity": ((1, 0, 0, 1), lambda s: s),
+    "clock": ((0, 1, -1, 0), lambda s: np.rot90(s, -1)),
+    "cclock_flip": ((0, 1, 1, 0), lambda s: s.transpose(1, 0, 2)),
+    "hflip,vflip": ((-1, 0, 0, -1), lambda s: s[::-1, ::-1]),
+    "hflip": ((-1, 0, 0, 1), lambda s: s[:, ::-1]),
+    "cclock": ((0, -1, 1, 0), lambda s: np.rot90(s, 1)),
+    "clock_flip": ((0, -1, -1, 0), lambda s: np.rot90(s, -1)[::-1]),
+    "vflip": ((1, 0, 0, -1), lambda s: s[::-1]),
+}
+
+
+@pytest.mark.parametrize("name", AUTOROTATE)
+def test_display_matrices_turn_and_mirror_as_ffmpeg_autorotate(tmp_path, name):
+    (a, b, c, d), autorotate = AUTOROTATE[name]
+    stored = cv2.resize(face_patch(), (64, 48), interpolation=cv2.INTER_AREA)  # no symmetry
+    path = write_av(tmp_path / "m.mp4", [stored] * 3, 25)
+    set_display_matrix(path, [a * ONE, b * ONE, 0, c * ONE, d * ONE, 0, 0, 0, 1 << 30])
+    want = autorotate(stored)
+    for frame in media.video_frames(path, TB):
+        assert frame.shape == want.shape
+        assert mean_abs_diff(frame, want) < CODEC_NOISE
+
+
+def test_video_without_a_rotation_flag_is_decoded_as_before(tmp_path, upright):
+    """No flag, or one that says "as stored": the frames are FFmpeg's RGB pictures, byte for byte."""
+    plain = write_video(tmp_path / "plain.mp4", list(range(PHONE_FRAMES)), Fraction(1, 25), codec="libx264",
+                        pix_fmt="yuv420p", size=upright[0].shape[:2])
+    flagged = write_av(tmp_path / "flag0.mp4", upright, 25)
+    set_display_matrix(flagged, phone_matrix(0, *upright[0].shape[:2]))
+    for path in (plain, flagged):
+        with av.open(path) as c:
+            decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+        got = list(media.video_frames(path, TB))
+        assert len(got) == PHONE_FRAMES
+        for i, frame in enumerate(got, 1):
+            np.testing.assert_array_equal(frame, decoded[min(i, PHONE_FRAMES - 1)])
+
+
+@pytest.mark.parametrize("what,matrix", [
+    ("45 degrees", [46341, 46341, 0, -46341, 46341, 0, 0, 0, 1 << 30]),
+    ("scale", [2 * ONE, 0, 0, 0, ONE, 0, 0, 0, 1 << 30]),
+    ("shear", [ONE, 0, 0, ONE // 2, ONE, 0, 0, 0, 1 << 30]),
+    ("perspective", [ONE, 0, 1 << 20, 0, ONE, 0, 0, 0, 1 << 30]),
+])
+def test_an_unsupported_display_matrix_is_refused_naming_the_file(tmp_path, what, matrix):
+    path = set_display_matrix(write_av(tmp_path / "odd.mp4", phone_portraits(2), 25), matrix)
+    with pytest.raises(DataError, match=re.escape(path) + r": video frame 0 has an unsupported display matrix: "
+                                        r"\[.*\] is not a rotation by a multiple of 90°"):
+        list(media.video_frames(path, TB))
 
 
 # ------------------------------------------------------------------ lengths and num_frames

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from emotion_e2e.config import InputConfig, ReaderConfig
-from emotion_e2e.data import convert, reader, sources
+from emotion_e2e.data import convert, faces, reader, sources
 from emotion_e2e.errors import DataError
-from face_fixtures import face_patch, paste
-from media_fixtures import dominant, sine, write_audio, write_av
+from face_fixtures import face_patch, paste, phone_portraits
+from media_fixtures import dominant, sine, write_audio, write_av, write_phone_video
 from test_labels import write_arff
 
 N = 30  # grid frames per recording: 1.2 s
@@ -230,6 +230,36 @@ def test_bad_input_is_named(tmp_path, case, match):
     with pytest.raises(DataError, match=match):
         convert.convert(recs, convert.ConvertConfig(modalities=modalities), str(tmp_path / "out"))
     assert not os.path.exists(tmp_path / "out") or not os.listdir(tmp_path / "out")
+
+
+PHONE_FRAMES = 12
+CROP_NOISE = 3  # mean |difference| of two crops of the same face through H.264 and JPEG
+
+
+def phone_crops(video):
+    """The converter's face crops (decoded) and face_found flags of a video-only recording."""
+    recording = sources.MediaRecording("phone", "train", video=str(video))
+    n, _, frames = recording.open(convert.ConvertConfig(modalities=("face",)))
+    frames = list(frames)
+    assert n == len(frames) == PHONE_FRAMES
+    return [faces.decode_jpeg(f.face_jpeg) for f in frames], [f.face_found for f in frames]
+
+
+@pytest.fixture(scope="module")
+def upright_crops(tmp_path_factory):
+    """The crops of the phone portraits written upright, without a rotation flag."""
+    path = tmp_path_factory.mktemp("upright") / "upright.mp4"
+    return phone_crops(write_av(path, phone_portraits(PHONE_FRAMES), 25))
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_a_phone_video_with_a_rotation_flag_gives_the_crops_of_the_upright_video(tmp_path, upright_crops, degrees):
+    path = write_phone_video(tmp_path / f"phone{degrees}.mp4", phone_portraits(PHONE_FRAMES), degrees)
+    crops, found = phone_crops(path)
+    want_crops, want_found = upright_crops
+    assert found == want_found == [True] * PHONE_FRAMES
+    for i, (crop, want) in enumerate(zip(crops, want_crops), 1):
+        assert np.abs(crop.astype(np.int16) - want).mean() < CROP_NOISE, f"frame {i}"
 
 
 def test_labels_one_frame_longer_than_media_are_trimmed(tmp_path):
