@@ -243,7 +243,7 @@ class Orientation(NamedTuple):
 
 
 @functools.lru_cache(maxsize=16)
-def display_orientation(matrix: bytes) -> Orientation | None:
+def _display_orientation(matrix: bytes) -> Orientation | None:
     """The ``Orientation`` of a display matrix (36 bytes), None for the identity (nothing to do).
 
     The same choice as FFmpeg's ``autorotate`` for the angles it turns without resampling.
@@ -270,7 +270,7 @@ def _orientation(frame: av.VideoFrame, path, index: int) -> Orientation | None:
     if matrix is None:
         return None
     try:
-        return display_orientation(bytes(matrix))
+        return _display_orientation(bytes(matrix))
     except ValueError as e:
         raise DataError(f"{path}: video frame {index} has an unsupported display matrix: {e}") from None
 
