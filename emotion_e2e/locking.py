@@ -37,9 +37,10 @@ def holder_text() -> str:
 def hold(folder: str, error: type[Exception], what: str = "folder", instead: str = "another folder"):
     """Holds the lock of ``folder`` (created if absent) for the ``with`` block.
 
-    Raises ``error`` with one line when another process holds it (``what folder is being written
-    by pid ...; wait for it to end, or use instead``) or when the lock file cannot be created (the
-    folder is not writable). A ``folder`` with a URL scheme is not locked.
+    Raises ``error`` with one line when another process holds it (``{what} {folder} is locked by
+    another writer, pid ... on HOST since TIME: COMMAND (FOLDER/.lock); wait for it to end, or use
+    {instead}``) or when the lock file cannot be created (``{what} {folder} is not writable: ...``).
+    A ``folder`` with a URL scheme is not locked.
     """
     if "://" in folder:
         yield

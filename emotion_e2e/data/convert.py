@@ -211,6 +211,9 @@ def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str
         network filesystem): the commit renames files with ``os``, so ``gs://``
         and other object stores are not supported.
       source: the corpus kind, recorded in the metadata.
+
+    Holds the lock of ``output_dir`` throughout (``emotion_e2e.locking``): a DataError naming the
+    holder when another process is converting into it.
     """
     if beam_options is not None and workers != 1:
         raise ValueError(f"convert: workers is for the local conversion; give Beam's own options in beam_options. "
