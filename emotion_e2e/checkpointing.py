@@ -65,23 +65,35 @@ class SaveModel(keras.callbacks.Callback):
         save_model(self.model, self.path)
 
 
+RESUMED_AT_STEP = "resumed_at_step"
+
+
 class History(keras.callbacks.Callback):
-    """``history.csv``: one row per finished epoch (``epoch`` first, then the logs' keys sorted).
+    """``history.csv``: one row per finished epoch (``epoch``, ``resumed_at_step``, then the logs'
+    keys sorted).
 
     The whole file is rewritten atomically at every epoch end, so a kill never leaves half a row;
     rows of epochs from ``first_epoch`` on are dropped, so an epoch that a killed run finished but
-    did not back up is written once, when it is trained again."""
+    did not back up is written once, when it is trained again.
 
-    def __init__(self, path: str, first_epoch: int = 0):
+    A run resumed ``resumed_at_step`` steps into ``first_epoch`` marks that epoch's row with the
+    number: its training loss and metrics cover the steps after it only (the running metric state is
+    not in the backup: under a multi-replica strategy each replica holds its own). Its validation
+    metrics are over the whole eval partition, as always. Epochs trained whole have it empty."""
+
+    def __init__(self, path: str, first_epoch: int = 0, resumed_at_step: int = 0):
         super().__init__()
-        self.path = path
+        self.path, self.first_epoch, self.resumed_at_step = path, first_epoch, resumed_at_step
         # Read once: a resumed run may call fit twice (the rest of an epoch, then whole ones).
         self.rows = [r for r in read_history(path) if int(r["epoch"]) < first_epoch]
 
     def on_epoch_end(self, epoch, logs=None):
         row = {k: _plain(v) for k, v in sorted((logs or {}).items())}
-        self.rows = [r for r in self.rows if int(r["epoch"]) != epoch] + [{"epoch": epoch, **row}]
-        keys = ["epoch"] + sorted({k for r in self.rows for k in r} - {"epoch"})
+        resumed = self.resumed_at_step if epoch == self.first_epoch and self.resumed_at_step else ""
+        self.rows = [r for r in self.rows if int(r["epoch"]) != epoch] + [
+            {"epoch": epoch, RESUMED_AT_STEP: resumed, **row}]
+        first = ["epoch", RESUMED_AT_STEP]
+        keys = first + sorted({k for r in self.rows for k in r} - set(first))
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=keys, restval="", lineterminator="\n")
         writer.writeheader()

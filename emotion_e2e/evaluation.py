@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from emotion_e2e import locking
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import InputConfig, ReaderConfig
 from emotion_e2e.data import metadata, reader, schema
@@ -163,7 +164,8 @@ def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str 
     post-processing is fitted on the run's dev partition and applied unchanged to ``partition``;
     the report then holds the scores before and after. Windows are ``eval_seq_len`` frames
     (default: the run's). With ``stateful`` the LSTM state is carried across the consecutive
-    windows of a recording (``predict_partition``).
+    windows of a recording (``predict_partition``). Holds the lock of ``output_dir``
+    (``emotion_e2e.locking``): a second evaluation into it is refused with a ConfigError.
     """
     run_lib.register_filesystems(run_dir, output_dir)
     cfg = run_lib.load_config(run_dir)
@@ -172,17 +174,28 @@ def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str 
     meta = metadata.read(cfg.data_dir)
     if partition not in meta["partitions"]:
         raise ConfigError(f"partition {partition!r} not in {cfg.data_dir}: {sorted(meta['partitions'])}")
-    names = cfg.inputs.label_names
-    labelled = bool(metadata.label_names(meta, partition))
     needed = [partition] + ([cfg.eval_partition] if postprocess else [])
     metadata.verify(cfg.data_dir, meta, needed)
     model = run_lib.load_checkpoint(run_dir, checkpoint)
+    output_dir = output_dir or run_lib.eval_dir(run_dir, partition)
+    # One evaluation per output folder at a time; training the run meanwhile is fine (it reads best.keras,
+    # which training replaces atomically).
+    with locking.hold(output_dir, ConfigError, "evaluation folder", "another --output_dir"):
+        return _evaluate(model, run_dir, cfg, meta, partition, checkpoint, output_dir, postprocess, plots,
+                         batch_size, eval_seq_len, stateful)
+
+
+def _evaluate(model: keras.Model, run_dir: str, cfg, meta: dict, partition: str, checkpoint: str, output_dir: str,
+              postprocess: bool, plots: bool, batch_size: int | None, eval_seq_len: int | None,
+              stateful: bool) -> dict:
+    """``evaluate_run`` with the run's ``model`` loaded and its output folder locked."""
+    names = cfg.inputs.label_names
+    labelled = bool(metadata.label_names(meta, partition))
     rcfg = cfg.reader.for_evaluation(batch_size=batch_size, eval_seq_len=eval_seq_len)
     gold_inputs = cfg.inputs
     read_inputs = gold_inputs if labelled else dataclasses.replace(gold_inputs, label_names=())
     pattern = lambda part: schema.partition_pattern(cfg.data_dir, part)  # noqa: E731
     preds = predict_partition(model, pattern(partition), read_inputs, rcfg, names, stateful=stateful)
-    output_dir = output_dir or run_lib.eval_dir(run_dir, partition)
     report = {"run_dir": run_dir, "checkpoint": run_lib.checkpoint_path(run_dir, checkpoint), "partition": partition,
               "eval_seq_len": rcfg.seq_len, "stateful": stateful}
     if labelled:

@@ -7,6 +7,7 @@ before a graph is built, so a bad configuration stops with one line.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -17,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from emotion_e2e import checkpointing, distribute
+from emotion_e2e import checkpointing, distribute, locking
 from emotion_e2e import config as config_lib
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import TrainConfig
@@ -252,15 +253,28 @@ def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None, meta: dict
     caller has read it already (it is read once per run).
 
     Only the chief writes ``run_dir``; every process resumes from its backup (docs/design.md §12).
+    The chief holds the lock of ``run_dir`` (``emotion_e2e.locking``) for the whole run: another
+    process training into it is refused with a ConfigError.
     Returns the Keras history of the epochs trained by this call (``history.model`` is the model)."""
-    from emotion_e2e.models import build_model  # noqa: PLC0415
-
     # First: a multi-worker strategy must configure TF before any TF operation runs (check_config runs some).
     strategy = distribute.make_strategy(cfg.strategy, cfg.tpu, cfg.connect_timeout)
     meta = meta if meta is not None else metadata.read(cfg.data_dir)
     check_config(cfg, run_dir, meta)
     distribute.check_batch(strategy, cfg.reader.batch_size)
     chief = distribute.is_chief(strategy)
+    # One writer per run: a second train.py on this run directory stops here, before it touches
+    # anything. The other workers of a cluster write nothing, so they take no lock.
+    writer = locking.hold(run_dir, ConfigError, "run directory", "another --run_dir") if chief else (
+        contextlib.nullcontext())
+    with writer:
+        return _train(cfg, run_dir, strategy, meta, chief, verbose)
+
+
+def _train(cfg: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy, meta: dict, chief: bool,
+           verbose: int | None) -> keras.callbacks.History:
+    """``train`` once the configuration is checked and, on the chief, the run directory is locked."""
+    from emotion_e2e.models import build_model  # noqa: PLC0415
+
     who = distribute.task_name(strategy)
 
     def log(message):
@@ -299,7 +313,7 @@ def train(cfg: TrainConfig, run_dir: str, verbose: int | None = None, meta: dict
             checkpointing.SaveModel(run_lib.checkpoint_path(run_dir, "best"), monitor=MONITOR,
                                     best=run_lib.best_score(run_dir, MONITOR, before_epoch=epoch)),
             checkpointing.SaveModel(run_lib.checkpoint_path(run_dir, "last")),
-            checkpointing.History(run_lib.history_path(run_dir), first_epoch=epoch),
+            checkpointing.History(run_lib.history_path(run_dir), first_epoch=epoch, resumed_at_step=step),
             keras.callbacks.TensorBoard(run_lib.tensorboard_dir(run_dir), write_graph=False),
         ]
     # Last: an epoch is backed up as finished only once its checkpoints and history row are written.

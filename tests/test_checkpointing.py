@@ -1,6 +1,8 @@
 """A run killed at any instant resumes: SIGKILL after a step backup, inside a backup write and
 inside a checkpoint write; the resumed run ends where an uninterrupted one with the same seed
-does, and history.csv holds each epoch once. Also: run and data directories on TF's ram://."""
+does, and history.csv holds each epoch once, marking the epochs a run resumed mid-way. The
+killed runs' locks are released (each next run takes the run directory over). Also: run and data
+directories on TF's ram://."""
 
 import json
 import os
@@ -68,6 +70,11 @@ def history_epochs(run):
     return list(pd.read_csv(run_lib.history_path(run))["epoch"])
 
 
+def resumed_at_steps(run):
+    """history.csv's ``resumed_at_step`` column: the steps of a row's epoch done before a resume, or ''."""
+    return [r[checkpointing.RESUMED_AT_STEP] for r in run_lib.read_history(run_lib.history_path(run))]
+
+
 def test_sigkill_after_a_step_backup_resumes_at_that_step_with_the_optimizer_state(cfg, cfg_file, uninterrupted,
                                                                                    tmp_path):
     run = str(tmp_path / "run")
@@ -94,6 +101,8 @@ def test_sigkill_after_a_step_backup_resumes_at_that_step_with_the_optimizer_sta
     assert "resuming epoch 1 at step 5 of 6" in out
     assert_same_end(final_weights(tmp_path / "w.npz"), uninterrupted)
     assert history_epochs(run) == [0, 1]
+    # epoch 1's training loss and metrics cover its last 2 steps only: its row says so; epoch 2 was whole
+    assert resumed_at_steps(run) == ["4", ""]
 
 
 def test_kills_inside_backup_and_checkpoint_writes_leave_a_resumable_run(cfg_file, uninterrupted, tmp_path):
@@ -113,6 +122,7 @@ def test_kills_inside_backup_and_checkpoint_writes_leave_a_resumable_run(cfg_fil
     drive(cfg_file, run, f"--weights_out={tmp_path / 'w.npz'}")
     assert_same_end(final_weights(tmp_path / "w.npz"), uninterrupted)
     assert history_epochs(run) == [0, 1]
+    assert resumed_at_steps(run) == ["2", "4"]  # both epochs were finished by a resumed run
     assert not [n for _, _, names in os.walk(run) for n in names if n.startswith(".partial-")]
     assert sorted(os.listdir(run_lib.backup_dir(run))) == [checkpointing.STATE, "step-000000012.weights.h5"]
 

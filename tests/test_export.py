@@ -458,3 +458,21 @@ def test_a_killed_export_leaves_no_version_and_the_next_one_works(run, tmp_path)
     assert export.versions(str(base)) == []
     assert [p.name for p in base.iterdir() if not p.name.startswith(".")] == []
     assert export.export_run(run("audio"), str(base)) == str(base / "1")
+
+
+def test_two_exports_at_once_into_one_folder_leave_only_complete_versions(run, exported, tmp_path):
+    base = tmp_path / "models"
+    command = [sys.executable, "-m", "emotion_e2e.export", f"--run_dir={run('audio')}", f"--export_dir={base}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    procs = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.communicate(timeout=600), p.returncode) for p in procs]
+    for (_, stderr), code in results:  # each either exports or stops with one line (both took the same version)
+        assert code == 0 or (code == 1 and stderr.strip().splitlines()[-1].startswith("error: ")
+                             and "Traceback" not in stderr), stderr[-3000:]
+    done = sum(code == 0 for _, code in results)
+    assert done >= 1 and len(export.versions(str(base))) == done
+    assert sorted(os.listdir(base)) == [str(v) for v in export.versions(str(base))]  # no partial folder left
+    whole = set(snapshot(exported("audio")[1]))  # the files of a complete version
+    for v in export.versions(str(base)):
+        assert set(snapshot(str(base / str(v)))) == whole, v

@@ -6,7 +6,10 @@ written into the hidden ``.incomplete/`` folder and put in place only when every
 recording of the run has converted, and replacing ``metadata.json`` is the
 commit point (``_commit``): a failed run leaves the previous output byte for
 byte as it was, and what a killed run leaves is repaired by the next run.
-Partitions a run does not convert are kept as they are.
+Partitions a run does not convert are kept as they are. A run holds the lock
+of the output folder (``emotion_e2e.locking``) from before it repairs or clears
+anything there until its commit is done, so a second conversion into the same
+folder is refused at once instead of mixing its shards with the first's.
 
 The recordings are converted in this process, in ``workers`` processes, or as
 an Apache Beam pipeline (``beam_options``, the ``beam`` extra); everything
@@ -16,6 +19,7 @@ else (the plan, the metadata, the commit) runs in the calling process.
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -26,6 +30,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from emotion_e2e import locking
 from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase, check_modalities
 from emotion_e2e.data import metadata, schema
 from emotion_e2e.errors import DataError
@@ -206,6 +211,9 @@ def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str
         network filesystem): the commit renames files with ``os``, so ``gs://``
         and other object stores are not supported.
       source: the corpus kind, recorded in the metadata.
+
+    Holds the lock of ``output_dir`` throughout (``emotion_e2e.locking``): a DataError naming the
+    holder when another process is converting into it.
     """
     if beam_options is not None and workers != 1:
         raise ValueError(f"convert: workers is for the local conversion; give Beam's own options in beam_options. "
@@ -215,9 +223,8 @@ def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str
     if not recordings:
         raise DataError(f"no recordings to convert into {output_dir}")
     plan = _shard_plan(recordings, output_dir)
-    incomplete = _open_output_dir(output_dir)
-    jobs = [(r, cfg, os.path.join(incomplete, os.path.basename(p) + _PART)) for r, p in plan]
-    try:
+    with _open_output_dir(output_dir) as incomplete:
+        jobs = [(r, cfg, os.path.join(incomplete, os.path.basename(p) + _PART)) for r, p in plan]
         previous = metadata.read(output_dir, missing_ok=True)
         kept = _kept(previous, plan, cfg, output_dir)
         summaries = (_convert_all(jobs, workers) if beam_options is None
@@ -225,8 +232,6 @@ def convert(recordings: Sequence[Recording], cfg: ConvertConfig, output_dir: str
         label_names = _label_names(summaries, kept, output_dir)
         meta = _metadata(kept, summaries, plan, cfg, label_names, source)
         _commit(output_dir, jobs, plan, meta)
-    finally:
-        shutil.rmtree(incomplete, ignore_errors=True)
     return meta
 
 
@@ -286,11 +291,13 @@ def _label_names(summaries: list[_Summary], kept: dict, output_dir) -> tuple[str
     return label_names
 
 
-def _open_output_dir(output_dir) -> str:
-    """Creates ``output_dir``, repairs what a killed run left in it, and creates
-    the empty ``.incomplete/`` folder, whose path it returns.
+@contextlib.contextmanager
+def _open_output_dir(output_dir) -> Iterator[str]:
+    """Creates ``output_dir`` and takes its lock (``locking.hold``: one conversion at a time),
+    repairs what a killed run left in it, and creates the empty ``.incomplete/`` folder, whose path
+    it yields; deletes that folder and releases the lock when the ``with`` block ends.
 
-    Creating that folder is the writability check: it is a real write in
+    Creating the lock file is the writability check: it is a real write in
     ``output_dir``, as the renames of the commit will be, and it is the only
     check that also holds for root, which ignores permission bits.
     """
@@ -301,13 +308,17 @@ def _open_output_dir(output_dir) -> str:
     except OSError as e:
         raise DataError(f"cannot create output directory {output_dir}: {e.strerror or e}") from e
     incomplete = os.path.join(output_dir, INCOMPLETE)
-    try:
-        _recover(output_dir)
-        _remove_leftovers(output_dir)
-        os.makedirs(incomplete)
-    except OSError as e:
-        raise DataError(f"output directory {output_dir} is not writable: {e.strerror or e}") from e
-    return incomplete
+    with locking.hold(output_dir, DataError, "output directory", "another --output_dir"):
+        try:
+            _recover(output_dir)
+            _remove_leftovers(output_dir)
+            os.makedirs(incomplete)
+        except OSError as e:
+            raise DataError(f"output directory {output_dir} is not writable: {e.strerror or e}") from e
+        try:
+            yield incomplete
+        finally:
+            shutil.rmtree(incomplete, ignore_errors=True)
 
 
 def _remove_leftovers(output_dir):
