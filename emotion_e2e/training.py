@@ -173,7 +173,7 @@ class MeanCCC(keras.callbacks.Callback):
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         missing = [k for k in self.keys if k not in logs]
         if missing:  # fit always validates: a missing key means the metrics are named otherwise
-            raise KeyError(f"cannot compute {MONITOR}: the epoch's logs have no {missing}; "
+            raise RuntimeError(f"cannot compute {MONITOR}: the epoch's logs have no {missing}; "
                            f"they have {sorted(logs)}")
         logs[MONITOR] = float(np.mean([logs[k] for k in self.keys]))
 
