@@ -15,7 +15,8 @@ import sys
 
 from absl import app, flags
 
-from emotion_e2e import run_dir
+from emotion_e2e import config, run_dir
+from emotion_e2e.cli import run_cli
 
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "The training run to evaluate.")
 _PARTITION = flags.DEFINE_string("partition", None, "Partition to evaluate (default: the run's eval partition).")
@@ -28,6 +29,10 @@ _EVAL_SEQ_LEN = flags.DEFINE_integer("eval_seq_len", None, "Frames per evaluatio
                                      "from zeros (default: the run's --eval_seq_len).")
 _STATEFUL = flags.DEFINE_bool("stateful", False, "Carry the LSTM state across the consecutive windows of a "
                               "recording (one window at a time) instead of restarting it every window.")
+_STORAGE_TIMEOUT = flags.DEFINE_float("storage_timeout", config.STORAGE_TIMEOUT,
+                                      "Seconds the first look-up in a remote run, output or data directory "
+                                      "(s3://, gs://, hdfs://...) may take before evaluation stops: the store "
+                                      "could not be reached. Local paths are not looked up.")
 
 flags.mark_flag_as_required("run_dir")
 
@@ -42,7 +47,8 @@ def main(argv):
         report = evaluation.evaluate_run(_RUN_DIR.value, partition=_PARTITION.value, checkpoint=_CHECKPOINT.value,
                                          output_dir=_OUTPUT_DIR.value, postprocess=_POSTPROCESS.value,
                                          plots=_PLOTS.value, batch_size=_BATCH.value,
-                                         eval_seq_len=_EVAL_SEQ_LEN.value, stateful=_STATEFUL.value)
+                                         eval_seq_len=_EVAL_SEQ_LEN.value, stateful=_STATEFUL.value,
+                                         storage_timeout=_STORAGE_TIMEOUT.value)
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
     names = list(report["scores"]["partition"]["ccc"])[:-1] if "scores" in report else []
@@ -57,4 +63,4 @@ def main(argv):
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    run_cli(main)

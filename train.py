@@ -17,6 +17,7 @@ import sys
 from absl import app, flags
 
 from emotion_e2e import config
+from emotion_e2e.cli import run_cli
 from emotion_e2e.errors import ConfigError, DataError
 
 _AUDIO = config.AudioNetConfig()
@@ -86,6 +87,10 @@ _STRATEGY = flags.DEFINE_enum("strategy", _TRAIN.strategy, list(config.STRATEGIE
 _TPU = flags.DEFINE_string("tpu", _TRAIN.tpu, "--strategy=tpu: a TPU name, 'local' on a TPU VM, or grpc://host:port.")
 _CONNECT = flags.DEFINE_float("connect_timeout", _TRAIN.connect_timeout,
                               "Seconds a multi_worker or tpu strategy waits for its cluster before it gives up.")
+_STORAGE_TIMEOUT = flags.DEFINE_float("storage_timeout", config.STORAGE_TIMEOUT,
+                                      "Seconds the first look-up in a remote --data_dir, --run_dir or --init_from "
+                                      "(s3://, gs://, hdfs://...) may take before training stops: the store could "
+                                      "not be reached. Local paths are not looked up.")
 # Fault tolerance.
 _BACKUP_EVERY = flags.DEFINE_integer("backup_every_steps", _TRAIN.backup_every_steps,
                                      "Back up the training state every N optimizer steps besides every epoch end "
@@ -139,7 +144,7 @@ def main(argv):
     from emotion_e2e.data import metadata  # noqa: PLC0415
 
     try:
-        run_lib.register_filesystems(_DATA_DIR.value, _RUN_DIR.value)
+        run_lib.wait_for_storage(_DATA_DIR.value, _RUN_DIR.value, *_INIT_FROM.value, timeout=_STORAGE_TIMEOUT.value)
         meta = metadata.read(_DATA_DIR.value)  # read once for the whole run
         cfg = config_from_flags(meta)
     except ValueError as e:  # DataError, ConfigError and invalid config values
@@ -152,4 +157,4 @@ def main(argv):
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    run_cli(main)

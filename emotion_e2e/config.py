@@ -276,6 +276,10 @@ class OptimizerConfig:
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("none", "bf16", "fp16")
+# Seconds train.py and eval.py wait for the first look-up in a remote data or run directory
+# (s3://, gs://, hdfs://...) before they stop, saying the store could not be reached
+# (--storage_timeout). An environment setting, not part of a run: it is not saved in config.json.
+STORAGE_TIMEOUT = 30.0
 
 
 @dataclasses.dataclass(frozen=True)

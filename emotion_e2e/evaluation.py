@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from emotion_e2e import locking
 from emotion_e2e import run_dir as run_lib
-from emotion_e2e.config import InputConfig, ReaderConfig
+from emotion_e2e.config import STORAGE_TIMEOUT, InputConfig, ReaderConfig
 from emotion_e2e.data import metadata, reader, schema
 from emotion_e2e.errors import ConfigError, DataError
 
@@ -155,7 +155,8 @@ def plot_predictions(preds: dict[str, Predictions], label_names, frame_step: flo
 
 def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str = "best",
                  output_dir: str | None = None, postprocess: bool = False, plots: bool = True,
-                 batch_size: int | None = None, eval_seq_len: int | None = None, stateful: bool = False) -> dict:
+                 batch_size: int | None = None, eval_seq_len: int | None = None, stateful: bool = False,
+                 storage_timeout: float = STORAGE_TIMEOUT) -> dict:
     """Rebuilds a run's model from its directory alone and evaluates one partition.
 
     Writes ``report.json`` (strict JSON: an undefined score is ``null``),
@@ -164,12 +165,13 @@ def evaluate_run(run_dir: str, *, partition: str | None = None, checkpoint: str 
     post-processing is fitted on the run's dev partition and applied unchanged to ``partition``;
     the report then holds the scores before and after. Windows are ``eval_seq_len`` frames
     (default: the run's). With ``stateful`` the LSTM state is carried across the consecutive
-    windows of a recording (``predict_partition``). Holds the lock of ``output_dir``
-    (``emotion_e2e.locking``): a second evaluation into it is refused with a ConfigError.
+    windows of a recording (``predict_partition``). The first look-up in a remote run, output or
+    data directory may take ``storage_timeout`` seconds (``run_dir.wait_for_storage``).
+    Holds the lock of ``output_dir`` (``emotion_e2e.locking``): a second evaluation into it is refused with a ConfigError.
     """
-    run_lib.register_filesystems(run_dir, output_dir)
+    run_lib.wait_for_storage(run_dir, output_dir, timeout=storage_timeout)
     cfg = run_lib.load_config(run_dir)
-    run_lib.register_filesystems(cfg.data_dir)
+    run_lib.wait_for_storage(cfg.data_dir, timeout=storage_timeout)
     partition = partition or cfg.eval_partition
     meta = metadata.read(cfg.data_dir)
     if partition not in meta["partitions"]:

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import threading
 
 import tensorflow as tf
 
@@ -47,6 +48,50 @@ def register_filesystems(*paths: str):
     ``az://``...), which registers them with ``tf.io.gfile``."""
     if any(p and p.split("://", 1)[0] in IO_SCHEMES for p in paths if "://" in (p or "")):
         import tensorflow_io  # noqa: F401, PLC0415 - imported for its file system plugins
+
+
+# Schemes served inside this process: no store to wait for.
+IN_PROCESS_SCHEMES = ("file", "ram")
+
+
+def is_remote(path: str | None) -> bool:
+    """Whether ``path`` lives on a store reached over the network (``s3://``, ``gs://``, ``hdfs://``...)."""
+    return bool(path) and "://" in path and path.split("://", 1)[0] not in IN_PROCESS_SCHEMES
+
+
+def wait_for_storage(*paths: str | None, timeout: float):
+    """Registers the file systems ``paths`` need (``register_filesystems``), then waits at most
+    ``timeout`` seconds for the store of each remote one to answer a first look-up; a ConfigError
+    naming the path (and ``S3_ENDPOINT`` for ``s3://``) when it does not, or fails. Local paths
+    (and None) are not looked up.
+
+    Without this an unreachable store costs minutes: ``tensorflow_io``'s S3 file system retries a
+    closed port for about 100 s and waits 5 minutes per attempt on one that never answers, then
+    reports every path as not found."""
+    if not timeout > 0:
+        raise ConfigError(f"the storage timeout must be a positive number of seconds. Received: {timeout}")
+    register_filesystems(*paths)
+    for path in filter(is_remote, paths):
+        outcome = []
+        # A daemon thread: a look-up that never returns must not keep the process alive.
+        look_up = threading.Thread(target=_look_up, args=(path, outcome), name=f"look-up {path}", daemon=True)
+        look_up.start()
+        look_up.join(timeout)
+        endpoint = os.environ.get("S3_ENDPOINT") if path.startswith("s3://") else None
+        where = f" (S3_ENDPOINT={endpoint})" if endpoint else ""
+        if not outcome:
+            raise ConfigError(f"{path}: the store could not be reached within {timeout:g} s{where}; is it "
+                              f"running and reachable from here? (--storage_timeout sets the wait)")
+        if isinstance(outcome[0], tf.errors.OpError) and not isinstance(outcome[0], tf.errors.NotFoundError):
+            message = outcome[0].message.splitlines()[0] if outcome[0].message else type(outcome[0]).__name__
+            raise ConfigError(f"cannot access {path}{where}: {message}")
+
+
+def _look_up(path: str, outcome: list):
+    try:
+        outcome.append(tf.io.gfile.exists(path))
+    except tf.errors.OpError as e:
+        outcome.append(e)
 
 
 def config_path(run_dir: str) -> str:

@@ -146,29 +146,37 @@ def compile_model(model: keras.Model, cfg: TrainConfig):
     from emotion_e2e import losses, metrics  # noqa: PLC0415
 
     names = cfg.inputs.label_names
+    # Keras prefixes a metric's name with its output's ("arousal_ccc") only when the model has
+    # several outputs; a one-output model's metrics carry the label in their own name, so the
+    # logs (history.csv, TensorBoard, the progress bar) name the dimension whatever their number.
+    own = (lambda n: f"{n}_") if len(names) == 1 else (lambda n: "")  # noqa: E731
     model.compile(
         optimizer=FusedAdam(cfg.optimizer.learning_rate, epsilon=cfg.optimizer.epsilon),
         loss={n: losses.CCCLoss() for n in names},
         loss_weights={n: 1.0 / len(names) for n in names},  # the mean over dimensions of 1 − CCC
-        weighted_metrics={n: [metrics.ConcordanceCorrelation(name="ccc"), metrics.PearsonCorrelation(name="pcc"),
-                              metrics.RootMeanSquaredError(name="rmse")] for n in names},
+        weighted_metrics={n: [metrics.ConcordanceCorrelation(name=f"{own(n)}ccc"),
+                              metrics.PearsonCorrelation(name=f"{own(n)}pcc"),
+                              metrics.RootMeanSquaredError(name=f"{own(n)}rmse")] for n in names},
         jit_compile=cfg.jit_compile)
 
 
 class MeanCCC(keras.callbacks.Callback):
-    """Adds ``val_ccc_mean`` (the AVEC mean over dimensions) and the learning rate to the logs."""
+    """Adds ``val_ccc_mean`` (the AVEC mean over dimensions of ``val_{label}_ccc``, the names
+    ``compile_model`` gives whatever the number of dimensions) and the learning rate to the logs."""
 
     def __init__(self, label_names):
         super().__init__()
-        self.label_names = label_names
+        self.keys = [f"val_{n}_ccc" for n in label_names]
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        keys = [f"val_{n}_ccc" for n in self.label_names]
-        if all(k in logs for k in keys):
-            logs[MONITOR] = float(np.mean([logs[k] for k in keys]))
+        missing = [k for k in self.keys if k not in logs]
+        if missing:  # fit always validates: a missing key means the metrics are named otherwise
+            raise RuntimeError(f"cannot compute {MONITOR}: the epoch's logs have no {missing}; "
+                           f"they have {sorted(logs)}")
+        logs[MONITOR] = float(np.mean([logs[k] for k in self.keys]))
 
 
 class StopOnNaN(keras.callbacks.Callback):
