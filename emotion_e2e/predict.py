@@ -17,7 +17,8 @@ alive.
 Writes ``OUTPUT_DIR/<input file stem>.csv``: ``time`` (the end of frame i, frame_step·i),
 one column per label dimension and, for a model that uses faces, ``face_found`` (1 when a face
 was detected in the frame, 0 when the last box was held); with ``--plot`` also
-``OUTPUT_DIR/<stem>.png``. In Python::
+``OUTPUT_DIR/<stem>.png``. Any stem is kept as it is, but one that is empty or starts with '.'
+is refused before any work: its outputs would be hidden files. In Python::
 
     from emotion_e2e.predict import predict_file
     table = predict_file("models/emotion", "talk.mp4")   # pandas DataFrame indexed by time
