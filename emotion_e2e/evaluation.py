@@ -19,7 +19,7 @@ import tensorflow as tf
 from emotion_e2e import locking
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import STORAGE_TIMEOUT, InputConfig, ReaderConfig
-from emotion_e2e.data import metadata, reader, schema
+from emotion_e2e.data import metadata, names, reader, schema
 from emotion_e2e.errors import ConfigError, DataError
 
 
@@ -79,6 +79,7 @@ def predict_partition(model: keras.Model, file_pattern: str, inputs: InputConfig
             parts.setdefault(rid.decode(), []).append((b["frame"].numpy()[j][keep], pred[j][keep], gold))
     result = {}
     for rid, chunks in parts.items():
+        names.check_recording_id(rid, f"TFRecord files {file_pattern}")  # it names the files evaluation writes
         frame = np.concatenate([c[0] for c in chunks])
         if not np.array_equal(frame, np.arange(1, len(frame) + 1)):
             raise DataError(f"recording {rid}: predicted frames are not 1..{len(frame)} in order")
@@ -128,7 +129,9 @@ def format_table(report: dict, label_names, title: str) -> str:
 
 
 def write_predictions(preds: dict[str, Predictions], label_names, frame_step: float, out_dir: str):
-    """One CSV per recording: time, then pred_<name> and gold_<name> per dimension."""
+    """One CSV per recording, ``out_dir/{recording}.csv`` (DataError for an id that would leave
+    ``out_dir``): time, then pred_<name> and gold_<name> per dimension."""
+    paths = {rid: names.file_in(out_dir, f"{rid}.csv") for rid in preds}  # all checked before any is written
     tf.io.gfile.makedirs(out_dir)
     for rid, p in preds.items():
         cols = {"time": p.frame * frame_step}
@@ -139,17 +142,19 @@ def write_predictions(preds: dict[str, Predictions], label_names, frame_step: fl
         text = io.StringIO()
         np.savetxt(text, np.stack(list(cols.values()), 1), delimiter=",", header=",".join(cols), comments="",
                    fmt="%.6g")
-        run_lib.write_file(os.path.join(out_dir, f"{rid}.csv"), text.getvalue())
+        run_lib.write_file(paths[rid], text.getvalue())
 
 
 def plot_predictions(preds: dict[str, Predictions], label_names, frame_step: float, out_dir: str):
-    """One PNG per recording: prediction against gold over time, a panel per dimension."""
+    """One PNG per recording, ``out_dir/{recording}.png`` (DataError for an id that would leave
+    ``out_dir``): prediction against gold over time, a panel per dimension."""
     from emotion_e2e.plots import plot_traces  # noqa: PLC0415
 
+    paths = {rid: names.file_in(out_dir, f"{rid}.png") for rid in preds}
     tf.io.gfile.makedirs(out_dir)
     for rid, p in preds.items():
         gold = None if p.gold is None else {n: p.gold[:, d] for d, n in enumerate(label_names)}
-        plot_traces(os.path.join(out_dir, f"{rid}.png"), rid, p.frame * frame_step,
+        plot_traces(paths[rid], rid, p.frame * frame_step,
                     {n: p.pred[:, d] for d, n in enumerate(label_names)}, gold=gold)
 
 

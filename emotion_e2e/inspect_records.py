@@ -4,7 +4,8 @@ r"""Summarises converted TFRecords: the tool to run to trust a conversion.
 
 Prints one line per recording (id, partition, frames, face-found ratio, label
 means); ``--csv`` also writes one row per frame (recording, frame, time, labels,
-face_found, audio RMS). Every shard is checked: one recording, frames 1..N in order.
+face_found, audio RMS). Every shard is checked: one recording, frames 1..N in order,
+finite audio.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def _layout(path):
 
 
 def read_shard(path: str) -> RecordingFrames:
-    """Reads and checks one shard; a truncated or corrupt file raises DataError naming it."""
+    """Reads and checks one shard; a truncated or corrupt file, or one with NaN or infinite audio,
+    raises DataError naming it (and the recording and first such frame)."""
     import tensorflow as tf  # noqa: PLC0415
 
     from emotion_e2e.data import schema  # noqa: PLC0415
@@ -63,7 +65,9 @@ def read_shard(path: str) -> RecordingFrames:
             part = {k: f[k].numpy() for k in (schema.RECORDING_ID, schema.PARTITION, schema.FRAME,
                                                schema.NUM_FRAMES, schema.TIME)}
             if "audio" in modalities:
-                part["rms"] = np.sqrt(np.mean(np.square(f[schema.AUDIO].numpy()), axis=1))
+                audio = f[schema.AUDIO].numpy()
+                part["rms"] = np.sqrt(np.mean(np.square(audio), axis=1))
+                part["finite"] = np.isfinite(audio).all(axis=1)
             if "face" in modalities:
                 part["face_found"] = f[schema.FACE_FOUND].numpy()
             for n in label_names:
@@ -77,6 +81,11 @@ def read_shard(path: str) -> RecordingFrames:
     if len(ids) != 1 or not np.array_equal(cat[schema.FRAME], np.arange(1, n + 1)) or n != expected:
         raise DataError(f"TFRecord file {path}: expected frames 1..{expected} of one recording, "
                         f"received {n} frames of recordings {sorted(i.decode() for i in ids)}")
+    if "finite" in cat and not cat["finite"].all():
+        first = int(np.argmin(cat["finite"]))
+        raise DataError(f"TFRecord file {path} (recording {cat[schema.RECORDING_ID][0].decode()}): frame "
+                        f"{cat[schema.FRAME][first]} holds NaN or infinite audio samples "
+                        f"({int((~cat['finite']).sum())} of {n} frames do); expected finite audio")
     return RecordingFrames(path, cat[schema.RECORDING_ID][0].decode(), cat[schema.PARTITION][0].decode(),
                            cat[schema.FRAME], cat[schema.TIME], {k: cat[k] for k in label_names},
                            cat.get("face_found"), cat.get("rms"))

@@ -17,7 +17,8 @@ alive.
 Writes ``OUTPUT_DIR/<input file stem>.csv``: ``time`` (the end of frame i, frame_step·i),
 one column per label dimension and, for a model that uses faces, ``face_found`` (1 when a face
 was detected in the frame, 0 when the last box was held); with ``--plot`` also
-``OUTPUT_DIR/<stem>.png``. In Python::
+``OUTPUT_DIR/<stem>.png``. Any stem is kept as it is, but one that is empty or starts with '.'
+is refused before any work: its outputs would be hidden files. In Python::
 
     from emotion_e2e.predict import predict_file
     table = predict_file("models/emotion", "talk.mp4")   # pandas DataFrame indexed by time
@@ -39,7 +40,7 @@ from emotion_e2e import config as config_lib
 from emotion_e2e import export
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import FaceConfig, TimeBase
-from emotion_e2e.data import media
+from emotion_e2e.data import media, names
 from emotion_e2e.data.convert import ConvertConfig
 from emotion_e2e.errors import ConfigError, DataError
 
@@ -47,7 +48,9 @@ DEFAULT_CHUNK_SECONDS = 2.0  # benchmark: ResNet-50 at 10 s chunks peaks 330 MB 
 # Frames by which a video's audio and picture may differ: the converter's tolerance, so a file
 # gives the frames it would give as a recording of a corpus.
 DEFAULT_MAX_LENGTH_MISMATCH = ConvertConfig.max_length_mismatch
-PARTITION = "predict"  # the partition of the MediaRecording a file is read as; nothing is converted
+# The recording a file is read as; nothing is converted. A constant id: the file's own name may be
+# anything ('my talk (1).mp4'), and the errors name the file itself.
+PARTITION, RECORDING_ID = "predict", "input"
 TIME = "time"
 FACE_FOUND = "face_found"
 LABEL_FORMAT = "%.6g"  # the predictions in the CSV; float32 carries about 7 digits
@@ -259,7 +262,7 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
     cfg = predictor.convert_config(face_detector, max_length_mismatch)
     chunk = chunk_frames(chunk_seconds, cfg.time_base)
     check_media(path, modalities)
-    recording = sources.MediaRecording(stem(path), PARTITION, audio=path if "audio" in modalities else None,
+    recording = sources.MediaRecording(RECORDING_ID, PARTITION, audio=path if "audio" in modalities else None,
                                        video=path if "face" in modalities else None)
     start = time.perf_counter()
     seconds = {"media": 0.0, "model": 0.0}
@@ -333,9 +336,13 @@ def plot(table, path: str, title: str):
 
 
 def check_stems(paths) -> None:
-    """ConfigError when two inputs would write the same ``<stem>.csv``."""
+    """ConfigError when two inputs would write the same ``<stem>.csv``, or an input's ``<stem>.csv``
+    would be a hidden file (a stem that is empty or starts with '.', which includes '.' and '..')."""
     seen = {}
     for p in paths:
+        if not stem(p) or stem(p).startswith("."):
+            raise ConfigError(f"input {p} would write {stem(p)}.csv, a hidden file (expected a file name that does "
+                              f"not start with '.'): rename the file or link it under another name")
         if stem(p) in seen:
             raise ConfigError(f"inputs {seen[stem(p)]} and {p} would both write {stem(p)}.csv: give files with "
                               f"different names, or predict them into different output directories")
@@ -368,10 +375,10 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
     for p in paths:
         table = predict_file(predictor, p, chunk_seconds=chunk_seconds, face_detector=face_detector,
                              max_length_mismatch=max_length_mismatch, progress=progress)
-        csv = os.path.join(output_dir, f"{stem(p)}.csv")
+        csv = names.file_in(output_dir, f"{stem(p)}.csv")
         write_csv(table, csv)
         if plot_traces:
-            plot(table, os.path.join(output_dir, f"{stem(p)}.png"), os.path.basename(p))
+            plot(table, names.file_in(output_dir, f"{stem(p)}.png"), os.path.basename(p))
         a = table.attrs
         report(f"{p}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s) in "
                f"{a['seconds']['total']:.1f} s, {a['real_time_factor']:.1f}× real time -> {csv}")

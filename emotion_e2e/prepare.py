@@ -24,7 +24,7 @@ from absl import app, flags
 
 from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase
 from emotion_e2e.data import convert, demo, metadata, sources
-from emotion_e2e.errors import DataError
+from emotion_e2e.errors import ConfigError, DataError
 
 # Every default and choice comes from the configuration dataclasses.
 _CONVERT = convert.ConvertConfig()
@@ -110,7 +110,7 @@ def main(argv):
     try:
         meta = convert.convert(_recordings(tuple(_PARTITIONS.value)), cfg, output_dir,
                                workers=_WORKERS.value, beam_options=beam_options, source=_SOURCE.value)
-    except DataError as e:
+    except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
     for name, p in meta["partitions"].items():
         print(f"{name}: {p['num_recordings']} recordings, {p['num_frames']} frames -> "

@@ -124,6 +124,9 @@ def files(tmp_path_factory):
     pts = np.cumsum([0] + [20 + 10 * (k % 4) for k in range(int(SECONDS * 1000) // 35 + 1)])
     out["silent_vfr"] = write_vfr(d / "silent_vfr.mp4", [face_frame(k) for k in range(len(pts))], pts.tolist())
     out["voice"] = write_audio(d / "voice.wav", tone(48000), 48000)
+    nan = tone(48000)
+    nan[48000:48100] = np.nan  # 100 samples from 1.0 s: frame 26 on
+    out["nan_voice"] = write_audio(d / "nan_voice.wav", nan, 48000, codec="pcm_f32le", fmt="flt")
     out["noise"] = write_av(d / "noise.mp4", [noise_frame(k, 120, 160) for k in range(31)], Fraction(25))
     out["notes"] = str(d / "notes.mp4")
     with open(out["notes"], "w") as f:
@@ -281,6 +284,20 @@ def test_two_inputs_with_the_same_stem_are_refused_before_any_work(files, tmp_pa
     assert not out.exists()
 
 
+def test_any_input_name_is_allowed_but_one_whose_output_would_be_hidden(exported, files, tmp_path):
+    odd = shutil.copy(files["voice"], tmp_path / "my talk (1).wav")
+    out = tmp_path / "out"
+    assert predict.predict_files(exported("audio"), [odd], str(out), progress=False, report=lambda _: None) == [
+        str(out / "my talk (1).csv")]
+    assert os.listdir(out) == ["my talk (1).csv"]
+    for name in (".talk.wav", ".wav", ".."):
+        path = str(tmp_path / name)
+        with pytest.raises(ConfigError, match=rf"input {re.escape(path)} would write .*\.csv, a hidden file \(expected a "
+                                              rf"file name that does not start with '\.'\)"):
+            predict.predict_files(str(tmp_path / "no model yet"), [path], str(tmp_path / "none"))
+    assert not (tmp_path / "none").exists()
+
+
 def test_a_bad_model_path_says_what_it_expected(tmp_path):
     with pytest.raises(ConfigError, match="neither a training run directory"):
         predict.Predictor.load(str(tmp_path))
@@ -325,6 +342,8 @@ def test_the_cli_writes_a_csv_and_a_plot_per_file(exported, predictor, files, tm
     pytest.param("audio", "silent_vfr", r"silent_vfr.mp4 has no audio stream \(it has: video\), but the model "
                  r"needs its sound", id="silent-video-to-audio-model"),
     pytest.param("face", "noise", "no face found in any of 31 frames of video .*noise.mp4", id="face-less-video"),
+    pytest.param("audio", "nan_voice", r"nan_voice.wav: audio sample 48001 at 1.0000 s, in frame 26, is nan: expected "
+                 r"finite samples$", id="nan-samples"),
 ])
 def test_the_cli_stops_with_one_line_naming_the_file(exported, files, tmp_path, name, file, message):
     r = cli(f"--model={exported(name)}", f"--input={files[file]}", f"--output_dir={tmp_path / 'out'}")

@@ -17,7 +17,7 @@ from emotion_e2e import config as C
 from emotion_e2e import evaluation, training
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.data import convert, demo, metadata, reader, sources
-from emotion_e2e.errors import ConfigError
+from emotion_e2e.errors import ConfigError, DataError
 from emotion_e2e.models import build_model, feature_network, load_model
 
 LABELS = ("arousal", "valence")
@@ -363,3 +363,47 @@ def test_stateful_evaluation_equals_predicting_each_recording_whole(audio_run, t
     assert report["stateful"] is True
     assert report["scores"]["partition"]["ccc"] == pytest.approx(
         evaluation.partition_report(stateful, LABELS)["partition"]["ccc"], abs=1e-9)
+
+
+def files_under(d):
+    return sorted(os.path.relpath(os.path.join(root, n), d) for root, _, names in os.walk(d) for n in names)
+
+
+def test_eval_refuses_a_hostile_recording_id_in_metadata_or_records_and_writes_nothing(audio_run, corpus, tmp_path):
+    import shutil  # noqa: PLC0415
+
+    import tensorflow as tf  # noqa: PLC0415
+
+    run = shutil.copytree(audio_run, tmp_path / "a" / "b" / "run")
+    data = shutil.copytree(corpus, tmp_path / "a" / "b" / "data")
+    run_lib.save_config(run, dataclasses.replace(run_lib.load_config(run), data_dir=str(data)))
+    meta_path = data / metadata.FILENAME
+    original = meta_path.read_text()
+    meta = json.loads(original)
+    k = next(k for k, e in enumerate(meta["recordings"]) if e["partition"] == "dev")
+    meta["recordings"][k]["recording_id"] = "../../../../../EVIL"
+    meta_path.write_text(json.dumps(meta))
+    before = files_under(tmp_path)
+    line = one_line_error(run_cli("eval.py", f"--run_dir={run}"))
+    assert line.startswith(f"error: {meta_path}, recordings[{k}]: recording id '../../../../../EVIL' is not allowed: "
+                           f"expected 1 to 128 of letters, digits"), line
+    assert files_under(tmp_path) == before
+    # records whose id would leave the folder: refused before anything is written
+    meta_path.write_text(original)
+    shard = data / meta["recordings"][k]["shard"]
+    records = list(tf.data.TFRecordDataset(str(shard)).as_numpy_iterator())
+    with tf.io.TFRecordWriter(str(shard)) as w:
+        for r in records:
+            example = tf.train.Example.FromString(r)
+            example.features.feature["recording_id"].bytes_list.value[0] = b"../../EVIL"
+            w.write(example.SerializeToString())
+    cfg = run_lib.load_config(run)
+    with pytest.raises(DataError, match=rf"TFRecord files {shard}: recording id '\.\./\.\./EVIL' is not allowed"):
+        evaluation.predict_partition(run_lib.load_checkpoint(run), str(shard), cfg.inputs,
+                                     cfg.reader.for_evaluation(), cfg.inputs.label_names)
+    preds = {"../../EVIL": evaluation.Predictions(np.arange(1, 3), np.zeros((2, 2)), None)}
+    out = tmp_path / "a" / "b" / "out"
+    for write in (evaluation.write_predictions, evaluation.plot_predictions):
+        with pytest.raises(DataError, match=rf"'\.\./\.\./EVIL\.(csv|png)' is not a file name inside {out}"):
+            write(preds, LABELS, 0.04, str(out))
+    assert not out.exists() and not (tmp_path / "EVIL.csv").exists() and not (tmp_path / "a" / "EVIL.png").exists()

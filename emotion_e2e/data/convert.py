@@ -32,7 +32,7 @@ import numpy as np
 
 from emotion_e2e import locking
 from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase, check_modalities
-from emotion_e2e.data import metadata, schema
+from emotion_e2e.data import metadata, names, schema
 from emotion_e2e.errors import DataError
 
 # Shards are written into this hidden folder under ``{shard}.part`` names: TF's glob
@@ -72,10 +72,16 @@ class Frame(typing.NamedTuple):
 @dataclasses.dataclass(frozen=True)
 class Recording(abc.ABC):
     """One recording of a corpus. Subclasses are plain picklable dataclasses so
-    that ``--workers`` processes can open them."""
+    that ``--workers`` processes can open them. Its id and partition become file
+    names, so both must be names (``names``): DataError otherwise."""
 
     recording_id: str
     partition: str
+
+    def __post_init__(self):
+        where = type(self).__name__
+        names.check_recording_id(self.recording_id, where)
+        names.check_partition(self.partition, f"{where} {self.recording_id}")
 
     @abc.abstractmethod
     def open(self, cfg: ConvertConfig) -> tuple[int, tuple[str, ...], Iterator[Frame]]:
@@ -128,9 +134,8 @@ def _write(recording, cfg, path):
         for i, frame in enumerate(frames, start=1):
             if i > num_frames:
                 raise DataError(f"recording {recording.recording_id}: more than {num_frames} frames produced")
-            if frame.audio is not None and np.shape(frame.audio) != (spf,):
-                raise DataError(f"recording {recording.recording_id}, frame {i}: audio of shape "
-                                f"{np.shape(frame.audio)}, expected ({spf},)")
+            if frame.audio is not None:
+                _check_audio(frame.audio, spf, f"recording {recording.recording_id}, frame {i}")
             labels = None if frame.labels is None else dict(zip(label_names, frame.labels.tolist()))
             writer.write(schema.encode_frame(
                 recording_id=recording.recording_id, partition=recording.partition, frame=i,
@@ -141,6 +146,17 @@ def _write(recording, cfg, path):
         raise DataError(f"recording {recording.recording_id}: expected {num_frames} frames, "
                         f"produced {summary.num_frames}")
     return summary
+
+
+def _check_audio(audio, spf, where):
+    """DataError naming ``where`` for audio that is not ``(spf,)`` finite samples."""
+    if np.shape(audio) != (spf,):
+        raise DataError(f"{where}: audio of shape {np.shape(audio)}, expected ({spf},)")
+    audio = np.asarray(audio)
+    bad = np.flatnonzero(~np.isfinite(audio))
+    if len(bad):
+        raise DataError(f"{where}: {len(bad)} of its {spf} audio samples are not finite (the first, sample "
+                        f"{bad[0] + 1}, is {audio[bad[0]]}); audio must be finite")
 
 
 def _work(job):
@@ -168,7 +184,7 @@ def _shard_plan(recordings: Sequence[Recording], output_dir: str):
         if dupes:
             raise DataError(f"partition {partition}: duplicate recording ids {dupes}")
         for index, r in enumerate(recs):
-            plan.append((r, os.path.join(output_dir, schema.shard_name(partition, index, len(recs)))))
+            plan.append((r, names.file_in(output_dir, schema.shard_name(partition, index, len(recs)))))
     return plan
 
 

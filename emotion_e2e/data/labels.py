@@ -23,6 +23,7 @@ from emotion_e2e.errors import DataError
 ARFF_ATTRIBUTES = (("instance_name", "string"), ("frametime", "numeric"), ("goldstandard", "numeric"))
 _ARFF_NUMERIC = ("numeric", "real", "integer")
 TIME_COLUMN = "time"
+MILLISECONDS_PER_SECOND = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,17 +33,21 @@ class LabelTrack:
     Attributes:
       names: dimension names, e.g. ``('arousal', 'valence')``.
       values: ``(num_frames, len(names))`` float32, all finite.
+      steps_in_milliseconds: the file's time steps are all whole multiples of the frame step
+        in milliseconds (40, 80, ...): times that may be milliseconds, not seconds, which a
+        length error then mentions.
     """
 
     names: tuple[str, ...]
     values: np.ndarray
+    steps_in_milliseconds: bool = False
 
     @property
     def num_frames(self) -> int:
         return self.values.shape[0]
 
     def trimmed(self, num_frames: int) -> "LabelTrack":
-        return LabelTrack(self.names, self.values[:num_frames])
+        return dataclasses.replace(self, values=self.values[:num_frames])
 
 
 def read_arff(path: str) -> tuple[np.ndarray, np.ndarray]:
@@ -145,28 +150,52 @@ def to_grid(times: np.ndarray, values: np.ndarray, time_base: TimeBase, source: 
     return out.astype(np.float32)
 
 
-def _combine(tracks: dict[str, np.ndarray], source: str) -> LabelTrack:
+def steps_in_milliseconds(times: np.ndarray, time_base: TimeBase) -> bool:
+    """Whether every step between ``times`` ``(rows,)`` is a whole multiple (1, 2, ...) of the
+    frame step in milliseconds: a label file at the frame rate or below whose times are milliseconds."""
+    ms = time_base.frame_step * MILLISECONDS_PER_SECOND
+    steps = np.diff(np.asarray(times, np.float64)) / ms
+    return bool(len(steps)) and bool(np.all((np.round(steps) >= 1) & (np.abs(steps - np.round(steps)) < 1e-6)))
+
+
+def _combine(tracks: dict[str, np.ndarray], source: str, in_milliseconds: bool) -> LabelTrack:
     """Dimensions of one recording, trimmed to the shortest when within one frame."""
     lengths = {name: len(v) for name, v in tracks.items()}
     if max(lengths.values()) - min(lengths.values()) > 1:
         raise DataError(f"{source}: label dimensions differ in length by more than one frame: {lengths}")
     n = min(lengths.values())
-    return LabelTrack(tuple(tracks), np.stack([v[:n, 0] for v in tracks.values()], axis=1))
+    return LabelTrack(tuple(tracks), np.stack([v[:n, 0] for v in tracks.values()], axis=1), in_milliseconds)
 
 
 def arff_labels(paths: dict[str, str], time_base: TimeBase, recording_id: str) -> LabelTrack:
     """One AVEC gold-standard ARFF per dimension, e.g. ``{'arousal': ..., 'valence': ...}``."""
-    tracks = {}
+    tracks, in_milliseconds = {}, True
     for name, path in paths.items():
         times, values, lines = _read_arff(path)
         tracks[name] = to_grid(times, values, time_base, f"{path} (recording {recording_id}, {name})",
                                names=(name,), lines=lines)
-    return _combine(tracks, f"recording {recording_id}")
+        in_milliseconds = in_milliseconds and steps_in_milliseconds(times, time_base)
+    return _combine(tracks, f"recording {recording_id}", in_milliseconds)
+
+
+def _check_header(path: str, source: str) -> None:
+    """DataError naming ``source`` and the column when two of the first row's column names are the
+    same once stripped (pandas would silently rename the second one ``name.1``)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            header = [c.strip() for c in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot read label file {source}: {e}") from e
+    for k, name in enumerate(header):
+        if name in header[:k]:
+            raise DataError(f"{source}: column {name!r} appears twice in the header (columns {header.index(name) + 1} "
+                            f"and {k + 1} of {header}); every column needs its own name")
 
 
 def csv_labels(path: str, time_base: TimeBase, recording_id: str) -> LabelTrack:
     """A CSV with a ``time`` column in seconds and one column per dimension (any names, any rate)."""
     source = f"{path} (recording {recording_id})"
+    _check_header(path, source)
     try:
         table = pd.read_csv(path)
     except (OSError, ValueError) as e:
@@ -180,6 +209,6 @@ def csv_labels(path: str, time_base: TimeBase, recording_id: str) -> LabelTrack:
         numeric = table.astype(np.float64)
     except ValueError as e:
         raise DataError(f"{source}: non-numeric label value: {e}") from e
-    values = to_grid(numeric[TIME_COLUMN].to_numpy(), numeric[names].to_numpy(), time_base, source,
-                     names=tuple(names))
-    return LabelTrack(tuple(names), values)
+    times = numeric[TIME_COLUMN].to_numpy()
+    values = to_grid(times, numeric[names].to_numpy(), time_base, source, names=tuple(names))
+    return LabelTrack(tuple(names), values, steps_in_milliseconds(times, time_base))

@@ -155,17 +155,39 @@ def _frame(x: np.ndarray, spf: int) -> np.ndarray:
     return out
 
 
+def _check_finite(path, block: np.ndarray, offset: int, rate: int, time_base: TimeBase):
+    """DataError naming ``path``, the first NaN or infinite sample of ``block`` (channels, samples),
+    whose first sample is the file's sample ``offset`` (0-based) at ``rate``, its time and the
+    grid frame that holds it: frame i holds the samples from step·(i-1) up to step·i. Counting
+    the others would mean decoding the rest of the file: the first one is named."""
+    finite = np.isfinite(block).all(axis=0)
+    if finite.all():
+        return
+    k = int(np.argmin(finite))
+    index = offset + k
+    step = Fraction(time_base.frame_step).limit_denominator(1_000_000)
+    frame = int(Fraction(index, rate) // step) + 1
+    value = block[:, k][~np.isfinite(block[:, k])][0]
+    raise DataError(f"{path}: audio sample {index + 1} at {index / rate:.4f} s, in frame {frame}, is {value}: "
+                    f"expected finite samples")
+
+
 def audio_frames(path, time_base: TimeBase, num_frames: int | None = None) -> Iterator[np.ndarray]:
     """Yield (samples_per_frame,) float32 mono frames in [-1, 1] at ``time_base.sample_rate``.
 
     Frame i holds resampled samples [(i-1)·spf, i·spf). With ``num_frames=None``
-    ceil(len/spf) frames (last zero-padded); else exactly ``num_frames``.
+    ceil(len/spf) frames (last zero-padded); else exactly ``num_frames``. A NaN or infinite
+    sample is a DataError naming the file, the sample, its time and its frame; it is found
+    before resampling, whose filter would spread it over its neighbours.
     """
     spf = time_base.samples_per_frame
     limit = math.inf if num_frames is None else num_frames
     emitted, carry, resampler = 0, np.zeros(0, np.float32), None  # carry: < spf samples + one block
+    decoded = 0  # samples at the native rate so far
     with _open(path, "audio") as (container, stream):
         for block, rate in _decoded_audio(container, stream):
+            _check_finite(path, block, decoded, rate, time_base)
+            decoded += block.shape[1]
             resampler = resampler or StreamingResampler(rate, time_base.sample_rate)
             carry = np.concatenate([carry, resampler.push(block.mean(axis=0))])
             whole = int(min(len(carry) // spf, limit - emitted))

@@ -18,7 +18,7 @@ import os
 
 import tensorflow as tf
 
-from emotion_e2e.data import schema
+from emotion_e2e.data import names, schema
 from emotion_e2e.errors import DataError
 
 FILENAME = "metadata.json"
@@ -38,8 +38,9 @@ def read(directory: str, missing_ok: bool = False) -> dict | None:
 
     Raises DataError naming the file when it is missing (unless ``missing_ok``:
     then None), not valid JSON (e.g. truncated), of another schema or metadata
-    version, or when a conversion that has not committed left the folder
-    half-replaced (a pending journal).
+    version, when a partition, recording id or shard in it is not a name the
+    converter writes (a hand-edited file: they become file names), or when a
+    conversion that has not committed left the folder half-replaced (a pending journal).
     """
     journal = pending_journal(directory)
     if journal is not None:
@@ -58,11 +59,27 @@ def read(directory: str, missing_ok: bool = False) -> dict | None:
                         f"{schema.SCHEMA_VERSION}: re-run emotion_e2e.prepare")
     version = meta.get("metadata_version", 1)
     if version == 1:
-        return _from_version_1(meta)
-    if version != VERSION:
+        meta = _from_version_1(meta)
+    elif version != VERSION:
         raise DataError(f"{p}: metadata_version {version!r}, this code reads versions 1 and {VERSION}: "
                         f"re-run emotion_e2e.prepare")
+    _check_names(p, meta)
     return meta
+
+
+def _check_names(p, meta):
+    """DataError naming ``p`` and the entry for a partition, recording id or shard that is not
+    a name the converter writes."""
+    for name in meta["partitions"]:
+        names.check_partition(name, f"{p}, partitions")
+    for k, e in enumerate(meta["recordings"]):
+        where = f"{p}, recordings[{k}]"
+        names.check_recording_id(e.get("recording_id"), where)
+        partition = names.check_partition(e.get("partition"), where)
+        parsed = schema.parse_shard_name(e.get("shard")) if isinstance(e.get("shard"), str) else None
+        if parsed is None or parsed[0] != partition:
+            raise DataError(f"{where}: shard {e.get('shard')!r} is not a shard name of partition {partition} "
+                            f"(expected {schema.SHARD_PATTERN})")
 
 
 def _load(p):

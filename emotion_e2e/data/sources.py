@@ -16,15 +16,18 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
-from emotion_e2e.data import demo, faces, labels, media
+from emotion_e2e.data import demo, faces, labels, media, names
 from emotion_e2e.data.convert import ConvertConfig, Frame, Recording
-from emotion_e2e.errors import DataError
+from emotion_e2e.errors import ConfigError, DataError
 
 RECOLA_PARTITIONS = ("train", "dev", "test")
 RECOLA_LABELLED = ("train", "dev")  # AVEC withholds the test labels
 RECOLA_DIMENSIONS = ("arousal", "valence")
-_RECOLA_ID = re.compile(r"^(?P<partition>train|dev|test)_\d+$")
+_RECOLA_ID = re.compile(r"(?P<partition>train|dev|test)_\d+")  # fullmatch: '$' would let a trailing '\n' in
 MANIFEST_COLUMNS = ("recording_id", "partition", "audio", "video", "labels")
+# A label track this many times longer than its media, whose time steps are whole multiples of the
+# frame step in milliseconds, gets a hint that its times look like milliseconds (1000× too long).
+MILLISECONDS_HINT_RATIO = 100
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,7 +71,7 @@ class MediaRecording(Recording):
             lengths["labels"] = track.num_frames
         if max(lengths.values()) - min(lengths.values()) > cfg.max_length_mismatch:
             raise DataError(f"recording {rid}: lengths in frames differ by more than "
-                            f"{cfg.max_length_mismatch}: {lengths}")
+                            f"{cfg.max_length_mismatch}: {lengths}{_milliseconds_hint(track, lengths, tb)}")
         n = min(lengths.values())
         return n, (track.names if track else ()), self._frames(cfg, n, track)
 
@@ -86,12 +89,27 @@ class MediaRecording(Recording):
             yield Frame(a, jpeg, found, None if track is None else track.values[i])
 
 
+def _milliseconds_hint(track, lengths: dict[str, int], time_base) -> str:
+    """A hint for the length error when the label times look like milliseconds: the track is
+    ``MILLISECONDS_HINT_RATIO`` times longer than the media and steps by whole multiples of the
+    frame step in milliseconds; else ''."""
+    media_frames = [n for kind, n in lengths.items() if kind != "labels"]
+    if track is None or not track.steps_in_milliseconds or not media_frames \
+            or track.num_frames <= MILLISECONDS_HINT_RATIO * max(media_frames):
+        return ""
+    ms = time_base.frame_step * labels.MILLISECONDS_PER_SECOND
+    return (f"; the label times step by whole multiples of {ms:g} and look like milliseconds: "
+            f"they must be seconds")
+
+
 def recola_recordings(root: str, partitions=RECOLA_PARTITIONS, dimensions=RECOLA_DIMENSIONS):
     """The AVEC 2016 package layout (docs/design.md §4); the partition is the file-name prefix.
 
     The audio comes from ``recordings_audio/ID.wav`` or, when that is missing,
     from the track of ``recordings_video/ID.mp4``.
     """
+    for d in dimensions:  # each is a folder to read: nothing outside ratings_gold_standard/
+        names.check_partition(d, f"{root}: ratings_gold_standard/", ConfigError, kind="label dimension")
     audio_dir, video_dir = os.path.join(root, "recordings_audio"), os.path.join(root, "recordings_video")
     if not os.path.isdir(audio_dir) and not os.path.isdir(video_dir):
         raise DataError(f"{root} is not an AVEC 2016 package: neither recordings_audio/ nor "
@@ -99,10 +117,11 @@ def recola_recordings(root: str, partitions=RECOLA_PARTITIONS, dimensions=RECOLA
     ids = set()
     for folder, ext in ((audio_dir, ".wav"), (video_dir, ".mp4")):
         if os.path.isdir(folder):
-            ids |= {f[: -len(ext)] for f in os.listdir(folder) if f.endswith(ext) and _RECOLA_ID.match(f[: -len(ext)])}
+            ids |= {f[: -len(ext)] for f in os.listdir(folder)
+                    if f.endswith(ext) and _RECOLA_ID.fullmatch(f[: -len(ext)])}
     out = []
     for rid in sorted(ids):
-        partition = _RECOLA_ID.match(rid)["partition"]
+        partition = _RECOLA_ID.fullmatch(rid)["partition"]
         if partition not in partitions:
             continue
         wav, mp4 = os.path.join(audio_dir, rid + ".wav"), os.path.join(video_dir, rid + ".mp4")
@@ -125,6 +144,7 @@ def manifest_recordings(path: str, partitions=None):
 
     Relative paths are relative to the manifest's folder. An empty ``audio``
     takes the video's own track; an empty ``labels`` marks an unlabelled recording.
+    Recording ids and partitions must be names (``names``): DataError naming the line and column.
     """
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -142,9 +162,9 @@ def manifest_recordings(path: str, partitions=None):
 
     out = []
     for row_number, row in enumerate(table.itertuples(index=False), start=2):
-        rid, partition = row.recording_id.strip(), row.partition.strip()
-        if not rid or not partition:
-            raise DataError(f"manifest {path}, line {row_number}: recording_id and partition are required")
+        where = f"manifest {path}, line {row_number}, column"
+        rid = names.check_recording_id(row.recording_id.strip(), f"{where} recording_id")
+        partition = names.check_partition(row.partition.strip(), f"{where} partition")
         if partitions and partition not in partitions:
             continue
         audio, video = resolve(row.audio), resolve(row.video)

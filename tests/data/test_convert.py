@@ -321,3 +321,47 @@ def test_kept_partitions_converted_with_other_settings_are_refused_before_conver
 def test_audio_of_the_wrong_length_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"recording train_a, frame 1: audio of shape \(8,\), expected \(640,\)"):
         convert.convert([FakeRecording("train_a", "train")], convert.ConvertConfig(), str(tmp_path))
+
+
+@pytest.mark.parametrize("rid,partition,match", [
+    ("../../../EVIL", "train", r"FakeRecording: recording id '\.\./\.\./\.\./EVIL' is not allowed: expected 1 to 128 "
+                               r"of letters, digits, '_', '-' and '\.', not starting with '\.'"),
+    ("a/b", "train", "recording id 'a/b' is not allowed"),
+    ("", "train", "recording id '' is not allowed"),
+    (".hidden", "train", r"recording id '\.hidden' is not allowed"),
+    ("x" * 129, "train", r"recording id 'x{128}'\.\.\. \(129 characters\) is not allowed"),
+    ("train_a", "../../x", r"FakeRecording train_a: partition '\.\./\.\./x' is not allowed: expected 1 to 128 of "
+                           r"letters, digits, '_' and '\.', not starting with '\.'"),
+    ("train_a", "train-x", "partition 'train-x' is not allowed"),  # train-*.tfrecord would match its shards
+])
+def test_a_recording_whose_id_or_partition_is_not_a_name_cannot_be_built(rid, partition, match):
+    with pytest.raises(DataError, match=match):
+        FakeRecording(rid, partition)
+
+
+def test_names_that_are_allowed(tmp_path):
+    recs = [FakeRecording("Spk-01_take.2", "train.v2", length=2), FakeRecording("x" * 128, "train.v2", index=1)]
+    meta = convert.convert(recs, CFG, str(tmp_path))
+    assert sorted(r["recording_id"] for r in meta["recordings"]) == ["Spk-01_take.2", "x" * 128]
+    assert listing(tmp_path) == ["metadata.json", "train.v2-00000-of-00002.tfrecord", "train.v2-00001-of-00002.tfrecord"]
+
+
+@dataclasses.dataclass(frozen=True)
+class NonFiniteAudio(FakeRecording):
+    """A recording from the Python API whose audio turns NaN or infinite at frame ``bad_at``."""
+
+    bad_at: int = 3
+    value: float = float("nan")
+
+    def open(self, cfg):
+        n, names, frames = super().open(cfg)
+        return n, names, (f._replace(audio=np.where(np.arange(SPF) >= 5, self.value, f.audio).astype(np.float32))
+                          if i == self.bad_at else f for i, f in enumerate(frames, start=1))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("-inf")])
+def test_non_finite_audio_from_the_python_api_is_refused_naming_recording_and_frame(tmp_path, value):
+    with pytest.raises(DataError, match=rf"recording train_a, frame 3: 3 of its {SPF} audio samples are not finite "
+                                        rf"\(the first, sample 6, is {value}\); audio must be finite"):
+        convert.convert([NonFiniteAudio("train_a", "train", value=value)], CFG, str(tmp_path))
+    assert listing(tmp_path) == []

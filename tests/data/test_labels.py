@@ -127,3 +127,25 @@ def test_nan_label_names_the_column(tmp_path):
     with pytest.raises(DataError, match=r"nan\.csv \(recording r1\): label value nan \(column valence\) at time "
                                         r"0\.080 s \(data row 3\), frame 2; labels must be finite"):
         labels.csv_labels(str(p), TB, "r1")
+
+
+@pytest.mark.parametrize("header,name,columns", [("time,arousal,arousal", "arousal", "2 and 3"),
+                                                 ("time,arousal,time", "time", "1 and 3"),
+                                                 ("time, valence ,valence", "valence", "2 and 3")])
+def test_a_column_named_twice_is_refused_naming_the_file_and_the_column(tmp_path, header, name, columns):
+    p = tmp_path / "twice.csv"
+    p.write_text(f"{header}\n0,1,2\n0.04,2,3\n0.08,3,4\n")
+    with pytest.raises(DataError, match=rf"twice\.csv \(recording r1\): column '{name}' appears twice in the header "
+                                        rf"\(columns {columns} of .*\); every column needs its own name"):
+        labels.csv_labels(str(p), TB, "r1")
+
+
+def test_steps_that_are_whole_multiples_of_the_frame_step_in_milliseconds_are_flagged(tmp_path):
+    p = tmp_path / "ms.csv"
+    p.write_text("time,arousal\n" + "".join(f"{t},{t / 1000}\n" for t in range(0, 1240, 40)))
+    assert labels.csv_labels(str(p), TB, "r1").steps_in_milliseconds
+    assert labels.steps_in_milliseconds(np.array([0, 80, 120, 200]), TB)  # 2, 1, 2 frame steps
+    assert not labels.steps_in_milliseconds(np.arange(31) * 0.04, TB)  # seconds
+    assert not labels.steps_in_milliseconds(np.arange(31) * 10.0, TB)  # 10 ms: not a whole number of frames
+    seconds = write_arff(tmp_path / "s.arff", [0.0] * 31)
+    assert not labels.arff_labels({"arousal": seconds}, TB, "r").steps_in_milliseconds

@@ -278,3 +278,15 @@ def test_stream_types_read_the_header(tmp_path):
     for path in (str(text), str(tmp_path / "nope.mp4")):
         with pytest.raises(DataError, match=path):
             media.stream_types(path)
+
+
+@pytest.mark.parametrize("rate", [16000, 44100])
+@pytest.mark.parametrize("bad", [np.nan, -np.inf])
+def test_nan_or_infinite_samples_name_the_file_sample_time_and_frame(tmp_path, rate, bad):
+    x = sine(440, 2 * rate, rate)
+    x[rate + 3:rate + 103] = bad  # 100 samples from 1.0 s + 3 samples, in frame 26: (0.04·25, 0.04·26]
+    path = write_audio(tmp_path / "float.wav", np.stack([x, sine(220, 2 * rate, rate)], 1), rate,
+                       codec="pcm_f32le", fmt="flt")  # stereo: the bad channel is found before the average
+    with pytest.raises(DataError, match=rf"^{path}: audio sample {rate + 4} at {(rate + 3) / rate:.4f} s, in frame 26, "
+                                        rf"is {bad}: expected finite samples$"):
+        list(media.audio_frames(path, TB))

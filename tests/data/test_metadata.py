@@ -143,3 +143,23 @@ def test_convert_refuses_to_keep_a_partition_whose_shards_disagree_with_the_meta
     with pytest.raises(DataError, match=r"dev-00000-of-00001\.tfrecord \(recording dev_a, partition dev\) is "
                                         r"listed in .* but does not exist; convert partition dev again"):
         convert.convert([FakeRecording("train_a", "train", fail_at=1)], CFG, str(converted))
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda m: m["recordings"][1].update(recording_id="../../../../../EVIL"),
+     r"recordings\[1\]: recording id '\.\./\.\./\.\./\.\./\.\./EVIL' is not allowed"),
+    (lambda m: m["recordings"][0].update(recording_id=""), r"recordings\[0\]: recording id '' is not allowed"),
+    (lambda m: m["recordings"][2].update(partition="../x"), r"recordings\[2\]: partition '\.\./x' is not allowed"),
+    (lambda m: m["partitions"].update({"../../x": m["partitions"].pop("dev")}),
+     r"partitions: partition '\.\./\.\./x' is not allowed"),
+    (lambda m: m["recordings"][1].update(shard="train/../../train-00001-of-00002.tfrecord"),
+     r"recordings\[1\]: shard 'train/\.\./\.\./train-00001-of-00002\.tfrecord' is not a shard name of partition "
+     r"train \(expected \{partition\}-\{index:05d\}-of-\{count:05d\}\.tfrecord\)"),
+])
+def test_a_hand_edited_name_that_would_become_a_path_is_refused_naming_the_file(converted, edit, match):
+    path = converted / metadata.FILENAME
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=rf"^{path}, {match}"):
+        metadata.read(str(converted))

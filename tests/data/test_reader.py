@@ -315,3 +315,18 @@ def test_hidden_files_are_not_shards(tmp_path):
     (tmp_path / ".tmp-train-00001-of-00002.tfrecord").write_bytes(b"left by a killed conversion")
     assert [os.path.basename(p) for p in reader.list_shards(str(tmp_path / "*.tfrecord"))] == [
         "train-00000-of-00001.tfrecord"]
+
+
+def test_inspect_records_names_the_file_recording_and_frame_of_non_finite_audio(tmp_path):
+    from emotion_e2e import inspect_records  # noqa: PLC0415
+    from emotion_e2e.data import schema  # noqa: PLC0415
+
+    path = str(tmp_path / "train-00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(path) as w:
+        for i in range(1, 6):
+            audio = np.full(SPF, np.nan if i in (3, 5) else 0.1, np.float32)
+            w.write(schema.encode_frame(recording_id="rec_1", partition="train", frame=i, num_frames=5,
+                                        time=0.04 * i, audio=audio))
+    with pytest.raises(DataError, match=rf"^TFRecord file {path} \(recording rec_1\): frame 3 holds NaN or infinite "
+                                        rf"audio samples \(2 of 5 frames do\); expected finite audio$"):
+        inspect_records.read_shard(path)

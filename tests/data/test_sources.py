@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from emotion_e2e.config import InputConfig, ReaderConfig
 from emotion_e2e.data import convert, faces, reader, sources
-from emotion_e2e.errors import DataError
+from emotion_e2e.errors import ConfigError, DataError
 from face_fixtures import face_patch, paste, phone_portraits
 from media_fixtures import dominant, sine, write_audio, write_av, write_phone_video
 from test_labels import write_arff
@@ -333,3 +334,66 @@ def test_interrupted_conversion_leaves_no_shard_and_reruns_cleanly(tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(out)) == ["metadata.json", "train-00000-of-00003.tfrecord",
                                        "train-00001-of-00003.tfrecord", "train-00002-of-00003.tfrecord"]
+
+
+def files_under(d):
+    return sorted(os.path.relpath(os.path.join(root, n), d) for root, dirs, names in os.walk(d) for n in names + dirs)
+
+
+@pytest.mark.parametrize("row,column,received", [
+    (["r1", "../../x", "a.wav", "", ""], "partition", r"partition '\.\./\.\./x'"),
+    (["../../../EVIL", "train", "a.wav", "", ""], "recording_id", r"recording id '\.\./\.\./\.\./EVIL'"),
+    (["", "train", "a.wav", "", ""], "recording_id", "recording id ''"),
+    (["speaker/1", "train", "a.wav", "", ""], "recording_id", "recording id 'speaker/1'"),
+])
+def test_prepare_refuses_a_manifest_name_that_would_leave_the_output_folder(tmp_path, row, column, received):
+    corpus = tmp_path / "a" / "b" / "c"
+    corpus.mkdir(parents=True)
+    write_audio(corpus / "a.wav", tone(16000), 16000)
+    manifest = write_manifest(corpus / "m.csv", [["ok_1", "train", "a.wav", "", ""], row])
+    before = files_under(tmp_path)
+    r = run("emotion_e2e.prepare", "--source=manifest", f"--input={manifest}", f"--output_dir={corpus / 'out'}",
+            "--modalities=audio")
+    assert r.returncode == 1, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"error: manifest {manifest}, line 3, column {column}: {received} is not allowed: expected "
+                        rf"1 to 128 of letters, digits, .*, not starting with '\.'", last), last
+    assert files_under(tmp_path) == before  # nothing outside the output folder, and no output folder
+
+
+def test_recola_dimensions_are_names_of_folders_inside_the_gold_standard(tmp_path):
+    with pytest.raises(ConfigError, match=r"ratings_gold_standard/: label dimension '\.\./\.\./x' is not allowed"):
+        sources.recola_recordings(str(tmp_path), dimensions=("arousal", "../../x"))
+    r = run("emotion_e2e.prepare", "--source=recola", f"--input={tmp_path}", "--recola_dimensions=arousal,a/b",
+            f"--output_dir={tmp_path / 'out'}")
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
+        f"error: {tmp_path}: ratings_gold_standard/: label dimension 'a/b' is not allowed"), r.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_prepare_refuses_nan_or_infinite_audio_naming_the_file_and_frame(tmp_path, bad):
+    x = tone(44100)
+    x[44100:44200] = bad  # from exactly 1.0 s: sample 44101, the first of frame 26 (0.04·25, 0.04·26]
+    wav = write_audio(tmp_path / "float.wav", x, 44100, codec="pcm_f32le", fmt="flt")
+    manifest = write_manifest(tmp_path / "m.csv", [["r1", "train", "float.wav", "", ""]])
+    r = run("emotion_e2e.prepare", "--source=manifest", f"--input={manifest}", f"--output_dir={tmp_path / 'out'}",
+            "--modalities=audio")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1] == (f"error: recording r1 (train): {wav}: audio sample 44101 at 1.0000 s, "
+                                                 f"in frame 26, is {bad}: expected finite samples")
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_label_times_in_milliseconds_get_a_hint_in_the_length_error(tmp_path):
+    write_audio(tmp_path / "a.wav", tone(16000), 16000)
+    (tmp_path / "ms.csv").write_text("time,arousal\n" + "".join(f"{t},0.1\n" for t in range(0, 1240, 40)))
+    recs = sources.manifest_recordings(write_manifest(tmp_path / "m.csv", [["r", "train", "a.wav", "", "ms.csv"]]))
+    with pytest.raises(DataError, match=r"recording r: lengths in frames differ by more than 1: .*'labels': 30000\}; "
+                                        r"the label times step by whole multiples of 40 and look like milliseconds: "
+                                        r"they must be seconds$"):
+        convert.convert(recs, convert.ConvertConfig(modalities=("audio",)), str(tmp_path / "out"))
+    write_label_csv(tmp_path / "long.csv", 2.0)  # seconds, only too long: no hint
+    recs = sources.manifest_recordings(write_manifest(tmp_path / "m.csv", [["r", "train", "a.wav", "", "long.csv"]]))
+    with pytest.raises(DataError, match=r"'labels': 50\}$"):
+        convert.convert(recs, convert.ConvertConfig(modalities=("audio",)), str(tmp_path / "out"))
