@@ -85,12 +85,36 @@ def _square_tiles(h: int, w: int) -> list[tuple[int, int, int]]:
     return [(int(s), 0, side) if w > h else (0, int(s), side) for s in starts]
 
 
+class Detection(NamedTuple):
+    """One face a detector found in a frame, in full-frame pixel coordinates.
+
+    ``score``: the detector's confidence in [0, 1], NaN for a detector that gives none (Haar).
+    ``eyes``: ``(2, 2)`` float32 ``[[x, y] of the subject's right eye, [x, y] of the left eye]``
+    (the right eye is on the image's left in a frontal face), or None for a detector that gives
+    no landmarks (Haar).
+    """
+
+    box: Box
+    score: float
+    eyes: np.ndarray | None = None
+
+
+def largest_first(detections) -> list[Detection]:
+    """``detections`` sorted by box area, largest first (ties keep their order)."""
+    return sorted(detections, key=lambda d: -d.box.w * d.box.h)
+
+
 class FaceDetector(abc.ABC):
-    """Finds the largest face of an RGB frame ``(H, W, 3)`` uint8."""
+    """Finds the faces of an RGB frame ``(H, W, 3)`` uint8."""
 
     @abc.abstractmethod
+    def detect_all(self, rgb: np.ndarray) -> list[Detection]:
+        """Every face found in ``rgb``, largest first (``largest_first``); [] when there is none."""
+
     def detect(self, rgb: np.ndarray) -> Box | None:
         """The largest face's ``Box`` in full-frame pixels, or ``None`` if there is none."""
+        faces = self.detect_all(rgb)
+        return faces[0].box if faces else None
 
 
 class HaarDetector(FaceDetector):
@@ -108,7 +132,7 @@ class HaarDetector(FaceDetector):
         if self._cascade.empty():
             raise FileNotFoundError(f"OpenCV could not load the Haar cascade {path}")
 
-    def detect(self, rgb):
+    def detect_all(self, rgb):
         _check_rgb(rgb)
         small, sx, sy = _downscale(rgb, self.cfg.detect_max_side)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
@@ -121,10 +145,9 @@ class HaarDetector(FaceDetector):
             # (its middle 90 %, grey 59..219, became 228..254 on the 1/8 composite), and the
             # cascade loses it.
             faces = self._find(cv2.equalizeHist(gray), min_px)
-        if len(faces) == 0:
-            return None
-        x, y, w, h = max(faces, key=lambda f: int(f[2]) * int(f[3]))
-        return Box(round(x * sx), round(y * sy), round(w * sx), round(h * sy))
+        # The cascade gives no confidence and no landmarks.
+        return largest_first(Detection(Box(round(x * sx), round(y * sy), round(w * sx), round(h * sy)), math.nan)
+                             for x, y, w, h in faces)
 
     def _find(self, gray: np.ndarray, min_px: int) -> np.ndarray:
         """The cascade's ``(n, 4)`` boxes ``(x, y, w, h)`` of side >= ``min_px`` in a ``(h, w)`` uint8 image."""
@@ -152,7 +175,7 @@ class MediaPipeDetector(FaceDetector):
         self._mp = face_detection.FaceDetection(model_selection=model_selection,
                                                 min_detection_confidence=MEDIAPIPE_MIN_CONFIDENCE)
 
-    def detect(self, rgb):
+    def detect_all(self, rgb):
         _check_rgb(rgb)
         small = _downscale(rgb, self.cfg.detect_max_side)[0]
         h, w = small.shape[:2]
@@ -165,21 +188,28 @@ class MediaPipeDetector(FaceDetector):
             # frames where the whole frame gave nothing.
             for x0, y0, side in _square_tiles(h, w):
                 boxes += self._boxes(small[y0:y0 + side, x0:x0 + side], x0 / w, y0 / h, side / w, side / h)
-        if not boxes:
-            return None
         # Relative coordinates: scale straight to the full frame. Boxes may reach past the
         # border; crop_face pads, so the face stays centred.
         H, W = rgb.shape[:2]
-        x, y, bw, bh = max(boxes, key=lambda b: b[2] * b[3])
-        box = Box(round(x * W), round(y * H), round(bw * W), round(bh * H))
-        return box if box.w > 0 and box.h > 0 else None
+        faces = []
+        for (x, y, bw, bh), score, eyes in boxes:
+            box = Box(round(x * W), round(y * H), round(bw * W), round(bh * H))
+            if box.w > 0 and box.h > 0:
+                faces.append(Detection(box, score, (eyes * (W, H)).astype(np.float32)))
+        return largest_first(faces)
 
-    def _boxes(self, image, x0, y0, sx, sy) -> list[tuple[float, float, float, float]]:
-        """The model's face boxes ``(x, y, w, h)`` in an ``(h, w, 3)`` RGB ``image``, as fractions of
-        the frame whose part ``image`` is: its left/top at ``x0``/``y0`` and ``sx``/``sy`` wide/tall."""
+    def _boxes(self, image, x0, y0, sx, sy) -> list[tuple[tuple[float, float, float, float], float, np.ndarray]]:
+        """``((x, y, w, h), score, eyes)`` of each face the model finds in an ``(h, w, 3)`` RGB
+        ``image``: the box and the ``(2, 2)`` eyes (right, left) as fractions of the frame whose
+        part ``image`` is: its left/top at ``x0``/``y0`` and ``sx``/``sy`` wide/tall."""
         result = self._mp.process(np.ascontiguousarray(image))
-        rel = [d.location_data.relative_bounding_box for d in result.detections or ()]
-        return [(x0 + b.xmin * sx, y0 + b.ymin * sy, b.width * sx, b.height * sy) for b in rel]
+        out = []
+        for d in result.detections or ():
+            b, points = d.location_data.relative_bounding_box, d.location_data.relative_keypoints
+            # MediaPipe's keypoints: right eye, left eye, nose tip, mouth centre, right and left ear.
+            eyes = np.array([[x0 + p.x * sx, y0 + p.y * sy] for p in points[:2]], np.float64)
+            out.append(((x0 + b.xmin * sx, y0 + b.ymin * sy, b.width * sx, b.height * sy), float(d.score[0]), eyes))
+        return out
 
     def close(self):
         self._mp.close()

@@ -12,7 +12,7 @@ import pytest
 
 from emotion_e2e.config import FaceConfig, TimeBase
 from emotion_e2e.data import faces, media
-from emotion_e2e.data.faces import Box, FaceDetector, HaarDetector, crop_face, face_crops
+from emotion_e2e.data.faces import Box, Detection, FaceDetector, HaarDetector, crop_face, face_crops
 from emotion_e2e.errors import DataError
 from face_fixtures import (ASTRONAUT_FACE, DARK_BACKGROUND, PATCH_FACE, astronaut, face_patch, iou, noise_frame,
                            paste, portrait, shift)
@@ -90,6 +90,39 @@ def test_mediapipe_missing_names_the_extra(monkeypatch):
 def test_mediapipe_finds_the_astronaut(mediapipe_detector):
     assert iou(mediapipe_detector.detect(astronaut()), ASTRONAUT_FACE) > 0.5
     assert mediapipe_detector.detect(np.zeros((720, 1280, 3), np.uint8)) is None
+
+
+def two_faces() -> tuple[np.ndarray, Box, Box]:
+    """A 480×800 frame with two astronauts on a dark background, a large one (its face 150 px tall)
+    and a small mirrored one (90 px), and their face boxes, large first."""
+    frame = np.full((480, 800, 3), DARK_BACKGROUND, np.uint8)
+    big = cv2.resize(face_patch(), (500, 500))  # the patch's 90 px face becomes 150 px
+    frame[:, :450] = big[10:490, 20:470]
+    frame[100:400, 480:780] = face_patch()[:, ::-1]
+    scale = 500 / 300
+    large = Box(round(PATCH_FACE.x * scale) - 20, round(PATCH_FACE.y * scale) - 10,
+                round(PATCH_FACE.w * scale), round(PATCH_FACE.h * scale))
+    small = Box(480 + 300 - PATCH_FACE.x - PATCH_FACE.w, 100 + PATCH_FACE.y, PATCH_FACE.w, PATCH_FACE.h)
+    return frame, large, small
+
+
+def test_every_face_is_found_largest_first_with_the_eyes_where_the_detector_gives_them(detector):
+    frame, large, small = two_faces()
+    found = detector.detect_all(frame)
+    assert len(found) == 2, found
+    assert iou(found[0].box, large) > 0.5 and iou(found[1].box, small) > 0.5, found
+    assert detector.detect(frame) == found[0].box
+    for d in found:
+        if isinstance(detector, HaarDetector):  # the cascade gives neither confidence nor landmarks
+            assert np.isnan(d.score) and d.eyes is None
+            continue
+        assert 0.5 <= d.score <= 1 and d.eyes.shape == (2, 2) and d.eyes.dtype == np.float32
+        (rx, ry), (lx, ly) = d.eyes
+        b = d.box
+        # Both eyes inside the box's upper half, the subject's right eye on the image's left.
+        assert b.x < rx < lx < b.x + b.w and b.y < min(ry, ly) and max(ry, ly) < b.y + b.h / 2, (d, b)
+        assert abs(ry - ly) < 0.1 * b.h  # upright faces: level eyes
+    assert detector.detect_all(np.full((480, 800, 3), DARK_BACKGROUND, np.uint8)) == []
 
 
 # ------------------------------------------------------------------ small faces, dark background
@@ -322,9 +355,9 @@ class StubDetector(FaceDetector):
     def __init__(self, hits, box=Box(10, 12, 20, 16)):
         self.hits, self.box, self.calls = set(hits), box, 0
 
-    def detect(self, rgb):
+    def detect_all(self, rgb):
         self.calls += 1
-        return self.box if self.calls in self.hits else None
+        return [Detection(self.box, 0.9)] if self.calls in self.hits else []
 
 
 def test_detector_interface_is_pluggable():
