@@ -18,3 +18,25 @@ def corpus(tmp_path_factory):
     cfg = demo.DemoConfig(num_train=4, num_dev=2, seconds=2)
     convert.convert(sources.demo_recordings(cfg), convert.ConvertConfig(), out, source="demo")
     return out
+
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 8 MB tmpfs mounted at ``tmp_path/disk`` for the test (``disk_fixtures.SmallDisk``; root
+    only: skipped otherwise, or where mounting fails), unmounted after it."""
+    import subprocess  # noqa: PLC0415
+
+    from disk_fixtures import SmallDisk  # noqa: PLC0415 - tests/data, on pytest's pythonpath
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill the disk needs root")
+    path = tmp_path / "disk"
+    path.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(path)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    try:
+        yield SmallDisk(str(path))
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)

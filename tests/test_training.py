@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from disk_fixtures import one_line_error
 from emotion_e2e import config as C
 from emotion_e2e import evaluation, training
 from emotion_e2e import run_dir as run_lib
@@ -256,13 +257,6 @@ def cut_shard(path, keep):
     with tf.io.TFRecordWriter(str(path)) as w:
         for r in records[:keep]:
             w.write(r)
-
-
-def one_line_error(r):
-    assert r.returncode == 1, r.stderr[-2000:]
-    lines = r.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]
-    return lines[-1]
 
 
 @pytest.mark.parametrize("partition", ["train", "dev"])
