@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import json
 import math
 import os
 import shutil
+import sys
+import traceback
 
 import tensorflow as tf
 
@@ -148,11 +151,28 @@ def write_atomically(path: str, write, error: type[ValueError] = ConfigError):
         write(tmp)
         tf.io.gfile.rename(tmp, path, overwrite=True)
     except (OSError, tf.errors.OpError) as e:
+        reason = io_reason(e)
+        _release(e)
         _remove_quietly(tmp)
-        raise error(f"cannot write {path}: {io_reason(e)}; the previous file is kept") from e
+        raise error(f"cannot write {path}: {reason}; the previous file is kept") from None
     except BaseException:
         _remove_quietly(tmp)
         raise
+
+
+def _release(e: BaseException):
+    """Closes what the failed writer left open: Keras does not close the h5py file of a weights
+    save that fails, and h5py, closing it when it is collected, fails to flush it to the full disk
+    again, which Python would print as an "Exception ignored" traceback after the one-line error.
+    That second failure is the one reported: the writer's frames are cleared with it silenced."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda _: None
+    try:
+        traceback.clear_frames(e.__traceback__)
+        e.__traceback__ = None
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
 
 
 def _remove_quietly(path: str):

@@ -5,9 +5,9 @@ import os
 
 
 class SmallDisk:
-    """A small tmpfs at ``path`` (the ``small_disk`` fixture mounts it): ``fill(leave)`` takes all
-    its free space but ``leave`` bytes with one filler file, so a later write larger than that
-    fails with ENOSPC for real."""
+    """A small tmpfs at ``path`` (the ``small_disk`` fixture mounts it): ``fill(leave)`` leaves
+    ``leave`` bytes free (one filler file takes the rest; it replaces that of an earlier call),
+    so a later write larger than that fails with ENOSPC for real."""
 
     FILLER = "filler"
 
@@ -19,7 +19,10 @@ class SmallDisk:
         return st.f_bavail * st.f_frsize
 
     def fill(self, leave: int = 0):
-        with open(os.path.join(self.path, self.FILLER), "ab") as f:
+        filler = os.path.join(self.path, self.FILLER)
+        if os.path.exists(filler):
+            os.remove(filler)
+        with open(filler, "wb") as f:
             f.write(b"\0" * max(self.free() - leave, 0))
 
 
