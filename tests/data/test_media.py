@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from fractions import Fraction
 
 import av
@@ -189,3 +190,16 @@ def test_stream_types_read_the_header(tmp_path):
     for path in (str(text), str(tmp_path / "nope.mp4")):
         with pytest.raises(DataError, match=path):
             media.stream_types(path)
+
+
+def test_a_missing_path_a_directory_and_a_fifo_say_what_they_are(tmp_path):
+    folder, fifo = tmp_path / "clips.mp4", tmp_path / "live.wav"
+    folder.mkdir()
+    os.mkfifo(fifo)  # never opened: opening a FIFO blocks until something writes to it
+    cases = [(tmp_path / "nope.wav", "media file not found"), (folder, "is a directory, not a media file"),
+             (fifo, r"is a named pipe \(FIFO\), not a media file"),
+             ("/dev/null", "is a character device, not a media file")]
+    for path, message in cases:
+        for read in (media.stream_types, lambda p: list(media.audio_frames(p, TB))):
+            with pytest.raises(DataError, match=rf"^{path}:? {message}"):
+                read(str(path))
