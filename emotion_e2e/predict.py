@@ -244,8 +244,9 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
     Args:
       model: a ``Predictor``, or the path ``Predictor.load`` takes (an export folder, a version
         folder or a training run directory, whose ``checkpoint`` is used).
-      chunk_seconds: the frames of one ``stream`` call; the LSTM state is carried between calls,
-        so the result does not depend on it (up to fp32 rounding), memory and latency do.
+      chunk_seconds: the frames of one ``stream`` call, in (0, MAX_CHUNK_SECONDS]; the LSTM state is
+        carried between calls, so the result does not depend on it (up to fp32 rounding), memory
+        and latency do.
       face_detector: 'haar' or 'mediapipe' instead of the detector the training data was cut with.
       max_length_mismatch: frames by which a video's audio track and its picture may differ
         (both are cut to the shorter), as in the converter.

@@ -197,7 +197,7 @@ def makedirs(path: str, what: str = "run directory folder"):
     try:
         tf.io.gfile.makedirs(path)
     except (OSError, tf.errors.OpError) as e:
-        raise ConfigError(f"cannot create the {what} {path}: {io_reason(e)}") from e
+        raise ConfigError(f"cannot create {what} {path}: {io_reason(e)}") from e
 
 
 def check_dir(path: str, what: str, error: type[ValueError] = ConfigError):
