@@ -4,6 +4,9 @@
 Every file is written under a temporary name beside its final one and renamed over it
 (``tf.io.gfile.rename``: atomic on local file systems, and an object store shows a whole
 object or none), so a reader finds the previous version or the new one, never half a file.
+A write that fails (a full disk) removes its temporary file and stops training with a
+ConfigError naming the file and the reason; the previous checkpoints, backup and history stay
+as they were.
 All paths go through ``tf.io.gfile``: local, ``gs://``, ``ram://``, and the file systems
 ``tensorflow_io`` registers.
 
@@ -25,18 +28,17 @@ import os
 import keras
 import tensorflow as tf
 
-from emotion_e2e.errors import DataError
-from emotion_e2e.run_dir import PARTIAL, commit, partial_path, read_history, write_file
+from emotion_e2e.errors import ConfigError, DataError
+from emotion_e2e.run_dir import PARTIAL, makedirs, read_history, write_atomically, write_file
 
 gfile = tf.io.gfile
 STATE = "state.json"
 
 
 def save_model(model: keras.Model, path: str):
-    """``model.save(path)``, atomically: a kill during the save leaves the previous file."""
-    tmp = partial_path(path)
-    model.save(tmp)
-    commit(tmp, path)
+    """``model.save(path)``, atomically: a kill during the save leaves the previous file, a
+    failed save (a full disk) is a ConfigError naming ``path`` that leaves it too."""
+    write_atomically(path, model.save)
 
 
 def remove_partials(directory: str):
@@ -61,7 +63,7 @@ class SaveModel(keras.callbacks.Callback):
             if value is None or not math.isfinite(value) or (self.best is not None and value <= self.best):
                 return
             self.best = float(value)
-        gfile.makedirs(os.path.dirname(self.path))
+        makedirs(os.path.dirname(self.path))
         save_model(self.model, self.path)
 
 
@@ -166,14 +168,18 @@ class Backup(keras.callbacks.Callback):
     def _save(self, epoch: int, step: int):
         if not self.write:
             return
-        gfile.makedirs(self.directory)
+        makedirs(self.directory)
         name = f"step-{self.step:09d}.weights.h5"
         path = os.path.join(self.directory, name)
-        tmp = partial_path(path)
-        self.model.save_weights(tmp)
-        commit(tmp, path)
+        existed = gfile.exists(path)
+        write_atomically(path, self.model.save_weights)
         state = {"epoch": epoch, "step": step, "global_step": self.step, "weights": name}
-        write_file(self.state_path, json.dumps(state))  # the commit point
+        try:
+            write_file(self.state_path, json.dumps(state))  # the commit point
+        except ConfigError:
+            if not existed:  # weights no state names: the backup is left as it was
+                gfile.remove(path)
+            raise
         for old in gfile.listdir(self.directory):
             if old.endswith(".weights.h5") and old != name:
                 gfile.remove(os.path.join(self.directory, old))

@@ -289,14 +289,16 @@ def export_run(run_dir: str, export_dir: str, checkpoint: str = "best", version:
     ``export_dir/<version>/`` (the next integer after the versions there, or ``version``) and
     returns that path.
 
-    ConfigError when the version exists (it is left untouched), the run has no such checkpoint
-    or its configuration cannot be exported; DataError for a damaged checkpoint or metadata.
+    ConfigError when ``export_dir`` is a file or under one, the version exists (it is left
+    untouched), the run has no such checkpoint or its configuration cannot be exported;
+    DataError for a damaged checkpoint or metadata.
     Nothing is visible at the version's path until the export is complete.
     """
     try:
         import tensorflow_serving.apis  # noqa: F401, PLC0415 - writes the warm-up requests
     except ImportError as e:
         raise ConfigError(f"exporting needs tensorflow-serving-api: pip install '.[serving]' ({e})") from e
+    run_lib.check_dir(export_dir, "export directory")
     cfg = run_lib.load_config(run_dir)
     run_lib.checkpoint_path(run_dir, checkpoint)  # ValueError for a checkpoint name other than best/last
     check_names(cfg)
@@ -311,7 +313,7 @@ def export_run(run_dir: str, export_dir: str, checkpoint: str = "best", version:
     description = run_description(cfg, run_dir, checkpoint)
     model = run_lib.load_checkpoint(run_dir, checkpoint)
     archive = build_archive(model, cfg)
-    os.makedirs(export_dir, exist_ok=True)
+    run_lib.makedirs(export_dir, "export directory")
     # Not tempfile.mkdtemp: its 0700 would keep a server running as another user out.
     partial = os.path.join(export_dir, f"{PARTIAL_PREFIX}{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     with run_lib.atomic_dir(target, partial):

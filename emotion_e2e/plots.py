@@ -8,13 +8,15 @@ import io
 import numpy as np
 
 from emotion_e2e import run_dir as run_lib
+from emotion_e2e.errors import ConfigError
 
 FIGURE_WIDTH, PANEL_HEIGHT, DPI = 10, 2.2, 80
 
 
 def plot_traces(path: str, title: str, time: np.ndarray, pred: dict, gold: dict | None = None,
-                no_face: np.ndarray | None = None):
-    """Writes a PNG to ``path`` (atomically, through tf.io.gfile: any file system TF reads).
+                no_face: np.ndarray | None = None, error: type[ValueError] = ConfigError):
+    """Writes a PNG to ``path`` (atomically, through tf.io.gfile: any file system TF reads; a
+    failed write is ``error`` naming ``path``, ``run_dir.write_file``).
 
     Args:
       time: ``(frames,)`` seconds.
@@ -47,4 +49,4 @@ def plot_traces(path: str, title: str, time: np.ndarray, pred: dict, gold: dict 
         fig.savefig(png, dpi=DPI, format="png")
     finally:
         plt.close(fig)
-    run_lib.write_file(path, png.getvalue())
+    run_lib.write_file(path, png.getvalue(), error)

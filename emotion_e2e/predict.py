@@ -45,6 +45,11 @@ from emotion_e2e.data.convert import ConvertConfig
 from emotion_e2e.errors import ConfigError, DataError
 
 DEFAULT_CHUNK_SECONDS = 2.0  # benchmark: ResNet-50 at 10 s chunks peaks 330 MB higher for 4 % more frames/s
+# The longest chunk: the model holds a chunk's activations at once, so memory grows linearly with it
+# (ResNet-50: 330 MB more at 10 s than at 2 s, about 2.4 GB more at a minute) while speed stops
+# growing after a few seconds; a minute is already more than any machine gains from, and a value
+# like 1e300 is a mistake to refuse rather than a chunk of the whole file.
+MAX_CHUNK_SECONDS = 60.0
 # Frames by which a video's audio and picture may differ: the converter's tolerance, so a file
 # gives the frames it would give as a recording of a corpus.
 DEFAULT_MAX_LENGTH_MISMATCH = ConvertConfig.max_length_mismatch
@@ -195,10 +200,16 @@ def check_media(path: str, modalities) -> None:
                             f"(modalities {list(modalities)})")
 
 
+def check_chunk_seconds(chunk_seconds: float):
+    """ConfigError unless ``chunk_seconds`` is a number of seconds in (0, MAX_CHUNK_SECONDS]."""
+    if not (isinstance(chunk_seconds, (int, float)) and 0 < chunk_seconds <= MAX_CHUNK_SECONDS):  # NaN fails too
+        raise ConfigError(f"chunk_seconds must be a positive number of seconds, at most {MAX_CHUNK_SECONDS:g} "
+                          f"(memory grows with the chunk, speed does not). Received: {chunk_seconds!r}")
+
+
 def chunk_frames(chunk_seconds: float, time_base: TimeBase) -> int:
     """Frames per ``stream`` call: ``chunk_seconds`` of them, at least one."""
-    if not (isinstance(chunk_seconds, (int, float)) and math.isfinite(chunk_seconds) and chunk_seconds > 0):
-        raise ConfigError(f"chunk_seconds must be a positive number of seconds. Received: {chunk_seconds!r}")
+    check_chunk_seconds(chunk_seconds)
     return max(1, round(chunk_seconds / time_base.frame_step))
 
 
@@ -236,8 +247,9 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
     Args:
       model: a ``Predictor``, or the path ``Predictor.load`` takes (an export folder, a version
         folder or a training run directory, whose ``checkpoint`` is used).
-      chunk_seconds: the frames of one ``stream`` call; the LSTM state is carried between calls,
-        so the result does not depend on it (up to fp32 rounding), memory and latency do.
+      chunk_seconds: the frames of one ``stream`` call, in (0, MAX_CHUNK_SECONDS]; the LSTM state is
+        carried between calls, so the result does not depend on it (up to fp32 rounding), memory
+        and latency do.
       face_detector: 'haar' or 'mediapipe' instead of the detector the training data was cut with.
       max_length_mismatch: frames by which a video's audio track and its picture may differ
         (both are cut to the shorter), as in the converter.
@@ -307,22 +319,13 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
     return table
 
 
-def _write_atomically(path: str, write):
-    """``write(tmp)`` then rename onto ``path``: a reader sees the old file or the whole new one."""
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_csv(table, path: str):
-    """``table`` (``predict_file``'s) as CSV: ``time``, the label columns, ``face_found``."""
+    """``table`` (``predict_file``'s) as CSV: ``time``, the label columns, ``face_found``; written
+    atomically: a reader sees the old file or the whole new one, and a write that fails (a full
+    disk) is a DataError naming ``path`` that leaves the old file as it was."""
     out = table.reset_index()
     out[TIME] = [repr(float(t)) for t in out[TIME]]  # the shortest exact text: 0.12, 1234.56
-    _write_atomically(path, lambda tmp: out.to_csv(tmp, index=False, float_format=LABEL_FORMAT))
+    run_lib.write_file(path, out.to_csv(index=False, float_format=LABEL_FORMAT), error=DataError)
 
 
 def plot(table, path: str, title: str):
@@ -332,7 +335,8 @@ def plot(table, path: str, title: str):
 
     names = [c for c in table.columns if c != FACE_FOUND]
     no_face = table[FACE_FOUND].to_numpy() == 0 if FACE_FOUND in table else None
-    plot_traces(path, title, table.index.to_numpy(), {n: table[n].to_numpy() for n in names}, no_face=no_face)
+    plot_traces(path, title, table.index.to_numpy(), {n: table[n].to_numpy() for n in names}, no_face=no_face,
+                error=DataError)
 
 
 def check_stems(paths) -> None:
@@ -349,22 +353,40 @@ def check_stems(paths) -> None:
         seen[stem(p)] = p
 
 
+def output_paths(path: str, output_dir: str, plot_traces: bool) -> list[str]:
+    """What predicting the input ``path`` writes: ``output_dir/<stem>.csv`` (and ``.png``)."""
+    return [names.file_in(output_dir, f"{stem(path)}.{ext}") for ext in ("csv", "png")[:1 + plot_traces]]
+
+
+def check_outputs(paths, output_dir: str, plot_traces: bool) -> None:
+    """DataError when ``output_dir`` is a file or under one, or a folder stands where an output
+    file goes (``<stem>.csv``, ``<stem>.png``): checked before the model loads or any file decodes."""
+    run_lib.check_dir(output_dir, "output directory", DataError)
+    for p in paths:
+        for out in output_paths(p, output_dir, plot_traces):
+            if os.path.isdir(out):
+                raise DataError(f"{out}, where the predictions of {p} go, is a directory: move it away or "
+                                f"choose another --output_dir")
+
+
 def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = False, checkpoint: str = "best",
                   chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
                   max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH, progress: bool = True, report=print):
     """``predict_file`` for each of ``paths`` with one model, writing ``output_dir/<stem>.csv``
     (and ``<stem>.png`` with ``plot_traces``); returns the CSV paths.
 
-    Before any prediction: ConfigError for two inputs of the same stem or a bad ``model``,
-    DataError for an input that is unreadable or lacks a stream the model needs. ``report``
-    gets one line per file done.
+    Before any prediction: ConfigError for two inputs of the same stem, a ``chunk_seconds`` out
+    of range or a bad ``model``, DataError for an output that cannot be written (``check_outputs``)
+    or an input that is unreadable or lacks a stream the model needs. ``report`` gets one line per
+    file done.
     """
     paths = list(paths)
     if not paths:
         raise ConfigError("no input files given")
     check_stems(paths)
+    check_chunk_seconds(chunk_seconds)
+    check_outputs(paths, output_dir, plot_traces)
     predictor = Predictor.load(model, checkpoint)
-    chunk_frames(chunk_seconds, predictor.time_base)
     for p in paths:
         check_media(p, predictor.modalities)
     try:
@@ -375,10 +397,10 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
     for p in paths:
         table = predict_file(predictor, p, chunk_seconds=chunk_seconds, face_detector=face_detector,
                              max_length_mismatch=max_length_mismatch, progress=progress)
-        csv = names.file_in(output_dir, f"{stem(p)}.csv")
+        csv, *png = output_paths(p, output_dir, plot_traces)
         write_csv(table, csv)
-        if plot_traces:
-            plot(table, names.file_in(output_dir, f"{stem(p)}.png"), os.path.basename(p))
+        if png:
+            plot(table, png[0], os.path.basename(p))
         a = table.attrs
         report(f"{p}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s) in "
                f"{a['seconds']['total']:.1f} s, {a['real_time_factor']:.1f}× real time -> {csv}")
@@ -397,8 +419,8 @@ def define_flags():
     flags.DEFINE_string("output_dir", None, "Where <input stem>.csv (and .png) go.")
     flags.DEFINE_bool("plot", False, "Also write <input stem>.png, the traces over time.")
     flags.DEFINE_enum("checkpoint", "best", list(run_lib.CHECKPOINT_FILES), "For a run directory: which checkpoint.")
-    flags.DEFINE_float("chunk_seconds", DEFAULT_CHUNK_SECONDS, "Seconds of frames per model call (memory, "
-                       "not results, depend on it).")
+    flags.DEFINE_float("chunk_seconds", DEFAULT_CHUNK_SECONDS, "Seconds of frames per model call, at most "
+                       f"{MAX_CHUNK_SECONDS:g} (memory, not results, depend on it).")
     flags.DEFINE_enum("face_detector", None, ["haar", "mediapipe"], "Instead of the detector the training "
                       "data was cut with.")
     flags.DEFINE_integer("max_length_mismatch", DEFAULT_MAX_LENGTH_MISMATCH, "Frames by which a video's audio "

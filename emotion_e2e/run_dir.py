@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import json
 import math
 import os
 import shutil
+import sys
 import threading
+import traceback
 
 import tensorflow as tf
 
 from emotion_e2e import config as config_lib
 from emotion_e2e.config import TrainConfig
-from emotion_e2e.errors import ConfigError, DataError
+from emotion_e2e.errors import ConfigError, DataError, io_reason
 
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -146,7 +149,7 @@ def load_config(run_dir: str) -> TrainConfig:
 
 def save_config(run_dir: str, cfg: TrainConfig):
     """Writes ``config.json`` atomically (a reader never sees half a file)."""
-    tf.io.gfile.makedirs(run_dir)
+    makedirs(run_dir, "run directory")
     write_json(config_path(run_dir), config_lib.to_dict(cfg))
 
 
@@ -180,17 +183,81 @@ def partial_path(path: str) -> str:
     return os.path.join(head, f"{PARTIAL}{os.getpid()}-{tail}")
 
 
-def commit(tmp: str, path: str):
-    """Renames the written ``tmp`` over ``path``: readers see the old file or the new one."""
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+def write_atomically(path: str, write, error: type[ValueError] = ConfigError):
+    """``write(tmp)`` to a temporary name beside ``path``, then renamed over it: readers see the
+    old file or the new one.
 
-
-def write_file(path: str, data: str | bytes):
-    """Writes ``data`` (text or bytes) to ``path`` atomically."""
+    A write or rename that fails (a full disk: ``OSError``, h5py's ``OSError`` or TF's
+    ``ResourceExhaustedError``) removes the temporary file and raises ``error`` naming ``path``
+    and the reason; the previous ``path`` is kept as it was.
+    """
     tmp = partial_path(path)
-    with tf.io.gfile.GFile(tmp, "wb" if isinstance(data, bytes) else "w") as f:
-        f.write(data)
-    commit(tmp, path)
+    try:
+        write(tmp)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except (OSError, tf.errors.OpError) as e:
+        reason = io_reason(e)
+        _release(e)
+        _remove_quietly(tmp)
+        raise error(f"cannot write {path}: {reason}; the previous file is kept") from None
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _release(e: BaseException):
+    """Closes what the failed writer left open: Keras does not close the h5py file of a weights
+    save that fails, and h5py, closing it when it is collected, fails to flush it to the full disk
+    again, which Python would print as an "Exception ignored" traceback after the one-line error.
+    That second failure is the one reported: the writer's frames are cleared with it silenced."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda _: None
+    try:
+        traceback.clear_frames(e.__traceback__)
+        e.__traceback__ = None
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+
+
+def _remove_quietly(path: str):
+    """Deletes ``path`` if it is there; a failure leaves it for ``checkpointing.remove_partials``."""
+    with contextlib.suppress(OSError, tf.errors.OpError):
+        if tf.io.gfile.exists(path):
+            tf.io.gfile.remove(path)
+
+
+def write_file(path: str, data: str | bytes, error: type[ValueError] = ConfigError):
+    """Writes ``data`` (text or bytes) to ``path`` atomically (``write_atomically``)."""
+    def write(tmp):
+        with tf.io.gfile.GFile(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
+
+    write_atomically(path, write, error)
+
+
+def makedirs(path: str, what: str = "run directory folder"):
+    """``tf.io.gfile.makedirs(path)``; ConfigError naming ``path`` and the reason when it fails
+    (a file in the way, a full disk, no permission)."""
+    try:
+        tf.io.gfile.makedirs(path)
+    except (OSError, tf.errors.OpError) as e:
+        raise ConfigError(f"cannot create {what} {path}: {io_reason(e)}") from e
+
+
+def check_dir(path: str, what: str, error: type[ValueError] = ConfigError):
+    """``error`` when a file stands where the folder ``path`` is, or where it would be created
+    (``path`` under a file): checked before any work, so nothing is computed for nothing."""
+    found = path
+    if "://" not in path:  # a local path: find its nearest existing ancestor
+        found = os.path.abspath(path)
+        while not os.path.exists(found) and os.path.dirname(found) != found:
+            found = os.path.dirname(found)
+    if not tf.io.gfile.exists(found) or tf.io.gfile.isdir(found):
+        return
+    if found == os.path.abspath(path) or found == path:
+        raise error(f"{what} {path} is a file, not a directory")
+    raise error(f"cannot create {what} {path}: {found} is a file, not a directory")
 
 
 def read_history(path: str) -> list[dict]:

@@ -59,6 +59,7 @@ def check_config(cfg: TrainConfig, run_dir: str, meta: dict):
     metadata.verify(cfg.data_dir, meta, (cfg.train_partition, cfg.eval_partition))
     for src in cfg.init_from:
         _check_init_from(cfg, src)
+    run_lib.check_dir(run_dir, "run directory")  # a file, or under one
     saved = run_lib.config_path(run_dir)
     # A run may be extended with more epochs and resumed on other hardware; anything else makes it another run.
     if tf.io.gfile.exists(saved) and dataclasses.replace(run_lib.load_config(run_dir), **_resumable(cfg)) != cfg:
@@ -290,7 +291,7 @@ def _train(cfg: TrainConfig, run_dir: str, strategy: tf.distribute.Strategy, met
 
     if chief:
         for d in (run_lib.checkpoint_dir(run_dir), run_lib.backup_dir(run_dir)):
-            tf.io.gfile.makedirs(d)
+            run_lib.makedirs(d)
             checkpointing.remove_partials(d)
         checkpointing.remove_partials(run_dir)
         run_lib.save_config(run_dir, cfg)

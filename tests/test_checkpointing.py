@@ -6,6 +6,7 @@ directories on TF's ram://."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -15,8 +16,10 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from disk_fixtures import one_line_error, snapshot
 from emotion_e2e import checkpointing, compare, config, evaluation, training
 from emotion_e2e import run_dir as run_lib
+from emotion_e2e.errors import ConfigError
 from emotion_e2e.models import build_model
 from test_training import train_cfg
 
@@ -153,3 +156,67 @@ def test_training_reads_and_writes_through_tf_gfile(corpus, tmp_path):
     csv = tf.io.gfile.GFile(os.path.join(out, "predictions", f"{recordings[0]}.csv")).read()
     assert csv.startswith("time,pred_arousal,gold_arousal")
     assert "audio" in compare.comparison_table([run], cfg.eval_partition)
+
+
+# ---------------------------------------------------------------- a full disk
+
+TRAIN_FLAGS = ("--modalities=audio", "--seq_len=4", "--eval_seq_len=10", "--batch_size=2", "--shuffle_buffer=8",
+               "--lstm_layers=1", "--lstm_units=8", "--audio_dropout=0", "--audio_bn_momentum=0.9",
+               "--steps_per_epoch=2", "--learning_rate=1e-3")
+ROOM = 200_000  # for config.json and TensorBoard's events, not for a 1.3 MB .keras checkpoint
+PAGE = os.sysconf("SC_PAGE_SIZE")  # tmpfs allocates whole pages
+
+
+def train_cli(*args):
+    return subprocess.run([sys.executable, "train.py", *TRAIN_FLAGS, *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=600)
+
+
+def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_run(corpus, small_disk):
+    run = os.path.join(small_disk.path, "run")
+    r = train_cli(f"--data_dir={corpus}", f"--run_dir={run}", "--epochs=1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    before = snapshot(run)
+    small_disk.fill(leave=ROOM)
+    line = one_line_error(train_cli(f"--data_dir={corpus}", f"--run_dir={run}", "--epochs=2"))
+    assert re.fullmatch(rf"error: cannot write {re.escape(run)}/checkpoints/(best|last)\.keras: "
+                        rf"No space left on device; the previous file is kept", line), line
+    after = snapshot(run)
+    # best.keras, last.keras, history.csv and the backup as they were, no .partial-* left; TensorBoard's
+    # earlier event files too (the run's new ones are all it adds); config.json says 2 epochs now
+    assert {n: after[n] for n in before if n != run_lib.CONFIG} == {n: b for n, b in before.items()
+                                                                  if n != run_lib.CONFIG}
+    assert run_lib.load_config(run).epochs == 2
+    assert all(n.startswith(run_lib.TENSORBOARD + os.sep) for n in set(after) - set(before)), sorted(after)
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # no "Exception ignored" either
+def test_a_full_disk_during_a_backup_or_a_history_write_keeps_the_previous_ones(cfg, small_disk):
+    model = build_model(cfg.model, cfg.inputs)
+    training.compile_model(model, cfg)
+    model.optimizer.build(model.trainable_variables)
+    directory, history_csv = os.path.join(small_disk.path, "backup"), os.path.join(small_disk.path, "history.csv")
+    backup, history = checkpointing.Backup(directory, STEPS), checkpointing.History(history_csv)
+    for callback in (backup, history):
+        callback.set_model(model)
+    backup.step = STEPS
+    backup.on_epoch_end(0)
+    history.on_epoch_end(0, {"loss": 0.5})
+    before = snapshot(small_disk.path)
+    weights = os.path.getsize(os.path.join(directory, "step-000000006.weights.h5"))
+    backup.step = 2 * STEPS
+    message = "cannot write {}: No space left on device; the previous file is kept"
+    small_disk.fill(leave=weights // 2)  # the weights file fails half-way
+    with pytest.raises(ConfigError, match=re.escape(message.format(f"{directory}/step-000000012.weights.h5"))):
+        backup.on_epoch_end(1)
+    small_disk.fill()
+    with pytest.raises(ConfigError, match=re.escape(message.format(history_csv))):
+        history.on_epoch_end(1, {"loss": 0.25})
+    assert {n: b for n, b in snapshot(small_disk.path).items() if n != small_disk.FILLER} == {
+        n: b for n, b in before.items() if n != small_disk.FILLER}
+    small_disk.fill(leave=-(-weights // PAGE) * PAGE)  # room for the weights, none for state.json after them
+    with pytest.raises(ConfigError, match=re.escape(message.format(f"{directory}/{checkpointing.STATE}"))):
+        backup.on_epoch_end(1)
+    assert sorted(os.listdir(directory)) == [checkpointing.STATE, "step-000000006.weights.h5"]  # the new weights
+    assert snapshot(directory) == {os.path.relpath(n, "backup"): b for n, b in before.items()
+                                   if n.startswith("backup")}

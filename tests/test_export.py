@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from disk_fixtures import one_line_error
 from emotion_e2e import config as C
 from emotion_e2e import export, training
 from emotion_e2e import run_dir as run_lib
@@ -420,6 +421,17 @@ def test_versions_count_up_and_an_existing_one_is_never_overwritten(run, tmp_pat
     r = tool("-m", "emotion_e2e.export", f"--run_dir={run('audio')}", f"--export_dir={base}", "--version=2", cwd=REPO)
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: "), r.stderr[-2000:]
     assert "version 2 was exported already" in r.stderr
+
+
+def test_an_export_dir_that_is_a_file_or_under_one_is_one_line_and_nothing_is_written(run, tmp_path):
+    f = tmp_path / "models"
+    f.write_text("not a folder")
+    for export_dir, message in ((f, f"export directory {f} is a file, not a directory"),
+                                (f / "emotion", f"cannot create export directory {f / 'emotion'}: {f} is a file, "
+                                                f"not a directory")):
+        r = tool("-m", "emotion_e2e.export", f"--run_dir={run('audio')}", f"--export_dir={export_dir}", cwd=REPO)
+        assert one_line_error(r) == f"error: {message}"
+    assert os.listdir(tmp_path) == ["models"] and f.read_text() == "not a folder"
 
 
 def test_a_failed_export_leaves_nothing_and_the_next_one_works(run, tmp_path, monkeypatch):

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from disk_fixtures import one_line_error, snapshot
 from emotion_e2e import config as C
 from emotion_e2e import benchmark, evaluation, export, predict, training
 from emotion_e2e import run_dir as run_lib
@@ -352,6 +353,54 @@ def test_the_cli_stops_with_one_line_naming_the_file(exported, files, tmp_path, 
     assert last.startswith("error: ") and files[file] in last, r.stderr[-3000:]
     assert re.search(message, last), last
     assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_a_folder_or_a_fifo_given_as_input_says_what_it_is(exported, tmp_path):
+    folder, fifo = tmp_path / "clips", tmp_path / "live.wav"
+    folder.mkdir()
+    os.mkfifo(fifo)  # never opened: that would block until something writes to it
+    for path, kind in ((folder, "a directory"), (fifo, "a named pipe (FIFO)")):
+        r = cli(f"--model={exported('audio')}", f"--input={path}", f"--output_dir={tmp_path / 'out'}")
+        assert one_line_error(r) == f"error: {path} is {kind}, not a media file (expected an audio/video file)"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_where_an_output_goes_is_refused_before_any_work(exported, files, tmp_path):
+    out = tmp_path / "out"
+    (out / "voice.csv").mkdir(parents=True)
+    r = cli(f"--model={exported('audio')}", f"--input={files['voice']}", f"--output_dir={out}")
+    assert one_line_error(r) == (f"error: {out / 'voice.csv'}, where the predictions of {files['voice']} go, is a "
+                                 f"directory: move it away or choose another --output_dir")
+    (out / "voice.csv").rmdir()
+    (out / "voice.png").mkdir()
+    # checked before the model loads: a model that does not exist is not even looked at
+    r = cli(f"--model={tmp_path / 'no model'}", f"--input={files['voice']}", f"--output_dir={out}", "--plot")
+    assert one_line_error(r).startswith(f"error: {out / 'voice.png'}, where the predictions of")
+    f = tmp_path / "notes.txt"
+    f.write_text("not a folder")
+    r = cli(f"--model={tmp_path / 'no model'}", f"--input={files['voice']}", f"--output_dir={f / 'out'}")
+    assert one_line_error(r) == f"error: cannot create output directory {f / 'out'}: {f} is a file, not a directory"
+    assert sorted(os.listdir(out)) == ["voice.png"] and f.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("seconds", ["1e300", "inf", "nan", "-1", "61"])
+def test_a_chunk_out_of_range_is_one_line(exported, files, tmp_path, seconds):
+    r = cli(f"--model={exported('audio')}", f"--input={files['voice']}", f"--output_dir={tmp_path / 'out'}",
+            f"--chunk_seconds={seconds}")
+    assert one_line_error(r) == (f"error: chunk_seconds must be a positive number of seconds, at most "
+                                 f"{predict.MAX_CHUNK_SECONDS:g} (memory grows with the chunk, speed does not). "
+                                 f"Received: {float(seconds)!r}")
+
+
+def test_a_full_disk_while_writing_the_csv_is_one_line_and_keeps_the_previous_one(exported, files, small_disk):
+    out = os.path.join(small_disk.path, "out")
+    args = (f"--model={exported('audio')}", f"--input={files['voice']}", f"--output_dir={out}")
+    assert cli(*args).returncode == 0
+    before = snapshot(out)
+    small_disk.fill()
+    line = one_line_error(cli(*args))
+    assert line == f"error: cannot write {out}/voice.csv: No space left on device; the previous file is kept"
+    assert snapshot(out) == before  # the previous CSV byte for byte, no temporary file left
 
 
 # ---------------------------------------------------------------- memory

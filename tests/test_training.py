@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from disk_fixtures import one_line_error
 from emotion_e2e import config as C
 from emotion_e2e import evaluation, training
 from emotion_e2e import run_dir as run_lib
@@ -188,6 +189,16 @@ def test_contradictory_flags_stop_before_any_graph_is_built(corpus, audio_only_c
     assert r.returncode == 1 and "is not a run directory" in r.stderr
 
 
+def test_a_run_dir_that_is_a_file_or_under_one_is_one_line_before_any_graph(corpus, tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("not a folder")
+    for run_dir, message in ((f, f"run directory {f} is a file, not a directory"),
+                             (f / "run", f"cannot create run directory {f / 'run'}: {f} is a file, not a directory")):
+        r = run_cli("train.py", f"--data_dir={corpus}", f"--run_dir={run_dir}", "--modalities=audio", "--seq_len=4")
+        assert one_line_error(r) == f"error: {message}"
+    assert os.listdir(tmp_path) == ["notes.txt"] and f.read_text() == "not a folder"
+
+
 @dataclasses.dataclass(frozen=True)
 class ShuffledDemo(sources.DemoSourceRecording):
     """A demo recording whose label track is permuted in time: labels no longer match the audio."""
@@ -256,13 +267,6 @@ def cut_shard(path, keep):
     with tf.io.TFRecordWriter(str(path)) as w:
         for r in records[:keep]:
             w.write(r)
-
-
-def one_line_error(r):
-    assert r.returncode == 1, r.stderr[-2000:]
-    lines = r.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]
-    return lines[-1]
 
 
 @pytest.mark.parametrize("partition", ["train", "dev"])

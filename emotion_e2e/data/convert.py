@@ -33,7 +33,7 @@ import numpy as np
 from emotion_e2e import locking
 from emotion_e2e.config import MODALITIES, FaceConfig, TimeBase, check_modalities
 from emotion_e2e.data import metadata, names, schema
-from emotion_e2e.errors import DataError
+from emotion_e2e.errors import DataError, io_reason
 
 # Shards are written into this hidden folder under ``{shard}.part`` names: TF's glob
 # does not descend into folders, so no ``DIR/*.tfrecord`` pattern matches them.
@@ -115,17 +115,28 @@ class _Summary:
 
 
 def write_recording(recording: Recording, cfg: ConvertConfig, path: str) -> _Summary:
-    """Streams one recording's frames into the TFRecord file ``path``; errors name the recording."""
+    """Streams one recording's frames into the TFRecord file ``path``; errors name the recording.
+
+    A write that fails (a full disk: the TFRecord writer's ``ResourceExhaustedError``; the
+    recordings are read without TF, so its errors are the writer's) is a DataError naming
+    ``path`` and the reason, raised in the process that writes (a ``--workers`` or Beam worker
+    too), so it reaches the user as one line.
+    """
+    import tensorflow as tf  # noqa: PLC0415 - workers import TF only when they write
+
     try:
         return _write(recording, cfg, path)
     except DataError as e:
         if recording.recording_id in str(e):
             raise
         raise DataError(f"recording {recording.recording_id} ({recording.partition}): {e}") from e
+    except tf.errors.OpError as e:
+        raise DataError(f"recording {recording.recording_id} ({recording.partition}): cannot write {path}: "
+                        f"{io_reason(e)}; the previous output is kept") from e
 
 
 def _write(recording, cfg, path):
-    import tensorflow as tf  # noqa: PLC0415 - workers import TF only when they write
+    import tensorflow as tf  # noqa: PLC0415
 
     num_frames, label_names, frames = recording.open(cfg)
     summary = _Summary(recording.recording_id, recording.partition, tuple(label_names))

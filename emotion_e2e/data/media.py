@@ -17,6 +17,7 @@ import contextlib
 import functools
 import math
 import os
+import stat
 from fractions import Fraction
 from typing import Iterator, NamedTuple
 
@@ -25,7 +26,7 @@ import numpy as np
 from scipy import signal
 
 from emotion_e2e.config import TimeBase
-from emotion_e2e.errors import DataError
+from emotion_e2e.errors import DataError, io_reason
 
 
 # ---------------------------------------------------------------- resampling
@@ -106,12 +107,30 @@ class StreamingResampler:
 
 # ---------------------------------------------------------------- containers
 
+# What a path that is not a regular file is (os.stat's mode), for the message.
+_NOT_A_FILE = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+               (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _check_regular_file(path: str):
+    """DataError naming ``path`` when it is missing or not a regular file (a directory, a FIFO...),
+    told from its ``stat`` alone: a FIFO is never opened, which would block until a writer came."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: media file not found (expected an existing audio/video file)") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read media: {io_reason(e)}") from e
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _NOT_A_FILE if test(mode)), "a special file")
+        raise DataError(f"{path} is {kind}, not a media file (expected an audio/video file)")
+
+
 @contextlib.contextmanager
 def _open(path, kind: str | None = None):
     """Yield (container, first stream of ``kind``); every FFmpeg/OS failure becomes a DataError."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: media file not found (expected an existing audio/video file)")
+    _check_regular_file(path)
     try:
         with av.open(path) as container:
             streams = getattr(container.streams, kind) if kind else None

@@ -19,7 +19,7 @@ import os
 import tensorflow as tf
 
 from emotion_e2e.data import names, schema
-from emotion_e2e.errors import DataError
+from emotion_e2e.errors import DataError, io_reason
 
 FILENAME = "metadata.json"
 # 2: per-partition label_names and the generation id. Version 1 files (without
@@ -90,7 +90,7 @@ def _load(p):
         raise DataError(f"{p} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}): "
                         f"re-run emotion_e2e.prepare") from e
     except (OSError, tf.errors.OpError) as e:
-        raise DataError(f"cannot read {p}: {getattr(e, 'strerror', None) or getattr(e, 'message', None) or e}") from e
+        raise DataError(f"cannot read {p}: {io_reason(e)}") from e
 
 
 def _from_version_1(meta):

@@ -10,6 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from disk_fixtures import snapshot
 from emotion_e2e.config import FaceConfig, InputConfig, ReaderConfig, TimeBase
 from emotion_e2e.data import convert, metadata, reader
 from emotion_e2e.errors import DataError
@@ -31,12 +32,6 @@ def listing(d):
 
 def without_generation(meta):
     return {k: v for k, v in meta.items() if k != "generation"}
-
-
-def snapshot(d):
-    """Every file under ``d``, hidden ones included: ``{relative path: bytes}``."""
-    return {os.path.relpath(os.path.join(root, n), d): open(os.path.join(root, n), "rb").read()
-            for root, _, names in os.walk(d) for n in names}
 
 
 @contextlib.contextmanager

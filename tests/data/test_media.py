@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from fractions import Fraction
 
@@ -290,3 +291,16 @@ def test_nan_or_infinite_samples_name_the_file_sample_time_and_frame(tmp_path, r
     with pytest.raises(DataError, match=rf"^{path}: audio sample {rate + 4} at {(rate + 3) / rate:.4f} s, in frame 26, "
                                         rf"is {bad}: expected finite samples$"):
         list(media.audio_frames(path, TB))
+
+
+def test_a_missing_path_a_directory_and_a_fifo_say_what_they_are(tmp_path):
+    folder, fifo = tmp_path / "clips.mp4", tmp_path / "live.wav"
+    folder.mkdir()
+    os.mkfifo(fifo)  # never opened: opening a FIFO blocks until something writes to it
+    cases = [(tmp_path / "nope.wav", "media file not found"), (folder, "is a directory, not a media file"),
+             (fifo, r"is a named pipe \(FIFO\), not a media file"),
+             ("/dev/null", "is a character device, not a media file")]
+    for path, message in cases:
+        for read in (media.stream_types, lambda p: list(media.audio_frames(p, TB))):
+            with pytest.raises(DataError, match=rf"^{path}:? {message}"):
+                read(str(path))

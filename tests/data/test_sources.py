@@ -12,6 +12,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from disk_fixtures import one_line_error, snapshot
 from emotion_e2e.config import InputConfig, ReaderConfig
 from emotion_e2e.data import convert, faces, reader, sources
 from emotion_e2e.errors import ConfigError, DataError
@@ -397,3 +398,20 @@ def test_label_times_in_milliseconds_get_a_hint_in_the_length_error(tmp_path):
     recs = sources.manifest_recordings(write_manifest(tmp_path / "m.csv", [["r", "train", "a.wav", "", "long.csv"]]))
     with pytest.raises(DataError, match=r"'labels': 50\}$"):
         convert.convert(recs, convert.ConvertConfig(modalities=("audio",)), str(tmp_path / "out"))
+
+
+SHARD_BYTES = 300_000  # a 2 s demo recording's shard is about 360 kB: a disk with less free fills mid-shard
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_full_disk_while_writing_shards_is_one_line_and_keeps_the_previous_output(small_disk, workers):
+    out = os.path.join(small_disk.path, "demo")
+    args = ("emotion_e2e.prepare", "--source=demo", f"--output_dir={out}", "--demo_train=2", "--demo_dev=1",
+            "--demo_seconds=2", f"--workers={workers}")
+    assert run(*args).returncode == 0
+    before = snapshot(out)
+    small_disk.fill(leave=SHARD_BYTES)
+    line = one_line_error(run(*args))
+    assert re.fullmatch(rf"error: recording \w+ \(\w+\): cannot write {re.escape(out)}/\.incomplete/\S+\.part: "
+                        rf"No space left on device; the previous output is kept", line), line
+    assert snapshot(out) == before  # no shard, no metadata changed; no .incomplete/ or .part left
