@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from disk_fixtures import one_line_error, snapshot
+from emotion_e2e import locking
 from emotion_e2e.config import InputConfig, ReaderConfig
 from emotion_e2e.data import convert, faces, reader, sources
 from emotion_e2e.errors import ConfigError, DataError
@@ -328,7 +329,8 @@ def test_interrupted_conversion_leaves_no_shard_and_reruns_cleanly(tmp_path):
     proc.wait()
     # killed mid-shard: the partial file is in the hidden folder, out of reach of any shard pattern
     assert os.listdir(incomplete) == ["train-00000-of-00003.tfrecord.part"]
-    assert os.listdir(out) == [convert.INCOMPLETE]
+    # and the killed writer's lock file, whose lock died with it (the rerun takes it over)
+    assert sorted(os.listdir(out)) == sorted([convert.INCOMPLETE, locking.LOCK])
     with pytest.raises(DataError, match="no TFRecord files match"):
         reader.make_dataset(str(out / "train-*.tfrecord"), *READ, training=False)
     r = run(*args)
