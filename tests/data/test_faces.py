@@ -135,6 +135,15 @@ def test_yunet_finds_the_astronaut_with_level_eyes_and_nothing_in_a_frame_withou
         assert yunet.detect_all(frame) == []
 
 
+def test_yunet_gives_the_largest_face_first_even_when_a_smaller_one_scores_higher(yunet):
+    frame, large, small = two_faces()
+    left = frame[:, :450].astype(np.float32)  # the large face at 30 % contrast: it scores lower
+    frame[:, :450] = np.round(DARK_BACKGROUND + (left - DARK_BACKGROUND) * 0.3).astype(np.uint8)
+    found = yunet.detect_all(frame)
+    assert len(found) == 2 and iou(found[0].box, large) > 0.5 and iou(found[1].box, small) > 0.5, found
+    assert found[0].score < found[1].score  # OpenCV orders them by score
+
+
 def test_yunet_scales_boxes_and_eyes_back_to_the_full_frame_whatever_its_size(yunet):
     # The same face in frames of three sizes, one after the other (the network's input size changes):
     # 1280×720 is searched at 640×360, 1920×1080 at 640×360 too, 640×480 at full size.
