@@ -77,8 +77,8 @@ class FaceConfig:
     jpeg_quality: int = 95
     # "yunet" (OpenCV Zoo's YuNet, its model inside this package), "haar" (OpenCV's bundled
     # cascade) or "mediapipe" (the mediapipe extra). YuNet is the default: it finds every face
-    # from 1/10 of the frame height up in 640×480 and 1280×720 like the other two, 2.5× as fast
-    # as Haar and 12-13× on frames without a face, with no dependency beyond OpenCV
+    # from 1/10 of the frame height up in 640×480 and 1280×720 like the other two, 2.2-2.6× as
+    # fast as Haar and 12-15× on frames without a face, with no dependency beyond OpenCV
     # (benchmark --suite=faces, README "Faces").
     detector: str = "yunet"
     # Frames are downscaled to this longer side for detection. 640, not less: at 320 a 1280×720
