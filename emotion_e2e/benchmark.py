@@ -21,13 +21,15 @@ converter on 1- and 5-minute 1280×720 recordings (it must not grow with length)
 faces: the share of frames in which each face detector finds a real face (scikit-image's
 astronaut on a flat dark background, H.264-coded and decoded like any recording), by face
 height (1/10 to 1/2 of the frame height) and resolution (640×480, 1280×720), and ms per
-frame; the configurations shipped before (MediaPipe's short-range model, Haar at 320 px)
-and short-range-then-full-range MediaPipe for comparison.
+frame; the configurations shipped before (MediaPipe's short-range model, Haar at 320 px),
+YuNet at 320 px and short-range-then-full-range MediaPipe for comparison; and what each
+detector adds to an install (model file, cascade, or MediaPipe's dependency tree) on disk.
 
 serving: ``emotion_e2e.predict`` with the demo's face and audio+face models (resnet10) and the
 paper's audio, face and audio+face models (ResNet-50), random weights, on a 1280×720 30 fps H.264 + AAC recording with a real
 face: × real time of each stage (decode: PyAV decoding, resampling and frame selection alone;
-faces: Haar detection, crops and the JPEG round trip; model: the stream signature in chunks)
+faces: detection with the default detector, crops and the JPEG round trip; model: the stream
+signature in chunks)
 and of the whole file, the latency of one 1-second stream call, and the peak resident memory
 of the predict CLI on 1- and 5-minute recordings (it must not grow with length).
 """
@@ -266,6 +268,7 @@ def _fit_sine(y, n, rate, f_guess):
 
 
 def data_suite():
+    from emotion_e2e.config import FaceConfig  # noqa: PLC0415
     from emotion_e2e.data import convert, demo, sources  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -289,7 +292,8 @@ def data_suite():
                       f"amplitude error {r['amp_err'] * 100:.3f} %  delay {r['delay_out_samples']:+.3f} samples  "
                       f"SNR {r['snr_db']:.1f} dB")
 
-        print("\nconverter peak memory, one 1280×720 30 fps H.264 + 48 kHz AAC recording, Haar detector:")
+        print(f"\nconverter peak memory, one 1280×720 30 fps H.264 + 48 kHz AAC recording, "
+              f"{FaceConfig().detector} detector (the default):")
         for m, rss, fps in converter_memory([float(x) for x in _MINUTES.value], tmp):
             print(f"  {m:g} min: peak RSS {rss:,.0f} MB, {fps:,.0f} frames/s ({fps * 0.04:.2f}× real time)")
 
@@ -385,6 +389,8 @@ def face_detection(frames: int, workdir: str) -> list[tuple[str, str, list[float
     short = faces.MediaPipeDetector(cfg, model_selection=faces.MEDIAPIPE_SHORT_RANGE)
     full = faces.MediaPipeDetector(cfg)
     detectors = [
+        ("yunet", faces.YuNetDetector(cfg)),
+        ("yunet, detect_max_side=320", faces.YuNetDetector(FaceConfig(detect_max_side=320))),
         ("haar", faces.HaarDetector(cfg)),
         ("haar, detect_max_side=320", faces.HaarDetector(FaceConfig(detect_max_side=320))),
         ("mediapipe (full-range)", full),
@@ -420,6 +426,65 @@ def face_detection(frames: int, workdir: str) -> list[tuple[str, str, list[float
     return rows
 
 
+def installed_bytes(names) -> int:
+    """Bytes on disk of the installed distributions ``names`` (every file their RECORD lists)."""
+    import importlib.metadata  # noqa: PLC0415
+
+    total = 0
+    for name in names:
+        for f in importlib.metadata.distribution(name).files or ():
+            path = f.locate()
+            total += path.stat().st_size if path.is_file() else 0
+    return total
+
+
+def dependency_tree(names) -> set[str]:
+    """The installed distributions ``names`` and everything they require, transitively (extras
+    not asked for left out), by canonical name."""
+    import importlib.metadata  # noqa: PLC0415
+
+    from packaging.requirements import Requirement  # noqa: PLC0415 - TensorFlow's dependency
+    from packaging.utils import canonicalize_name  # noqa: PLC0415
+
+    seen, todo = set(), list(names)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:  # a requirement its markers leave out here
+            continue
+        seen.add(name)
+        for line in dist.requires or ():
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(req.name)
+    return seen
+
+
+def detector_install_sizes() -> list[tuple[str, str]]:
+    """``(detector, what it adds to an install)``: the model file for YuNet and the cascade for
+    Haar (both run on OpenCV, which the core install has anyway), and for MediaPipe the
+    distributions its tree adds to the core install's, measured in this environment."""
+    import cv2  # noqa: PLC0415
+
+    from emotion_e2e.data import faces  # noqa: PLC0415
+
+    mb = 2 ** 20
+    core = dependency_tree(["emotion_e2e"])
+    opencv = installed_bytes(["opencv-python-headless"]) / mb
+    added = sorted(dependency_tree(["mediapipe"]) - core)
+    sizes = sorted(((installed_bytes([n]) / mb, n) for n in added), reverse=True)
+    cascade = os.path.getsize(os.path.join(cv2.data.haarcascades, faces.HAAR_CASCADE)) / mb
+    model = len(faces.model_file(faces.YUNET_MODEL).read_bytes()) / mb
+    return [("yunet", f"{model:.2f} MB model file in this package (OpenCV's DNN module, in the core install's "
+                      f"opencv-python-headless, {opencv:.0f} MB, runs it)"),
+            ("haar", f"{cascade:.2f} MB cascade inside opencv-python-headless (core install)"),
+            ("mediapipe", f"{sum(s for s, _ in sizes):,.0f} MB in {len(sizes)} distributions the core install does "
+                          "not have: " + ", ".join(f"{n} {s:,.0f}" for s, n in sizes) + " MB")]
+
+
 def faces_suite():
     print(f"\nface detection: share of frames where the astronaut's face is found (IoU > {FACE_MATCH_IOU}), "
           f"flat dark background, {_FACE_FRAMES.value} frames per size, H.264 crf {FACE_CRF}; columns: face height "
@@ -429,6 +494,9 @@ def faces_suite():
     with tempfile.TemporaryDirectory() as tmp:
         for name, resolution, ratios, ms, empty_ms in face_detection(_FACE_FRAMES.value, tmp):
             print(f"  {name:<28}{resolution:<10}" + "".join(f"{r:>7.2f}" for r in ratios) + f"{ms:>10.1f}{empty_ms:>9.1f}")
+    print(f"\ninstalled size of each detector's dependencies (this environment's site-packages):")
+    for name, size in detector_install_sizes():
+        print(f"  {name:<10}{size}")
 
 
 # ---------------------------------------------------------------- serving
@@ -496,9 +564,10 @@ def stream_latency(predictor, frames: int, repeats: int = 10) -> float:
 
 def serving_suite():
     from emotion_e2e import predict  # noqa: PLC0415
+    from emotion_e2e.config import FaceConfig  # noqa: PLC0415
 
     # The demo models (resnet10 face network) and, beside them, the paper's (ResNet-50); with
-    # the default Haar detector, and the multimodal ones with MediaPipe's as well.
+    # the default detector (FaceConfig's), and the multimodal ones with MediaPipe's as well.
     cases = [("audio", ("audio",), "resnet50", None),
              ("face (demo, resnet10)", ("face",), DEMO_FACE_NET, None),
              ("audio+face (demo)", ("audio", "face"), DEMO_FACE_NET, None),
@@ -525,7 +594,8 @@ def serving_suite():
             print(f"{name:<36}{media_seconds / decode:>9.1f}{faces}{media_seconds / seconds['model']:>9.1f}"
                   f"{table.attrs['real_time_factor']:>12.1f}{latency * 1e3:>17.0f} ms")
 
-        print("\npredict CLI peak memory, audio+face (ResNet-50), 1280×720 30 fps H.264 + 48 kHz AAC, Haar detector:")
+        print(f"\npredict CLI peak memory, audio+face (ResNet-50), 1280×720 30 fps H.264 + 48 kHz AAC, "
+              f"{FaceConfig().detector} detector (the default):")
         for m in (float(x) for x in _SERVING_MINUTES.value):
             video = os.path.join(tmp, f"talk_{m:g}min.mp4")
             _face_video(video, 60 * m)

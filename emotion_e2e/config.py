@@ -65,7 +65,7 @@ class TimeBase:
         return int(math.ceil(duration / self.frame_step - 1e-6))
 
 
-FACE_DETECTORS = ("haar", "mediapipe")
+FACE_DETECTORS = ("yunet", "haar", "mediapipe")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +75,16 @@ class FaceConfig:
     size: int = 96
     margin: float = 0.2  # the square's side is (1 + margin) × the detected box's longer side
     jpeg_quality: int = 95
-    detector: str = "haar"  # "haar" (OpenCV's bundled cascade) or "mediapipe"
-    # Frames are downscaled to this longer side for detection. 640, not less, because the Haar
-    # cascade's window is 24 px: at 320 a 1280×720 frame is searched at 320×180, where a face
-    # of 1/10 of the frame height is 18 px and is never found; at 640 it is 36 px, and 640×480
-    # webcam frames are searched at full size (benchmark --suite=faces).
+    # "yunet" (OpenCV Zoo's YuNet, its model inside this package), "haar" (OpenCV's bundled
+    # cascade) or "mediapipe" (the mediapipe extra). YuNet is the default: it finds every face
+    # from 1/10 of the frame height up in 640×480 and 1280×720 like the other two, 2.2-2.6× as
+    # fast as Haar and 12-15× on frames without a face, with no dependency beyond OpenCV
+    # (benchmark --suite=faces, README "Faces").
+    detector: str = "yunet"
+    # Frames are downscaled to this longer side for detection. 640, not less: at 320 a 1280×720
+    # frame is searched at 320×180, where a face of 1/10 of the frame height is 18 px, under
+    # the Haar cascade's 24 px window and too small for YuNet, and neither finds it; at 640 it
+    # is 36 px, and 640×480 webcam frames are searched at full size (benchmark --suite=faces).
     detect_max_side: int = 640
 
     def __post_init__(self):
@@ -87,7 +92,7 @@ class FaceConfig:
             _fail(type(self), f"need size > 0, margin >= 0, 90 <= jpeg_quality <= 100. Received: "
                               f"size={self.size}, margin={self.margin}, jpeg_quality={self.jpeg_quality}")
         if self.detector not in FACE_DETECTORS:
-            _fail(type(self), f"detector must be 'haar' or 'mediapipe'. Received: detector={self.detector!r}")
+            _fail(type(self), f"detector must be one of {FACE_DETECTORS}. Received: detector={self.detector!r}")
         if self.detect_max_side < 32:
             _fail(type(self), f"detect_max_side must be >= 32. Received: {self.detect_max_side}")
 

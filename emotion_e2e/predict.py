@@ -39,7 +39,7 @@ import numpy as np
 from emotion_e2e import config as config_lib
 from emotion_e2e import export
 from emotion_e2e import run_dir as run_lib
-from emotion_e2e.config import FaceConfig, TimeBase
+from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase
 from emotion_e2e.data import media, names
 from emotion_e2e.data.convert import ConvertConfig
 from emotion_e2e.errors import ConfigError, DataError
@@ -250,7 +250,7 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
       chunk_seconds: the frames of one ``stream`` call, in (0, MAX_CHUNK_SECONDS]; the LSTM state is
         carried between calls, so the result does not depend on it (up to fp32 rounding), memory
         and latency do.
-      face_detector: 'haar' or 'mediapipe' instead of the detector the training data was cut with.
+      face_detector: one of ``FACE_DETECTORS`` instead of the detector the training data was cut with.
       max_length_mismatch: frames by which a video's audio track and its picture may differ
         (both are cut to the shorter), as in the converter.
       progress: a progress bar with the real-time factor on stderr, when it is a terminal (not in CI).
@@ -421,7 +421,7 @@ def define_flags():
     flags.DEFINE_enum("checkpoint", "best", list(run_lib.CHECKPOINT_FILES), "For a run directory: which checkpoint.")
     flags.DEFINE_float("chunk_seconds", DEFAULT_CHUNK_SECONDS, "Seconds of frames per model call, at most "
                        f"{MAX_CHUNK_SECONDS:g} (memory, not results, depend on it).")
-    flags.DEFINE_enum("face_detector", None, ["haar", "mediapipe"], "Instead of the detector the training "
+    flags.DEFINE_enum("face_detector", None, list(FACE_DETECTORS), "Instead of the detector the training "
                       "data was cut with.")
     flags.DEFINE_integer("max_length_mismatch", DEFAULT_MAX_LENGTH_MISMATCH, "Frames by which a video's audio "
                          "and picture may differ (both are cut to the shorter).", lower_bound=0)

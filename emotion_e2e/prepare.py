@@ -57,8 +57,9 @@ _FACE_SIZE = flags.DEFINE_integer("face_size", _FACE.size, "Side of the square f
 _FACE_MARGIN = flags.DEFINE_float("face_margin", _FACE.margin, "Crop side = (1 + margin) × the face box's longer side.")
 _JPEG_QUALITY = flags.DEFINE_integer("jpeg_quality", _FACE.jpeg_quality, "JPEG quality of the stored crops (90-100).")
 _DETECTOR = flags.DEFINE_enum("face_detector", _FACE.detector, list(FACE_DETECTORS),
-                              "haar: OpenCV's bundled cascade; mediapipe: MediaPipe's full-range model "
-                              "(needs the mediapipe extra).")
+                              "yunet: OpenCV Zoo's YuNet (its model inside this package); haar: OpenCV's "
+                              "bundled cascade; mediapipe: MediaPipe's full-range model (needs the mediapipe "
+                              "extra).")
 _DETECT_MAX_SIDE = flags.DEFINE_integer(
     "detect_max_side", _FACE.detect_max_side,
     "Frames are downscaled to this longer side for detection; below 640 Haar misses faces of 1/10 of a 720p "

@@ -68,3 +68,18 @@ def test_convolution_rates_time_every_convolution_of_the_face_network_once_per_s
     assert all(seconds > 0 for *_, seconds in rows)
     assert [s for *_, s in rows] == sorted((s for *_, s in rows), reverse=True)
     assert rows[-1][0].count("×") >= 3  # "k×k/stride h×w×c→filters"
+
+
+def test_the_install_size_of_mediapipe_counts_only_what_the_core_install_lacks():
+    import importlib.metadata  # noqa: PLC0415
+
+    core = benchmark.dependency_tree(["emotion_e2e"])
+    assert {"tensorflow", "numpy", "opencv-python-headless", "protobuf"} <= core  # protobuf: TensorFlow's
+    assert not {"mediapipe", "jax", "pytest"} & core  # extras are not followed
+    added = benchmark.dependency_tree(["mediapipe"]) - core
+    assert {"mediapipe", "jax", "jaxlib", "opencv-contrib-python"} <= added and "numpy" not in added
+    files = importlib.metadata.distribution("jax").files
+    assert benchmark.installed_bytes(["jax"]) == sum(f.locate().stat().st_size for f in files if f.locate().is_file())
+    sizes = dict(benchmark.detector_install_sizes())
+    assert sizes["yunet"].startswith("0.22 MB model file")
+    assert f"in {len(added)} distributions" in sizes["mediapipe"]

@@ -246,6 +246,21 @@ def test_the_face_detector_can_be_replaced_and_the_rest_of_the_crop_settings_sta
     assert cfg.time_base == C.TimeBase() and cfg.modalities == ("face",)
 
 
+def test_prepare_and_predict_offer_every_detector_and_new_corpora_get_yunet():
+    from absl import flags  # noqa: PLC0415
+
+    from emotion_e2e import prepare  # noqa: PLC0415 - its flags are module-level
+
+    assert flags.FLAGS[prepare._DETECTOR.name].parser.enum_values == list(C.FACE_DETECTORS)
+    assert prepare._DETECTOR.default == "yunet"
+    # predict's flags are defined only when it runs as a program, and clash with prepare's.
+    code = ("from absl import flags; from emotion_e2e import predict; predict.define_flags(); "
+            "f = flags.FLAGS['face_detector']; print(','.join(f.parser.enum_values), f.default)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.split() == [",".join(C.FACE_DETECTORS), "None"]  # None: the training data's detector
+    assert set(C.FACE_DETECTORS) == {"yunet", "haar", "mediapipe"}
+
+
 def test_a_phone_video_held_sideways_is_read_upright(tmp_path):
     """predict reads a file through the converter's decoding, so a phone's video stored sideways with
     a "rotate 90°" flag gives the faces of the same video stored upright. The model is not what is

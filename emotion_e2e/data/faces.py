@@ -8,6 +8,8 @@ a face hold the last box, frames before the first face get the first box.
 from __future__ import annotations
 
 import abc
+import hashlib
+import importlib.resources
 import math
 import os
 from typing import Callable, Iterator, NamedTuple
@@ -23,7 +25,7 @@ HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 # trade-off between missed faces and false positives on frontal faces.
 HAAR_SCALE_FACTOR = 1.1
 HAAR_MIN_NEIGHBORS = 5
-# Both detectors must find faces from 1/10 of the frame's shorter side up (a webcam or
+# Every detector must find faces from 1/10 of the frame's shorter side up (a webcam or
 # interview framing). A smaller face is not the speaker, but the floor sits below 1/10
 # because the cascade's boxes come in 10 % steps and run ~5 % off the face's size: with
 # the floor at exactly 0.1 a 1/10 face was missed in 17 % of 640×480 composites, at 0.08
@@ -45,6 +47,21 @@ MEDIAPIPE_MIN_CONFIDENCE = 0.5
 # of them; larger faces the whole-frame pass finds in every frame.
 MEDIAPIPE_TILE_OVERLAP = 0.2
 MEDIAPIPE_INSTALL_HINT = "pip install 'emotion_e2e[mediapipe]'"
+# YuNet (2023mar, OpenCV Zoo; MIT, its LICENSE beside it): an ONNX model shipped inside this
+# package (emotion_e2e/data/models/), run by OpenCV's cv2.FaceDetectorYN. The sha256 guards
+# against a truncated or replaced file.
+YUNET_MODEL = "face_detection_yunet_2023mar.onnx"
+YUNET_LICENSE = "LICENSE_face_detection_yunet"
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+# Score threshold, NMS overlap and candidates kept before NMS: OpenCV Zoo's defaults, kept by
+# measurement. The astronaut's face from 1/12 to 1/2 of the frame height in H.264 640×480 and
+# 1280×720 video (as benchmark --suite=faces) scores 0.90-0.95 (0.91 and up from 1/10), and
+# nothing else in those frames scores 0.3; of scikit-image's 18 photos without a human face
+# (text, a cat, coins, galaxies, ...), at 640×480 and 1280×720, the highest score is 0.85 (on
+# printed text): at 0.8 that would be a face, at 0.9 nothing is.
+YUNET_SCORE_THRESHOLD = 0.9
+YUNET_NMS_THRESHOLD = 0.3
+YUNET_TOP_K = 5000
 
 
 class Box(NamedTuple):
@@ -118,7 +135,7 @@ class FaceDetector(abc.ABC):
 
 
 class HaarDetector(FaceDetector):
-    """OpenCV's bundled frontal-face Haar cascade (the default: no weights to fetch)."""
+    """OpenCV's bundled frontal-face Haar cascade (no weights to fetch)."""
 
     def __init__(self, cfg: FaceConfig = FaceConfig()):
         self.cfg = cfg
@@ -215,9 +232,57 @@ class MediaPipeDetector(FaceDetector):
         self._mp.close()
 
 
+def model_file(name: str) -> importlib.resources.abc.Traversable:
+    """A file of ``emotion_e2e/data/models/`` (package data: found in a wheel, an editable install
+    or the source tree alike)."""
+    return importlib.resources.files(__package__).joinpath("models", name)
+
+
+class YuNetDetector(FaceDetector):
+    """YuNet (OpenCV Zoo's 2023mar model, inside this package) through ``cv2.FaceDetectorYN``."""
+
+    def __init__(self, cfg: FaceConfig = FaceConfig()):
+        self.cfg = cfg
+        path = model_file(YUNET_MODEL)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise FileNotFoundError(f"the YuNet model {YUNET_MODEL} is missing from the installed package "
+                                    f"({path}: {e}); reinstall emotion_e2e") from e
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != YUNET_SHA256:
+            raise FileNotFoundError(f"{path} is not the YuNet 2023mar model: sha256 {digest} ({len(data)} bytes), "
+                                    f"expected {YUNET_SHA256}; reinstall emotion_e2e")
+        self._size = None  # (w, h) the network is set up for; set on the first frame
+        self._net = cv2.FaceDetectorYN.create("onnx", np.frombuffer(data, np.uint8), np.empty(0, np.uint8), (0, 0),
+                                              YUNET_SCORE_THRESHOLD, YUNET_NMS_THRESHOLD, YUNET_TOP_K)
+
+    def detect_all(self, rgb):
+        _check_rgb(rgb)
+        small, sx, sy = _downscale(rgb, self.cfg.detect_max_side)
+        size = (small.shape[1], small.shape[0])
+        if size != self._size:  # detect() refuses an image of another size than the one set
+            self._net.setInputSize(size)
+            self._size = size
+        # OpenCV's blob takes the channels as they come: the model was trained on BGR.
+        rows = self._net.detect(cv2.cvtColor(small, cv2.COLOR_RGB2BGR))[1]
+        # A row: x, y, w, h, the subject's right eye x, y, left eye x, y, nose, mouth corners, score.
+        faces = []
+        for row in () if rows is None else rows:
+            x, y, w, h = row[:4]
+            box = Box(round(x * sx), round(y * sy), round(w * sx), round(h * sy))
+            if box.w > 0 and box.h > 0:
+                eyes = (row[4:8].reshape(2, 2) * (sx, sy)).astype(np.float32)
+                faces.append(Detection(box, float(row[-1]), eyes))
+        return largest_first(faces)
+
+
+DETECTORS = {"yunet": YuNetDetector, "haar": HaarDetector, "mediapipe": MediaPipeDetector}
+
+
 def make_detector(cfg: FaceConfig) -> FaceDetector:
     """The detector named by ``cfg.detector``."""
-    return {"haar": HaarDetector, "mediapipe": MediaPipeDetector}[cfg.detector](cfg)
+    return DETECTORS[cfg.detector](cfg)
 
 
 def crop_face(rgb: np.ndarray, box: Box, cfg: FaceConfig) -> np.ndarray:

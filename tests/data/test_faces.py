@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.resources
+import pathlib
+import shutil
+import subprocess
 import sys
 import weakref
+import zipfile
 from fractions import Fraction
 
 import cv2
 import numpy as np
 import pytest
 
-from emotion_e2e.config import FaceConfig, TimeBase
+from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase
 from emotion_e2e.data import faces, media
 from emotion_e2e.data.faces import Box, Detection, FaceDetector, HaarDetector, crop_face, face_crops
 from emotion_e2e.errors import DataError
@@ -34,10 +40,15 @@ def mediapipe_detector():
     det.close()
 
 
-@pytest.fixture(params=["haar", "mediapipe"])
-def detector(request, haar, mediapipe_detector):
-    """Each shipped detector in turn (both module-scoped: the cascade and the model load once)."""
-    return {"haar": haar, "mediapipe": mediapipe_detector}[request.param]
+@pytest.fixture(scope="module")
+def yunet():
+    return faces.YuNetDetector(CFG)
+
+
+@pytest.fixture(params=["yunet", "haar", "mediapipe"])
+def detector(request, yunet, haar, mediapipe_detector):
+    """Each shipped detector in turn (all module-scoped: the cascade and the models load once)."""
+    return {"yunet": yunet, "haar": haar, "mediapipe": mediapipe_detector}[request.param]
 
 
 # ------------------------------------------------------------------ detectors
@@ -75,8 +86,74 @@ def test_haar_without_a_bundled_cascade_fails_clearly(monkeypatch, tmp_path):
         HaarDetector(CFG)
 
 
-def test_make_detector():
-    assert isinstance(faces.make_detector(CFG), HaarDetector)
+def test_make_detector_builds_each_detector_and_yunet_is_the_default():
+    assert FaceConfig().detector == "yunet"
+    assert isinstance(faces.make_detector(CFG), faces.YuNetDetector)
+    assert isinstance(faces.make_detector(FaceConfig(detector="haar")), HaarDetector)
+    assert set(faces.DETECTORS) == set(FACE_DETECTORS)
+    with pytest.raises(ValueError, match=r"detector must be one of \('yunet', 'haar', 'mediapipe'\)"):
+        FaceConfig(detector="dlib")
+
+
+def test_yunet_model_and_its_licence_are_package_data(tmp_path):
+    # Read as the detector reads them (importlib.resources), not through a path.
+    model = importlib.resources.files("emotion_e2e.data").joinpath("models", faces.YUNET_MODEL).read_bytes()
+    assert len(model) == 232589
+    assert hashlib.sha256(model).hexdigest() == faces.YUNET_SHA256 == (
+        "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4")
+    # And a wheel built from the sources installs both (a copy: the build writes beside them).
+    root = pathlib.Path(faces.__file__).parents[2]
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(root / name, tmp_path / name)
+    shutil.copytree(root / "emotion_e2e", tmp_path / "emotion_e2e", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+                    "-w", str(tmp_path / "dist"), str(tmp_path)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("emotion_e2e-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        assert hashlib.sha256(z.read(f"emotion_e2e/data/models/{faces.YUNET_MODEL}")).hexdigest() == faces.YUNET_SHA256
+        licence = z.read(f"emotion_e2e/data/models/{faces.YUNET_LICENSE}").decode()
+    assert licence.startswith("MIT License") and "Copyright (c) 2020 Shiqi Yu" in licence
+
+
+def test_yunet_refuses_a_model_file_that_is_not_the_2023mar_one(monkeypatch, tmp_path):
+    (tmp_path / faces.YUNET_MODEL).write_bytes(b"truncated")
+    monkeypatch.setattr(faces, "model_file", lambda name: tmp_path / name)
+    with pytest.raises(FileNotFoundError, match=r"is not the YuNet 2023mar model: sha256 .* \(9 bytes\)"):
+        faces.YuNetDetector(CFG)
+    monkeypatch.setattr(faces, "model_file", lambda name: tmp_path / "gone" / name)
+    with pytest.raises(FileNotFoundError, match="missing from the installed package"):
+        faces.YuNetDetector(CFG)
+
+
+def test_yunet_finds_the_astronaut_with_level_eyes_and_nothing_in_a_frame_without_a_face(yunet):
+    (d,) = yunet.detect_all(astronaut())
+    assert iou(d.box, ASTRONAUT_FACE) > 0.5 and 0.9 <= d.score <= 1, d
+    (rx, ry), (lx, ly) = d.eyes
+    # Her eyes at about (200, 102) and (247, 103): the subject's right eye on the image's left, level.
+    assert abs(rx - 200) < 6 and abs(lx - 247) < 6 and abs(ry - 102) < 6 and abs(ry - ly) < 3, d.eyes
+    for frame in (np.zeros((720, 1280, 3), np.uint8), noise_frame(0, 720, 1280), np.full((50, 40, 3), 200, np.uint8)):
+        assert yunet.detect_all(frame) == []
+
+
+def test_yunet_gives_the_largest_face_first_even_when_a_smaller_one_scores_higher(yunet):
+    frame, large, small = two_faces()
+    left = frame[:, :450].astype(np.float32)  # the large face at 30 % contrast: it scores lower
+    frame[:, :450] = np.round(DARK_BACKGROUND + (left - DARK_BACKGROUND) * 0.3).astype(np.uint8)
+    found = yunet.detect_all(frame)
+    assert len(found) == 2 and iou(found[0].box, large) > 0.5 and iou(found[1].box, small) > 0.5, found
+    assert found[0].score < found[1].score  # OpenCV orders them by score
+
+
+def test_yunet_scales_boxes_and_eyes_back_to_the_full_frame_whatever_its_size(yunet):
+    # The same face in frames of three sizes, one after the other (the network's input size changes):
+    # 1280×720 is searched at 640×360, 1920×1080 at 640×360 too, 640×480 at full size.
+    for (h, w), scale in [((720, 1280), 2), ((1080, 1920), 3), ((480, 640), 1)]:
+        patch = cv2.resize(face_patch(), (300 * scale, 300 * scale), interpolation=cv2.INTER_LINEAR)
+        x, y = w - 300 * scale - 10, h - 300 * scale - 10
+        frame = paste(np.full((h, w, 3), DARK_BACKGROUND, np.uint8), patch, x, y)
+        (d,) = yunet.detect_all(frame)
+        assert iou(d.box, shift(PATCH_FACE, x, y, scale=scale)) > 0.5, (w, d)
+        assert d.box.x < d.eyes[0, 0] < d.eyes[1, 0] < d.box.x + d.box.w and abs(d.eyes[0, 1] - d.eyes[1, 1]) < 3 * scale
 
 
 def test_mediapipe_missing_names_the_extra(monkeypatch):
