@@ -288,3 +288,25 @@ def test_a_recording_without_a_face_is_an_error(haar):
     frames = [np.full((H, W, 3), 30, np.uint8)] * 3
     with pytest.raises(DataError, match=r"no face found in any of 3 frames of blank"):
         list(faces.face_crops(opener(frames), haar, CFG, "blank"))
+
+
+def test_mediapipe_tracks_carry_its_scores_and_the_eyes_in_frame_pixels(away):
+    import mediapipe  # noqa: F401 - `make test` installs the mediapipe extra: this must run
+
+    _, truth, decoded = away
+    detector = faces.MediaPipeDetector(CFG)
+    try:
+        cfg = TrackConfig(max_gap=8)  # full detection every 5th frame: most boxes come from the windows
+        tracks = tracking.track_faces(opener(decoded), detector, cfg, "away").tracks
+    finally:
+        detector.close()
+    assert [(t.id, t.first, t.last) for t in tracks] == [(1, 1, 28), (2, 41, N)]
+    for t in tracks:
+        found = t.found
+        assert np.all((t.scores[found] >= 0.5) & (t.scores[found] <= 1)) and np.isnan(t.scores[~found]).all()
+        assert np.isnan(t.eyes[~found]).all()
+        for k in np.flatnonzero(found):
+            (rx, ry), (lx, ly) = t.eyes[k]
+            x, y, w, h = t.boxes[k]
+            # The eyes, mapped back from the window like the box, in the box's upper half.
+            assert x < rx < lx < x + w and y < min(ry, ly) and max(ry, ly) < y + h / 2, (t.first + k, t.eyes[k], t.boxes[k])
