@@ -277,7 +277,7 @@ class FaceCrops:
         from emotion_e2e.data import tracking  # noqa: PLC0415 - tracking builds on this module
 
         open_frames, detector, cfg, source = self._args
-        self.tracking = tracking.track_faces(open_frames, detector, cfg.track, source)  # pass 1: boxes only
+        self.tracking = tracking.track_faces(open_frames, detector, cfg, source)  # pass 1: boxes only
         self.main = tracking.main_track(self.tracking.tracks)
         if self.main is None:
             raise DataError(f"no face found in any of {self.tracking.num_frames} frames of {source}")
@@ -290,7 +290,7 @@ def face_crops(open_frames: Callable[[], Iterator[np.ndarray]], detector: FaceDe
     """``(crop, face_found)`` for every frame of one recording, in order; crop is ``(size, size, 3)`` uint8.
 
     One person is kept: the recording's faces are tracked (``tracking.track_faces`` with
-    ``cfg.track``, a first decoding that keeps boxes only), and every crop is cut from the main
+    ``cfg.track``, on a first decoding that keeps boxes only), and every crop is cut from the main
     track's box (``tracking.main_track``) on a second decoding, so ``open_frames()``, which
     yields the recording's RGB frames, is called twice and no frame is ever buffered.
     ``face_found`` is 1 where the main track's face was detected; frames before its first

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Iterator, Sequence
 
+import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -177,10 +178,16 @@ def _distinct(detections: Sequence[Detection]) -> list[Detection]:
 
 
 def _window_detections(frame: np.ndarray, predicted: Sequence[Box], detector: FaceDetector,
-                       search_scale: float) -> list[Detection]:
+                       search_scale: float, max_side: int) -> list[Detection]:
     """The faces the detector finds in the windows of side ``search_scale`` × each ``predicted``
-    box, centred on it and clipped to ``frame``, in full-frame pixels."""
+    box, centred on it and clipped to ``frame``, in full-frame pixels.
+
+    Each window is shrunk as the whole frame is for detection (its longer side to ``max_side``),
+    so the face is searched at the scale of a full detection: the same boxes, and a large face's
+    window at full resolution would cost more than the whole frame downscaled.
+    """
     H, W = frame.shape[:2]
+    shrink = min(1.0, max_side / max(H, W))
     out = []
     for b in predicted:
         cx, cy = b.x + b.w / 2, b.y + b.h / 2
@@ -189,10 +196,17 @@ def _window_detections(frame: np.ndarray, predicted: Sequence[Box], detector: Fa
         x1, y1 = min(round(cx + half_w), W), min(round(cy + half_h), H)
         if x1 - x0 < 1 or y1 - y0 < 1:  # predicted off the frame
             continue
-        window = np.ascontiguousarray(frame[y0:y1, x0:x1])
-        for d in detector.detect_all(window):
-            eyes = None if d.eyes is None else (d.eyes + np.array([x0, y0], np.float32)).astype(np.float32)
-            out.append(Detection(Box(d.box.x + x0, d.box.y + y0, d.box.w, d.box.h), d.score, eyes))
+        window = frame[y0:y1, x0:x1]
+        sx = sy = 1.0
+        if shrink < 1:
+            size = (max(1, round((x1 - x0) * shrink)), max(1, round((y1 - y0) * shrink)))
+            window = cv2.resize(window, size, interpolation=cv2.INTER_AREA)
+            sx, sy = (x1 - x0) / size[0], (y1 - y0) / size[1]
+        for d in detector.detect_all(np.ascontiguousarray(window)):
+            b = d.box
+            eyes = None if d.eyes is None else (d.eyes * (sx, sy) + (x0, y0)).astype(np.float32)
+            out.append(Detection(Box(round(b.x * sx) + x0, round(b.y * sy) + y0, round(b.w * sx), round(b.h * sy)),
+                                 d.score, eyes))
     return out
 
 
@@ -254,26 +268,29 @@ class Tracker:
         return sorted(tracks, key=lambda t: t.id)
 
 
-def track_faces(open_frames: Callable[[], Iterator[np.ndarray]], detector: FaceDetector, cfg: TrackConfig,
+def track_faces(open_frames: Callable[[], Iterator[np.ndarray]], detector: FaceDetector, cfg: FaceConfig,
                 source: str) -> Tracking:
     """The face tracks of one recording, decoded once: ``open_frames()`` yields its RGB frames
     ``(H, W, 3)`` uint8; ``source`` names it in errors (DataError for a frame that is not RGB).
 
-    Frame ``i`` (1-based) is searched whole when ``(i - 1) % cfg.detect_every == 0``, else in
-    the windows around the live tracks' predicted boxes.
+    With ``track = cfg.track``, frame ``i`` (1-based) is searched whole when
+    ``(i - 1) % track.detect_every == 0``, else in the windows around the live tracks'
+    predicted boxes (downscaled like the whole frame, by ``cfg.detect_max_side``).
     """
-    tracker = Tracker(cfg)
+    track = cfg.track
+    tracker = Tracker(track)
     frames = iter(open_frames())
     full = 0
     try:
         for i, frame in enumerate(frames, start=1):
             check_frame(frame, source, i)
-            whole = (i - 1) % cfg.detect_every == 0
+            whole = (i - 1) % track.detect_every == 0
             if whole:
                 detections = detector.detect_all(frame)
                 full += 1
             else:
-                detections = _window_detections(frame, tracker.predicted(i), detector, cfg.search_scale)
+                detections = _window_detections(frame, tracker.predicted(i), detector, track.search_scale,
+                                                cfg.detect_max_side)
             tracker.step(detections, may_start=whole)
     finally:
         close_frames(frames)

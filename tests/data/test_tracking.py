@@ -15,11 +15,16 @@ from emotion_e2e.config import FaceConfig, TimeBase, TrackConfig
 from emotion_e2e.data import convert, faces, media, sources, tracking
 from emotion_e2e.data.faces import Box, Detection, HaarDetector
 from emotion_e2e.errors import DataError
-from face_fixtures import draw_faces, face_sprite, iou
+from face_fixtures import draw_faces, face_sprite, iou, portrait
 from media_fixtures import write_av
 
 CFG = FaceConfig()
 EVERY_FRAME = TrackConfig(detect_every=1)
+
+
+def tracked(**track):
+    """``CFG`` with the face-track settings ``track``."""
+    return dataclasses.replace(CFG, track=TrackConfig(**track))
 H, W, N = 360, 480, 50  # the clips: 2 s at 25 fps
 
 
@@ -190,7 +195,7 @@ def which_face(track, truth):
 def crossing_tracks(haar, crossing):
     """``{detect_every: Tracking}`` of the crossing clip, full detection on every frame and on every fifth."""
     decoded = crossing[2]
-    return {k: tracking.track_faces(opener(decoded), haar, TrackConfig(detect_every=k), "crossing") for k in (1, 5)}
+    return {k: tracking.track_faces(opener(decoded), haar, tracked(detect_every=k), "crossing") for k in (1, 5)}
 
 
 @pytest.mark.parametrize("detect_every", [1, 5])
@@ -225,25 +230,36 @@ def test_detecting_every_fifth_frame_gives_the_same_tracks_for_a_fifth_of_the_fu
 @pytest.mark.parametrize("detect_every", [1, 5])
 def test_a_face_back_within_max_gap_keeps_its_id_and_one_away_longer_gets_a_new_one(haar, away, detect_every):
     _, truth, decoded = away
-    cfg = TrackConfig(detect_every=detect_every, max_gap=8)
-    tracks = tracking.track_faces(opener(decoded), haar, cfg, "away").tracks
+    tracks = tracking.track_faces(opener(decoded), haar, tracked(detect_every=detect_every, max_gap=8), "away").tracks
     assert [(t.id, t.first, t.last) for t in tracks] == [(1, 1, 28), (2, 41, N)]
     first = tracks[0]
     assert [i for i in range(1, 29) if not first.found_at(i)] == [13, 14, 15, 16]
     for i in (13, 16):  # carried through the short gap where the face would be
         assert iou(first.box(i), Box(100 + 2 * i, 120, 72, 72)) > 0.5, (i, first.box(i))
     # The default max_gap (1 s) bridges the 12-frame absence too.
-    assert len(tracking.track_faces(opener(decoded), haar, TrackConfig(detect_every=detect_every), "away").tracks) == 1
+    assert len(tracking.track_faces(opener(decoded), haar, tracked(detect_every=detect_every), "away").tracks) == 1
 
 
 def test_a_window_search_finds_the_face_in_frame_pixels(haar, crossing):
     _, truth, decoded = crossing
     i = 10
-    (d,) = [d for d in tracking._window_detections(decoded[i - 1], [truth[i - 1][1]], haar, 2.0)]
+    (d,) = tracking._window_detections(decoded[i - 1], [truth[i - 1][1]], haar, 2.0, CFG.detect_max_side)
     full = [x for x in haar.detect_all(decoded[i - 1]) if iou(x.box, truth[i - 1][1]) > 0.5][0]
     assert abs(d.box.x - full.box.x) <= 4 and abs(d.box.y - full.box.y) <= 4, (d.box, full.box)
     # A predicted box off the frame searches nothing.
-    assert tracking._window_detections(decoded[0], [Box(W + 50, 10, 40, 40)], haar, 2.0) == []
+    assert tracking._window_detections(decoded[0], [Box(W + 50, 10, 40, 40)], haar, 2.0, CFG.detect_max_side) == []
+
+
+@pytest.mark.parametrize("max_side", [640, 320])
+def test_a_window_of_a_large_frame_is_searched_at_the_scale_of_the_whole_frame(haar, max_side):
+    # 1280×720 is searched at 640×360 (or 320×180): the window around a face 1/4 of the height
+    # (180 px, 360 px wide) is shrunk by the same factor, and the box comes back in frame pixels.
+    frame, face = portrait(1 / 4, 720, 1280, at=(0.3, 0.5))
+    detector = HaarDetector(dataclasses.replace(CFG, detect_max_side=max_side))
+    whole = detector.detect(frame)
+    (d,) = tracking._window_detections(frame, [face], detector, 2.0, max_side)
+    assert iou(whole, face) > 0.5 and iou(d.box, face) > 0.5, (whole, d.box, face)
+    assert np.abs(np.subtract(d.box, whole)).max() <= 1280 / max_side * 4, (d.box, whole)
 
 
 def colour_of(crop):
@@ -271,7 +287,7 @@ def test_the_converter_keeps_one_person_where_the_largest_face_changes_hands(haa
 
 def test_face_crops_follow_the_main_track_and_hold_its_first_and_last_boxes(haar, away):
     _, truth, decoded = away
-    cfg = dataclasses.replace(CFG, track=TrackConfig(detect_every=1, max_gap=8))
+    cfg = tracked(detect_every=1, max_gap=8)
     crops = faces.face_crops(opener(decoded), haar, cfg, "away")
     out = list(crops)
     main = crops.main
@@ -296,8 +312,8 @@ def test_mediapipe_tracks_carry_its_scores_and_the_eyes_in_frame_pixels(away):
     _, truth, decoded = away
     detector = faces.MediaPipeDetector(CFG)
     try:
-        cfg = TrackConfig(max_gap=8)  # full detection every 5th frame: most boxes come from the windows
-        tracks = tracking.track_faces(opener(decoded), detector, cfg, "away").tracks
+        # Full detection every 5th frame: most boxes come from the windows.
+        tracks = tracking.track_faces(opener(decoded), detector, tracked(max_gap=8), "away").tracks
     finally:
         detector.close()
     assert [(t.id, t.first, t.last) for t in tracks] == [(1, 1, 28), (2, 41, N)]
