@@ -75,14 +75,19 @@ MAIN_TRACK_RULES = ("most_found",)
 class TrackConfig:
     """Face tracks (docs/design.md §3): detections linked across frames, one id per person.
 
-    The defaults were measured on two-person H.264 clips of the astronaut's face and recoloured,
-    mirrored, scaled copies of it, moving, crossing and occluding each other, 480×360, Haar
-    (tests/data/test_tracking.py): every ``detect_every`` from 1 to 5 gave the same tracks (no
-    identity switch, boxes within a few pixels of full detection on every frame), so 5 cuts the
-    full-frame detector to a fifth of the frames; ``max_gap`` 25 frames (1 s) carries a face
-    through the occlusions there (the hidden face was missed for up to 8 frames) with room for a
-    turned head, and a face away longer is a new person; ``min_iou`` 0.3 and ``smoothing`` 0.5
-    kept both faces' ids through the crossings where 0.5 or no smoothing (1.0) lost one.
+    The defaults were measured with Haar on 480×360 H.264 clips of the astronaut's face and a
+    smaller, mirrored, recoloured copy walking past each other, the small one in front hiding
+    the other's face for 7-8 frames, at the same height and 20 or 40 px apart
+    (tests/data/test_tracking.py has one of them): ``detect_every`` 1, 2, 3, 5, 8 and 10 all
+    gave the same two tracks without an identity switch; 5 runs the whole-frame search on a
+    fifth of the frames, for about 20 % less time there with Haar (more on larger frames). A
+    window costs MediaPipe as much as a whole frame, so with it 1 is faster. ``smoothing`` 0.5
+    lost the hidden face's id where the faces cross at the same height (the half-hidden face's
+    last box, shifted, took half the velocity), 0.3 and 0.2 kept it; there too ``min_iou`` 0.5
+    lost it (the face coming out from behind overlaps its prediction by 0.3-0.5), 0.3 and 0.2
+    kept it; ``search_scale`` 1.5, 2 and 3 gave the same tracks. ``max_gap`` 25 frames (1 s)
+    bridges those occlusions three times over and a turned head; a face away longer is a new
+    track.
     """
 
     # The full-frame detector runs on frames 1, 1 + detect_every, ...; on the frames between, each
