@@ -281,8 +281,8 @@ class FaceCrops:
         self.main = tracking.main_track(self.tracking.tracks)
         if self.main is None:
             raise DataError(f"no face found in any of {self.tracking.num_frames} frames of {source}")
-        for (crop,) in tracking.track_crops(open_frames, [self.main], self.tracking.num_frames, cfg, source):
-            yield crop  # pass 2: the crops
+        for (crop_found,) in tracking.track_crops(open_frames, [self.main], self.tracking.num_frames, cfg, source):
+            yield crop_found  # pass 2: (crop, face_found) of the main track
 
 
 def face_crops(open_frames: Callable[[], Iterator[np.ndarray]], detector: FaceDetector, cfg: FaceConfig,
