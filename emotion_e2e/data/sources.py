@@ -81,8 +81,9 @@ class MediaRecording(Recording):
                  else itertools.repeat(None))
         face_crops = None
         if "face" in cfg.modalities:
+            source = f"video {self.video} (recording {self.recording_id})"
             crops = face_crops = faces.face_crops(lambda: media.video_frames(self.video, tb, n), _detector(cfg.face),
-                                                  cfg.face, source=f"video {self.video} (recording {self.recording_id})")
+                                                  cfg.face, source=source)
         else:
             crops = itertools.repeat((None, False))
         for i, (a, (crop, found)) in enumerate(zip(audio, crops)):

@@ -326,4 +326,4 @@ def test_mediapipe_tracks_carry_its_scores_and_the_eyes_in_frame_pixels(away):
             (rx, ry), (lx, ly) = t.eyes[k]
             x, y, w, h = t.boxes[k]
             # The eyes, mapped back from the window like the box, in the box's upper half.
-            assert x < rx < lx < x + w and y < min(ry, ly) and max(ry, ly) < y + h / 2, (t.first + k, t.eyes[k], t.boxes[k])
+            assert x < rx < lx < x + w and y < min(ry, ly) and max(ry, ly) < y + h / 2, (t.first + k, t.eyes[k])
