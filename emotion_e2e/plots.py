@@ -14,7 +14,7 @@ FIGURE_WIDTH, PANEL_HEIGHT, DPI = 10, 2.2, 80
 
 
 def plot_traces(path: str, title: str, time: np.ndarray, pred: dict, gold: dict | None = None,
-                no_face: np.ndarray | None = None, error: type[ValueError] = ConfigError):
+                no_face: np.ndarray | None = None, error: type[ValueError] = ConfigError, lines=None):
     """Writes a PNG to ``path`` (atomically, through tf.io.gfile: any file system TF reads; a
     failed write is ``error`` naming ``path``, ``run_dir.write_file``).
 
@@ -23,6 +23,8 @@ def plot_traces(path: str, title: str, time: np.ndarray, pred: dict, gold: dict 
       pred: ``{dimension: (frames,)}`` predictions, one panel each in this order.
       gold: the same for the gold standard, drawn under the predictions, or None.
       no_face: ``(frames,)`` bool, frames where no face was found (shaded), or None.
+      lines: names of several predictions per dimension: ``pred``'s values are then
+        ``(frames, len(lines))``, one coloured line each (NaN where a line has no value).
     """
     import matplotlib  # noqa: PLC0415
 
@@ -34,7 +36,11 @@ def plot_traces(path: str, title: str, time: np.ndarray, pred: dict, gold: dict 
     for ax, (name, values) in zip(axes[:, 0], pred.items()):
         if gold is not None:
             ax.plot(time, gold[name], color="black", lw=1.2, label="gold")
-        ax.plot(time, values, color="tab:red", lw=1.0, label="prediction")
+        if lines is None:
+            ax.plot(time, values, color="tab:red", lw=1.0, label="prediction")
+        else:
+            for k, line in enumerate(lines):
+                ax.plot(time, values[:, k], lw=1.0, label=line)
         if no_face is not None and no_face.any():
             ax.fill_between(time, 0, 1, where=no_face, step="pre", color="0.85",
                             transform=ax.get_xaxis_transform(), label="no face found", lw=0)

@@ -58,6 +58,13 @@ DEFAULT_MAX_LENGTH_MISMATCH = ConvertConfig.max_length_mismatch
 PARTITION, RECORDING_ID = "predict", "input"
 TIME = "time"
 FACE_FOUND = "face_found"
+# --faces: "main" predicts the converter's main track (the person the training data keeps), "all"
+# every face track of the file, each with its own LSTM state.
+MAIN, ALL = "main", "all"
+FACES = (MAIN, ALL)
+TRACK = "track"
+BOX = ("x", "y", "w", "h")  # the track's box in the frame as displayed, pixels
+CONFIDENCE = "confidence"  # the detector's score; empty (NaN) for Haar and where not found
 LABEL_FORMAT = "%.6g"  # the predictions in the CSV; float32 carries about 7 digits
 TIME_DECIMALS = 9  # times are frame_step·i rounded to this, so 0.04·3 is 0.12, not 0.12000000000000001
 # What each modality needs in the file: an audio track, a video stream.
@@ -239,9 +246,110 @@ def _model_inputs(frames, modalities) -> dict[str, np.ndarray]:
     return x
 
 
+def check_faces(faces: str, modalities=None) -> None:
+    """ConfigError unless ``faces`` is one of ``FACES`` and, given the model's ``modalities``,
+    "all" is asked of a model that uses faces."""
+    if faces not in FACES:
+        raise ConfigError(f"faces must be one of {list(FACES)}. Received: {faces!r}")
+    if faces == ALL and modalities is not None and "face" not in modalities:
+        raise ConfigError(f"faces={ALL!r} predicts one trace per face track, but the model uses no faces "
+                          f"(modalities {list(modalities)}): there is nothing to track; use faces={MAIN!r}")
+
+
+class _TrackTraces:
+    """``predict_file(faces="all")``'s per-track outputs, filled chunk by chunk: per track a
+    row per frame of its life (``first..last``) and the LSTM state it has reached."""
+
+    def __init__(self, predictor: Predictor, tracks, cfg: ConvertConfig):
+        self.predictor, self.tracks, self.cfg = predictor, tracks, cfg
+        self.out = [{n: np.zeros(len(t.found), np.float32) for n in predictor.label_names} for t in tracks]
+        self.states = {}  # track index -> state, while the track is alive
+
+    def run(self, block, start: int, seconds: dict):
+        """Runs every track alive in ``block``, the frames ``start..`` (1-based) as
+        ``(audio or None, per track (crop or None, found))``: one ``stream`` call per track on
+        its contiguous frames, from the state its previous call ended in."""
+        from emotion_e2e.data import faces, reader  # noqa: PLC0415
+
+        end = start + len(block) - 1
+        for k, t in enumerate(self.tracks):
+            a, b = max(t.first, start), min(t.last, end)
+            if a > b:
+                continue
+            t0 = time.perf_counter()
+            rows = block[a - start:b - start + 1]
+            x = {"face": np.stack([reader.decode_face_jpeg(faces.encode_jpeg(crops[k][0], self.cfg.face.jpeg_quality))
+                                   .numpy() for _, crops in rows])[None]}
+            if "audio" in self.predictor.modalities:
+                x["audio"] = np.stack([audio for audio, _ in rows])[None]
+            t1 = time.perf_counter()
+            y, state = self.predictor.stream(x, self.states.get(k) or self.predictor.initial_state())
+            seconds["media"] += t1 - t0
+            seconds["model"] += time.perf_counter() - t1
+            self.states[k] = state
+            if b == t.last:
+                del self.states[k]
+            for name in self.predictor.label_names:
+                self.out[k][name][a - t.first:b - t.first + 1] = y[name][0]
+
+    def table(self):
+        """The DataFrame indexed by (track, time), rows sorted by track then time."""
+        import pandas as pd  # noqa: PLC0415
+
+        step = self.cfg.time_base.frame_step
+        ids = np.concatenate([np.full(len(t.found), t.id) for t in self.tracks])
+        frames = np.concatenate([np.arange(t.first, t.last + 1) for t in self.tracks])
+        index = pd.MultiIndex.from_arrays([ids, np.round(step * frames, TIME_DECIMALS)], names=[TRACK, TIME])
+        columns = {n: np.concatenate([o[n] for o in self.out]) for n in self.predictor.label_names}
+        columns[FACE_FOUND] = np.concatenate([t.found for t in self.tracks]).astype(np.int8)
+        boxes = np.concatenate([t.boxes for t in self.tracks])
+        columns.update({c: boxes[:, j] for j, c in enumerate(BOX)})
+        columns[CONFIDENCE] = np.concatenate([t.scores for t in self.tracks])
+        return pd.DataFrame(columns, index=index)
+
+
+def _advance(bar, frames: int, done: int, cfg: ConvertConfig, start: float):
+    """Moves the progress ``bar`` on by ``frames`` and shows the real-time factor so far."""
+    bar.update(frames)
+    bar.set_postfix_str(f"{done * cfg.time_base.frame_step / (time.perf_counter() - start):.1f}× real time")
+
+
+def _predict_tracks(predictor: Predictor, recording, path: str, cfg: ConvertConfig, chunk: int, progress: bool,
+                    seconds: dict, start: float):
+    """``predict_file(faces="all")``'s table, the file's frame count and its ``Tracking``: the faces tracked
+    on a first decoding (boxes only, as the converter does), then every track's crops cut on a
+    second one (``tracking.track_crops``) and run chunk by chunk with the track's own state."""
+    from emotion_e2e.data import sources, tracking  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    n, _ = recording.frame_count(cfg)
+    open_frames, source = recording.video_frames(cfg, n)
+    result = tracking.track_faces(open_frames, sources.detector(cfg.face), cfg.face, source)
+    if not result.tracks:
+        raise DataError(f"no face found in any of {result.num_frames} frames of {source}")
+    seconds["media"] += time.perf_counter() - t0
+    audio = (media.audio_frames(path, cfg.time_base, n) if "audio" in predictor.modalities
+             else itertools.repeat(None))
+    rows = zip(audio, tracking.track_crops(open_frames, result.tracks, n, cfg.face, source, life_only=True))
+    traces, done = _TrackTraces(predictor, result.tracks, cfg), 0
+    with _progress(n, stem(path), progress) as bar:
+        while True:
+            t0 = time.perf_counter()
+            block = list(itertools.islice(rows, chunk))  # the only crops alive: live tracks' in one chunk
+            seconds["media"] += time.perf_counter() - t0
+            if not block:
+                break
+            traces.run(block, done + 1, seconds)
+            done += len(block)
+            _advance(bar, len(block), done, cfg, start)
+    if done != n:
+        raise DataError(f"{path}: the converter announced {n} frames but gave {done}")
+    return traces.table(), n, result
+
+
 def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
                  chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
-                 max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH, progress: bool = True):
+                 max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH, faces: str = MAIN, progress: bool = True):
     """The model's predictions for every 40 ms frame of the media file ``path``.
 
     Args:
@@ -253,6 +361,10 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
       face_detector: one of ``FACE_DETECTORS`` instead of the detector the training data was cut with.
       max_length_mismatch: frames by which a video's audio track and its picture may differ
         (both are cut to the shorter), as in the converter.
+      faces: "main", the converter's main track (what training data made of the file holds), or
+        "all", every face track of the file, each through the model with its own LSTM state and
+        the same audio (the room's: nothing tells who speaks); ConfigError for "all" with a model
+        that uses no faces.
       progress: a progress bar with the real-time factor on stderr, when it is a terminal (not in CI).
 
     Returns:
@@ -260,17 +372,27 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
       per frame: the converter's frame count for the file), a float32 column per label
       dimension and, for a model that uses faces, ``face_found`` (0/1). ``attrs`` holds the
       file, the wall seconds spent reading the media (decoding, face detection, crops) and in
-      the model, and ``real_time_factor`` (seconds of media per wall second).
+      the model, ``real_time_factor`` (seconds of media per wall second) and, for a model that
+      uses faces, ``face_tracks`` (the file's number of face tracks).
+
+      With ``faces="all"``, indexed by (``track``, ``time``) instead, sorted by track then time:
+      a row per frame of each track's life (its first to its last detection, the frames of its
+      gaps included, ``face_found`` 0 there) with its predictions, ``face_found``, its box
+      ``x, y, w, h`` (pixels of the frame as displayed) and the detector's ``confidence``
+      (NaN where not found, and for Haar); ``table.loc[track_id]`` is one track's trace.
+      ``attrs`` also holds ``main_track`` (the id the converter would keep) and
+      ``full_detection_share`` (the share of frames searched whole).
 
     Raises DataError naming the file when it is unreadable, lacks the audio track or video the
     model needs, or has no face in any frame for a model that uses faces.
     """
     import pandas as pd  # noqa: PLC0415
 
-    from emotion_e2e.data import sources  # noqa: PLC0415
+    from emotion_e2e.data import sources, tracking  # noqa: PLC0415
 
     predictor = model if isinstance(model, Predictor) else Predictor.load(model, checkpoint)
     modalities, labels = predictor.modalities, predictor.label_names
+    check_faces(faces, modalities)
     cfg = predictor.convert_config(face_detector, max_length_mismatch)
     chunk = chunk_frames(chunk_seconds, cfg.time_base)
     check_media(path, modalities)
@@ -278,49 +400,57 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
                                        video=path if "face" in modalities else None)
     start = time.perf_counter()
     seconds = {"media": 0.0, "model": 0.0}
+    info = {}  # what the file's faces add to attrs
     try:
-        n, _, frames = recording.open(cfg)
-        out = {name: np.zeros(n, np.float32) for name in labels}
-        found = np.zeros(n, np.int8)
-        state, done = predictor.initial_state(), 0
-        with _progress(n, stem(path), progress) as bar:
-            while True:
-                t0 = time.perf_counter()
-                block = list(itertools.islice(frames, chunk))  # the only frames alive
-                if not block:
-                    break
-                if done + len(block) > n:
-                    raise DataError(f"{path}: the converter gave more than the {n} frames it announced")
-                x = _model_inputs(block, modalities)
-                t1 = time.perf_counter()
-                y, state = predictor.stream(x, state)
-                t2 = time.perf_counter()
-                for name in labels:
-                    out[name][done:done + len(block)] = y[name][0]
-                found[done:done + len(block)] = [f.face_found for f in block]
-                done += len(block)
-                seconds["media"] += t1 - t0
-                seconds["model"] += t2 - t1
-                bar.update(len(block))
-                bar.set_postfix_str(f"{done * cfg.time_base.frame_step / (t2 - start):.1f}× real time")
-        if done != n:
-            raise DataError(f"{path}: the converter announced {n} frames but gave {done}")
+        if faces == ALL:
+            table, n, result = _predict_tracks(predictor, recording, path, cfg, chunk, progress, seconds, start)
+            info = {"face_tracks": len(result.tracks), "main_track": tracking.main_track(result.tracks).id,
+                    "full_detection_share": result.full_detection_share}
+        else:
+            n, _, frames = recording.open(cfg)
+            out = {name: np.zeros(n, np.float32) for name in labels}
+            found = np.zeros(n, np.int8)
+            state, done, tracks = predictor.initial_state(), 0, None
+            with _progress(n, stem(path), progress) as bar:
+                while True:
+                    t0 = time.perf_counter()
+                    block = list(itertools.islice(frames, chunk))  # the only frames alive
+                    if not block:
+                        break
+                    if done + len(block) > n:
+                        raise DataError(f"{path}: the converter gave more than the {n} frames it announced")
+                    x = _model_inputs(block, modalities)
+                    t1 = time.perf_counter()
+                    y, state = predictor.stream(x, state)
+                    t2 = time.perf_counter()
+                    for name in labels:
+                        out[name][done:done + len(block)] = y[name][0]
+                    found[done:done + len(block)] = [f.face_found for f in block]
+                    tracks = block[-1].face_tracks
+                    done += len(block)
+                    seconds["media"] += t1 - t0
+                    seconds["model"] += t2 - t1
+                    _advance(bar, len(block), done, cfg, start)
+            if done != n:
+                raise DataError(f"{path}: the converter announced {n} frames but gave {done}")
+            t = np.round(cfg.time_base.frame_step * np.arange(1, n + 1), TIME_DECIMALS)
+            table = pd.DataFrame(out, index=pd.Index(t, name=TIME))
+            if "face" in modalities:
+                table[FACE_FOUND] = found
+                info = {"face_tracks": tracks}
     except DataError as e:
         if path in str(e):
             raise
         raise DataError(f"{path}: {e}") from e
     wall = time.perf_counter() - start
-    t = np.round(cfg.time_base.frame_step * np.arange(1, n + 1), TIME_DECIMALS)
-    table = pd.DataFrame(out, index=pd.Index(t, name=TIME))
-    if "face" in modalities:
-        table[FACE_FOUND] = found
     table.attrs.update(path=path, frames=n, seconds={**seconds, "total": wall},
-                       real_time_factor=n * cfg.time_base.frame_step / wall if wall > 0 else math.inf)
+                       real_time_factor=n * cfg.time_base.frame_step / wall if wall > 0 else math.inf, **info)
     return table
 
 
 def write_csv(table, path: str):
-    """``table`` (``predict_file``'s) as CSV: ``time``, the label columns, ``face_found``; written
+    """``table`` (``predict_file``'s) as CSV: ``time``, the label columns, ``face_found`` (with
+    faces="all": ``track``, ``time``, the labels, ``face_found``, ``x, y, w, h``, ``confidence``); written
     atomically: a reader sees the old file or the whole new one, and a write that fails (a full
     disk) is a DataError naming ``path`` that leaves the old file as it was."""
     out = table.reset_index()
@@ -330,9 +460,17 @@ def write_csv(table, path: str):
 
 def plot(table, path: str, title: str):
     """A PNG of ``table``'s traces over time, a panel per label dimension; frames where the face
-    was not found (its last box held) are shaded."""
+    was not found (its last box held) are shaded. With a ``track`` index (faces="all"), a line per
+    track in each panel, not shaded."""
     from emotion_e2e.plots import plot_traces  # noqa: PLC0415
 
+    if TRACK in table.index.names:
+        labels = [c for c in table.columns if c not in (FACE_FOUND, *BOX, CONFIDENCE)]
+        wide = table[labels].unstack(TRACK)  # time × (label, track), NaN outside a track's life
+        ids = wide.columns.get_level_values(TRACK).unique()
+        plot_traces(path, title, wide.index.to_numpy(), {n: wide[n][ids].to_numpy() for n in labels}, error=DataError,
+                    lines=[f"track {i}" for i in ids])
+        return
     names = [c for c in table.columns if c != FACE_FOUND]
     no_face = table[FACE_FOUND].to_numpy() == 0 if FACE_FOUND in table else None
     plot_traces(path, title, table.index.to_numpy(), {n: table[n].to_numpy() for n in names}, no_face=no_face,
@@ -371,12 +509,13 @@ def check_outputs(paths, output_dir: str, plot_traces: bool) -> None:
 
 def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = False, checkpoint: str = "best",
                   chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
-                  max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH, progress: bool = True, report=print):
+                  max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH, faces: str = MAIN, progress: bool = True,
+                  report=print):
     """``predict_file`` for each of ``paths`` with one model, writing ``output_dir/<stem>.csv``
     (and ``<stem>.png`` with ``plot_traces``); returns the CSV paths.
 
     Before any prediction: ConfigError for two inputs of the same stem, a ``chunk_seconds`` out
-    of range or a bad ``model``, DataError for an output that cannot be written (``check_outputs``)
+    of range, a bad ``model`` or ``faces`` (``check_faces``), DataError for an output that cannot be written (``check_outputs``)
     or an input that is unreadable or lacks a stream the model needs. ``report`` gets one line per
     file done.
     """
@@ -385,8 +524,10 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
         raise ConfigError("no input files given")
     check_stems(paths)
     check_chunk_seconds(chunk_seconds)
+    check_faces(faces)  # the value; the model's modalities once it is loaded
     check_outputs(paths, output_dir, plot_traces)
     predictor = Predictor.load(model, checkpoint)
+    check_faces(faces, predictor.modalities)
     for p in paths:
         check_media(p, predictor.modalities)
     try:
@@ -396,16 +537,26 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
     written = []
     for p in paths:
         table = predict_file(predictor, p, chunk_seconds=chunk_seconds, face_detector=face_detector,
-                             max_length_mismatch=max_length_mismatch, progress=progress)
+                             max_length_mismatch=max_length_mismatch, faces=faces, progress=progress)
         csv, *png = output_paths(p, output_dir, plot_traces)
         write_csv(table, csv)
         if png:
             plot(table, png[0], os.path.basename(p))
         a = table.attrs
-        report(f"{p}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s) in "
-               f"{a['seconds']['total']:.1f} s, {a['real_time_factor']:.1f}× real time -> {csv}")
+        report(f"{p}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s){_tracks_note(a)} "
+               f"in {a['seconds']['total']:.1f} s, {a['real_time_factor']:.1f}× real time -> {csv}")
         written.append(csv)
     return written
+
+
+def _tracks_note(attrs) -> str:
+    """The progress line's note on the file's face tracks ('' for a model without faces)."""
+    if "face_tracks" not in attrs:
+        return ""
+    note = f", {attrs['face_tracks']} face track{'s' * (attrs['face_tracks'] != 1)}"
+    if "full_detection_share" in attrs:
+        note += f" (main: {attrs['main_track']}; whole frame searched in {attrs['full_detection_share']:.0%})"
+    return note
 
 
 def define_flags():
@@ -423,6 +574,10 @@ def define_flags():
                        f"{MAX_CHUNK_SECONDS:g} (memory, not results, depend on it).")
     flags.DEFINE_enum("face_detector", None, list(FACE_DETECTORS), "Instead of the detector the training "
                       "data was cut with.")
+    # A string checked by check_faces, not an enum: a bad value is one 'error:' line, as the others.
+    flags.DEFINE_string("faces", MAIN, f"{' or '.join(FACES)}. main: the converter's main track, one trace (the "
+                        "person the training data keeps); all: one trace per face track, each with its own state, "
+                        "the same audio for all (<stem>.csv gets track, box and confidence columns).")
     flags.DEFINE_integer("max_length_mismatch", DEFAULT_MAX_LENGTH_MISMATCH, "Frames by which a video's audio "
                          "and picture may differ (both are cut to the shorter).", lower_bound=0)
     flags.mark_flags_as_required(["model", "input", "output_dir"])
@@ -437,7 +592,7 @@ def main(argv):
     try:
         predict_files(f.model, f.input, f.output_dir, plot_traces=f.plot, checkpoint=f.checkpoint,
                       chunk_seconds=f.chunk_seconds, face_detector=f.face_detector,
-                      max_length_mismatch=f.max_length_mismatch)
+                      max_length_mismatch=f.max_length_mismatch, faces=f.faces)
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
 

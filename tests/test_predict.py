@@ -24,7 +24,7 @@ from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import InputConfig, ReaderConfig
 from emotion_e2e.data import convert, media, schema, sources
 from emotion_e2e.errors import ConfigError
-from face_fixtures import face_patch, noise_frame, paste, phone_portraits
+from face_fixtures import draw_faces, face_patch, face_sprite, iou, noise_frame, paste, phone_portraits
 from media_fixtures import _encode, write_audio, write_av, write_phone_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -455,3 +455,27 @@ def test_peak_memory_does_not_grow_with_the_file_length(exported, tmp_path):
             cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CI="true"))
         assert len(pd.read_csv(tmp_path / "out" / f"talk_{seconds}s.csv")) >= 25 * seconds
     assert peaks[30] <= 1.1 * peaks[6], f"peak RSS in MB by file length in seconds: {peaks}"
+
+
+# ---------------------------------------------------------------- every face track
+
+CROWD_FRAMES = 40  # 1.6 s at 25 fps
+LATE = 16  # the third face enters here: a whole-frame search (1, 6, 11, 16, ...), so its track starts here
+
+
+@pytest.fixture(scope="module")
+def crowd(tmp_path_factory):
+    """``(path, [per face: (first visible frame, its box)])``: a 480×360 H.264 clip with sound of
+    three still astronaut faces, differently scaled, mirrored and recoloured (the smallest
+    enters at frame LATE)."""
+    people = [(face_sprite(72), 40, 120), (face_sprite(60, mirror=True, tint=(1.0, 0.8, 1.3)), 200, 150),
+              (face_sprite(56, tint=(1.3, 1.0, 0.8)), 360, 90)]
+    starts = [1, 1, LATE]
+    scenes = [[(*sprite, x, y) for (sprite, x, y), s in zip(people, starts) if i >= s]
+              for i in range(1, CROWD_FRAMES + 1)]
+    drawn = [draw_faces(360, 480, placed) for placed in scenes]
+    # Grid frame i shows video frame i: the lead-in frame 0 is never shown (test_tracking.clip).
+    frames = [drawn[0][0]] + [f for f, _ in drawn]
+    path = write_av(tmp_path_factory.mktemp("crowd") / "crowd.mp4", frames, Fraction(25),
+                    audio=tone(44100, Fraction(CROWD_FRAMES, 25)), audio_rate=44100)
+    return path, [(s, drawn[-1][1][k]) for k, s in enumerate(starts)]

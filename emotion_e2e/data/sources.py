@@ -31,8 +31,8 @@ MILLISECONDS_HINT_RATIO = 100
 
 
 @functools.lru_cache(maxsize=None)
-def _detector(face_cfg):
-    # One detector per process: the cascade or model is loaded once.
+def detector(face_cfg) -> faces.FaceDetector:
+    """The detector of ``face_cfg``, one per process: the cascade or model is loaded once."""
     return faces.make_detector(face_cfg)
 
 
@@ -56,6 +56,12 @@ class MediaRecording(Recording):
         return None
 
     def open(self, cfg: ConvertConfig):
+        n, track = self.frame_count(cfg)
+        return n, (track.names if track else ()), self._frames(cfg, n, track)
+
+    def frame_count(self, cfg: ConvertConfig):
+        """``(frames, label track or None)``: the shortest of the media and labels ``cfg`` needs,
+        in frames; DataError when their lengths differ by more than ``cfg.max_length_mismatch``."""
         tb, rid = cfg.time_base, self.recording_id
         track = self._labels(cfg)
         lengths = {}
@@ -72,8 +78,13 @@ class MediaRecording(Recording):
         if max(lengths.values()) - min(lengths.values()) > cfg.max_length_mismatch:
             raise DataError(f"recording {rid}: lengths in frames differ by more than "
                             f"{cfg.max_length_mismatch}: {lengths}{_milliseconds_hint(track, lengths, tb)}")
-        n = min(lengths.values())
-        return n, (track.names if track else ()), self._frames(cfg, n, track)
+        return min(lengths.values()), track
+
+    def video_frames(self, cfg: ConvertConfig, n: int):
+        """``(open_frames, source)``: ``open_frames()`` decodes the video's ``n`` RGB frames on
+        ``cfg``'s grid (each call a new decoding); ``source`` names the video in errors."""
+        return (lambda: media.video_frames(self.video, cfg.time_base, n),
+                f"video {self.video} (recording {self.recording_id})")
 
     def _frames(self, cfg, n, track) -> Iterator[Frame]:
         tb = cfg.time_base
@@ -81,9 +92,8 @@ class MediaRecording(Recording):
                  else itertools.repeat(None))
         face_crops = None
         if "face" in cfg.modalities:
-            source = f"video {self.video} (recording {self.recording_id})"
-            crops = face_crops = faces.face_crops(lambda: media.video_frames(self.video, tb, n), _detector(cfg.face),
-                                                  cfg.face, source=source)
+            open_frames, source = self.video_frames(cfg, n)
+            crops = face_crops = faces.face_crops(open_frames, detector(cfg.face), cfg.face, source=source)
         else:
             crops = itertools.repeat((None, False))
         for i, (a, (crop, found)) in enumerate(zip(audio, crops)):

@@ -305,11 +305,13 @@ def main_track(tracks: Sequence[Track]) -> Track | None:
 
 
 def track_crops(open_frames: Callable[[], Iterator[np.ndarray]], tracks: Sequence[Track], num_frames: int,
-                cfg: FaceConfig, source: str) -> Iterator[tuple[tuple[np.ndarray, bool], ...]]:
+                cfg: FaceConfig, source: str, life_only: bool = False
+                ) -> Iterator[tuple[tuple[np.ndarray | None, bool], ...]]:
     """Per frame of the recording, in order, ``(crop, found)`` for each of ``tracks``: the
     ``(cfg.size, cfg.size, 3)`` uint8 crop of the track's box (``Track.box``: its first box
     before its life, its last after it, the carried one in its gaps) and whether the face was
-    detected there.
+    detected there. With ``life_only`` the crop is None outside the track's ``first..last``
+    (nothing is cut for a track that is not alive).
 
     ``open_frames()`` decodes the recording again (one frame alive at a time); DataError when
     it gives fewer than the ``num_frames`` that ``track_faces`` decoded.
@@ -319,7 +321,8 @@ def track_crops(open_frames: Callable[[], Iterator[np.ndarray]], tracks: Sequenc
         n = 0
         for n, frame in zip(range(1, num_frames + 1), frames):  # range first: never pulls a frame too many
             check_frame(frame, source, n)
-            yield tuple((crop_face(frame, t.box(n), cfg), t.found_at(n)) for t in tracks)
+            yield tuple((None if life_only and not t.first <= n <= t.last else crop_face(frame, t.box(n), cfg),
+                         t.found_at(n)) for t in tracks)
     finally:
         close_frames(frames)
     if n < num_frames:
