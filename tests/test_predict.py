@@ -4,6 +4,7 @@ call, the faces are the ones training saw, the CLI's files and one-line errors, 
 does not grow with the file's length."""
 
 import dataclasses
+import math
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from emotion_e2e import benchmark, evaluation, export, predict, training
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import InputConfig, ReaderConfig
 from emotion_e2e.data import convert, media, schema, sources
+from emotion_e2e.data.faces import Box
 from emotion_e2e.errors import ConfigError
 from face_fixtures import draw_faces, face_patch, face_sprite, iou, noise_frame, paste, phone_portraits
 from media_fixtures import _encode, write_audio, write_av, write_phone_video
@@ -479,3 +481,101 @@ def crowd(tmp_path_factory):
     path = write_av(tmp_path_factory.mktemp("crowd") / "crowd.mp4", frames, Fraction(25),
                     audio=tone(44100, Fraction(CROWD_FRAMES, 25)), audio_rate=44100)
     return path, [(s, drawn[-1][1][k]) for k, s in enumerate(starts)]
+
+
+def which_track(table, box):
+    """The id of the track of ``table`` (faces="all") whose boxes overlap ``box`` most on average."""
+    overlap = {k: np.mean([iou(Box(*row), box) for row in rows[list(predict.BOX)].to_numpy()])
+               for k, rows in table.groupby(level=predict.TRACK)}
+    return max(overlap, key=overlap.get)
+
+
+def test_every_face_gets_a_track_with_a_row_for_each_frame_it_is_visible(predictor, crowd):
+    path, people = crowd
+    table = predict.predict_file(predictor("multimodal"), path, faces="all")
+    n = table.attrs["frames"]
+    assert n >= CROWD_FRAMES
+    assert table.index.names == ["track", "time"]
+    assert list(table.columns) == LABELS + ["face_found", "x", "y", "w", "h", "confidence"]
+    assert table.index.is_monotonic_increasing and table.index.is_unique
+    a = table.attrs
+    assert (a["face_tracks"], a["main_track"]) == (3, 1)  # the largest of the faces found in every frame
+    assert a["full_detection_share"] == pytest.approx(math.ceil(n / C.TrackConfig().detect_every) / n)
+    ids = [which_track(table, box) for _, box in people]
+    assert sorted(ids) == [1, 2, 3]
+    for (first, box), k in zip(people, ids):
+        rows = table.loc[k]
+        # A row for every frame the face is visible, its first one to the last, all found.
+        np.testing.assert_allclose(rows.index, 0.04 * np.arange(first, n + 1), rtol=0, atol=1e-9)
+        assert (rows["face_found"] == 1).all()
+        overlaps = [iou(Box(*b), box) for b in rows[list(predict.BOX)].to_numpy()]
+        assert min(overlaps) > 0.5, (k, np.round(overlaps, 2))  # the box is on the face
+        assert ((rows["confidence"] > 0.5) & (rows["confidence"] <= 1)).all()  # YuNet's score
+        assert all(rows[c].dtype == np.float32 and np.isfinite(rows[c]).all() for c in LABELS)
+
+
+def test_the_all_trace_of_the_main_track_is_the_main_trace(predictor, crowd, files):
+    """Each track runs as ``main`` runs the main track: on one face, ``all`` is one track equal to
+    ``main``; among three, the main track's rows equal ``main`` (the same crops, audio and state)."""
+    model = predictor("multimodal")
+    for path in (files["talk_30fps"], crowd[0]):
+        main = predict.predict_file(model, path)
+        every = predict.predict_file(model, path, faces="all")
+        assert every.attrs["face_tracks"] == main.attrs["face_tracks"]
+        trace = every.loc[every.attrs["main_track"]]
+        assert trace.index.equals(main.index)
+        np.testing.assert_allclose(trace[LABELS], main[LABELS], rtol=0, atol=TOLERANCE)
+        assert trace["face_found"].tolist() == main["face_found"].tolist()
+    assert every.attrs["face_tracks"] == 3
+
+
+def test_each_track_carries_its_own_state_across_chunks(predictor, crowd):
+    # 7-frame chunks: the late face's track starts inside a chunk (frame 16 of 15-21) and every
+    # track is cut into pieces, each from the state its previous piece ended in.
+    whole = predict.predict_file(predictor("multimodal"), crowd[0], faces="all", chunk_seconds=60)
+    chunked = predict.predict_file(predictor("multimodal"), crowd[0], faces="all", chunk_seconds=0.28)
+    assert chunked.index.equals(whole.index)
+    np.testing.assert_allclose(chunked[LABELS], whole[LABELS], rtol=0, atol=TOLERANCE)
+    pd.testing.assert_frame_equal(chunked.drop(columns=LABELS), whole.drop(columns=LABELS))
+
+
+def test_all_faces_needs_a_model_that_uses_faces(predictor, files):
+    with pytest.raises(ConfigError, match=r"faces='all' predicts one trace per face track, but the model uses no "
+                                          r"faces \(modalities \['audio'\]\): there is nothing to track"):
+        predict.predict_file(predictor("audio"), files["talk_30fps"], faces="all")
+
+
+def test_the_cli_writes_every_track_to_one_csv_sorted_by_track_then_time(exported, predictor, crowd, tmp_path):
+    path, _ = crowd
+    out = tmp_path / "out"
+    r = cli(f"--model={exported('multimodal')}", f"--input={path}", f"--output_dir={out}", "--faces=all", "--plot")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["crowd.csv", "crowd.png"]
+    assert "3 face tracks (main: 1; whole frame searched in 22%)" in r.stdout, r.stdout
+    table = pd.read_csv(out / "crowd.csv")
+    assert list(table.columns) == ["track", "time", *LABELS, "face_found", "x", "y", "w", "h", "confidence"]
+    assert {c: str(table[c].dtype) for c in table.columns} == {
+        "track": "int64", "time": "float64", **{n: "float64" for n in LABELS}, "face_found": "int64",
+        **{c: "int64" for c in "xywh"}, "confidence": "float64"}
+    assert table[["track", "time"]].equals(table.sort_values(["track", "time"])[["track", "time"]])
+    want = predict.predict_file(predictor("multimodal"), path, faces="all").reset_index()
+    assert table["track"].tolist() == want["track"].tolist()
+    np.testing.assert_allclose(table["time"], want["time"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(table[LABELS], want[LABELS], rtol=0, atol=TOLERANCE)
+    for c in ["face_found", "x", "y", "w", "h"]:
+        assert table[c].tolist() == want[c].tolist()
+    np.testing.assert_allclose(table["confidence"], want["confidence"], rtol=1e-5)
+    image = cv2.imread(str(out / "crowd.png"))
+    assert image is not None and image.shape[0] > 100
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("multimodal", "some", "error: faces must be one of ['main', 'all']. Received: 'some'"),
+    ("audio", "all", "error: faces='all' predicts one trace per face track, but the model uses no faces "
+                     "(modalities ['audio']): there is nothing to track; use faces='main'"),
+])
+def test_a_bad_faces_value_is_one_line(exported, files, tmp_path, name, value, message):
+    r = cli(f"--model={exported(name)}", f"--input={files['talk_30fps']}", f"--output_dir={tmp_path / 'out'}",
+            f"--faces={value}")
+    assert one_line_error(r) == message
+    assert not (tmp_path / "out").exists()
