@@ -22,7 +22,7 @@ import sys
 
 from absl import app, flags
 
-from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase
+from emotion_e2e.config import FACE_ALIGNMENTS, FACE_DETECTORS, FaceConfig, TimeBase
 from emotion_e2e.data import convert, demo, metadata, sources
 from emotion_e2e.errors import ConfigError, DataError
 
@@ -60,6 +60,9 @@ _DETECTOR = flags.DEFINE_enum("face_detector", _FACE.detector, list(FACE_DETECTO
                               "yunet: OpenCV Zoo's YuNet (its model inside this package); haar: OpenCV's "
                               "bundled cascade; mediapipe: MediaPipe's full-range model (needs the mediapipe "
                               "extra).")
+_ALIGN = flags.DEFINE_enum("face_align", _FACE.align, list(FACE_ALIGNMENTS),
+                           "none: the square is cut upright; eyes: turned about the face box's centre so that "
+                           "the detector's eyes lie level (yunet or mediapipe; haar gives no eyes).")
 _DETECT_MAX_SIDE = flags.DEFINE_integer(
     "detect_max_side", _FACE.detect_max_side,
     "Frames are downscaled to this longer side for detection; below 640 Haar misses faces of 1/10 of a 720p "
@@ -90,11 +93,14 @@ def _recordings(partitions):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    cfg = convert.ConvertConfig(
-        time_base=TimeBase(frame_step=_FRAME_STEP.value, sample_rate=_SAMPLE_RATE.value),
-        face=FaceConfig(size=_FACE_SIZE.value, margin=_FACE_MARGIN.value, jpeg_quality=_JPEG_QUALITY.value,
-                        detector=_DETECTOR.value, detect_max_side=_DETECT_MAX_SIDE.value),
-        modalities=tuple(_MODALITIES.value), max_length_mismatch=_MISMATCH.value)
+    try:
+        cfg = convert.ConvertConfig(
+            time_base=TimeBase(frame_step=_FRAME_STEP.value, sample_rate=_SAMPLE_RATE.value),
+            face=FaceConfig(size=_FACE_SIZE.value, margin=_FACE_MARGIN.value, jpeg_quality=_JPEG_QUALITY.value,
+                            detector=_DETECTOR.value, detect_max_side=_DETECT_MAX_SIDE.value, align=_ALIGN.value),
+            modalities=tuple(_MODALITIES.value), max_length_mismatch=_MISMATCH.value)
+    except ValueError as e:  # the configs' own checks: flags that contradict each other or are out of range
+        sys.exit(f"error: {e}")
     beam_options = None
     if _RUNNER.value == "beam":
         if flags.FLAGS["workers"].present:

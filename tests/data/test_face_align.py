@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from emotion_e2e.config import FACE_ALIGNMENTS, FaceConfig, from_dict
-from emotion_e2e.data import faces
+from emotion_e2e import export
+from emotion_e2e.config import FACE_ALIGNMENTS, FaceConfig, TrainConfig, from_dict
+from emotion_e2e.data import convert, faces, metadata
 from emotion_e2e.data.faces import Box, crop_face
+from emotion_e2e.errors import ConfigError, DataError
+from emotion_e2e.predict import Predictor
 from face_fixtures import DARK_BACKGROUND, PATCH_FACE, astronaut, face_patch, noise_frame
+from records import FakeRecording
+from test_convert import CFG, corpus
 
 EYES = dataclasses.replace(FaceConfig(), align="eyes")
 RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
@@ -197,3 +206,66 @@ def test_a_face_dict_saved_before_align_existed_reads_as_none():
     old = {"size": 96, "margin": 0.2, "jpeg_quality": 95, "detector": "haar", "detect_max_side": 640}
     assert from_dict(FaceConfig, old) == FaceConfig(detector="haar", align="none")
     assert dataclasses.asdict(from_dict(FaceConfig, {**old, "detector": "yunet", "align": "eyes"}))["align"] == "eyes"
+
+
+# ------------------------------------------------------------------ recorded with the data and the export
+
+
+def run(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CI="true")
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def eyes_corpus(tmp_path_factory):
+    """A tiny demo conversion by ``prepare --face_align=eyes``."""
+    out = tmp_path_factory.mktemp("eyes") / "demo"
+    r = run("emotion_e2e.prepare", "--source=demo", f"--output_dir={out}", "--demo_train=1", "--demo_dev=1",
+            "--demo_seconds=0.4", "--face_align=eyes")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_prepare_records_the_alignment_and_refuses_eyes_with_haar(eyes_corpus, tmp_path):
+    meta = json.loads((eyes_corpus / "metadata.json").read_text())
+    assert meta["face"] == dataclasses.asdict(EYES) and meta["face"]["align"] == "eyes"
+    r = run("emotion_e2e.prepare", "--source=demo", f"--output_dir={tmp_path / 'haar'}", "--face_detector=haar",
+            "--face_align=eyes")
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == (
+        "error: FaceConfig: align='eyes' needs the eye landmarks of detector yunet or mediapipe; haar gives none. "
+        "Received: detector='haar', align='eyes'"), r.stderr
+    assert not (tmp_path / "haar").exists()
+
+
+def description(data_dir) -> dict:
+    """The export's description of a (never trained) run on ``data_dir``."""
+    return export.run_description(TrainConfig(data_dir=str(data_dir)), str(data_dir), "best")
+
+
+def test_the_export_and_predict_crop_as_the_training_data_was_cropped(eyes_corpus):
+    info = description(eyes_corpus)
+    assert info["face"]["align"] == "eyes"
+    predictor = Predictor(None, json.loads(json.dumps(info)), "models/1")  # as read back from emotion_e2e.json
+    assert predictor.convert_config().face == EYES
+    assert predictor.convert_config("mediapipe").face == dataclasses.replace(EYES, detector="mediapipe")
+    with pytest.raises(ConfigError, match=r"^--face_detector=haar: the training data's face crops of models/1 were "
+                                          r"cut with align='eyes': FaceConfig: align='eyes' needs the eye landmarks"):
+        predictor.convert_config("haar")
+    # an export made before alignment existed has no "align": its crops were upright
+    del info["face"]["align"]
+    assert Predictor(None, info, "models/1").convert_config("haar").face == FaceConfig(detector="haar")
+
+
+def test_metadata_written_before_alignment_existed_reads_as_unaligned(tmp_path):
+    convert.convert(corpus(), CFG, str(tmp_path))
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    del meta["face"]["align"]
+    (tmp_path / "metadata.json").write_text(json.dumps(meta))
+    assert metadata.read(str(tmp_path))["face"] == dataclasses.asdict(CFG.face)
+    assert export.face_settings(TrainConfig(data_dir=str(tmp_path))) == (FaceConfig(), None)
+    # its partitions are kept by a conversion with the same (unaligned) settings, refused by an aligned one
+    with pytest.raises(DataError, match=r"were converted with face .*'align': 'none'.*; this run has face "
+                                        r".*'align': 'eyes'"):
+        convert.convert([FakeRecording("dev_a", "dev", index=2)], dataclasses.replace(CFG, face=EYES), str(tmp_path))
+    meta = convert.convert([FakeRecording("dev_a", "dev", index=2)], CFG, str(tmp_path))
+    assert sorted(meta["partitions"]) == ["dev", "test", "train"] and meta["face"]["align"] == "none"
