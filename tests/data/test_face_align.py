@@ -237,6 +237,15 @@ def test_prepare_records_the_alignment_and_refuses_eyes_with_haar(eyes_corpus, t
     assert not (tmp_path / "haar").exists()
 
 
+def test_prepare_offers_every_alignment_and_none_by_default():
+    from absl import flags  # noqa: PLC0415
+
+    from emotion_e2e import prepare  # noqa: PLC0415 - its flags are module-level
+
+    assert flags.FLAGS[prepare._ALIGN.name].parser.enum_values == list(FACE_ALIGNMENTS)
+    assert prepare._ALIGN.default == FaceConfig().align == "none"
+
+
 def description(data_dir) -> dict:
     """The export's description of a (never trained) run on ``data_dir``."""
     return export.run_description(TrainConfig(data_dir=str(data_dir)), str(data_dir), "best")
