@@ -71,6 +71,49 @@ FACE_DETECTORS_WITHOUT_EYES = ("haar",)
 # "none": the square is cut upright from the frame; "eyes": the frame is first rotated about the
 # box's centre so that the detector's eye landmarks lie level (docs/design.md §3).
 FACE_ALIGNMENTS = ("none", "eyes")
+# How the converter picks the one person it keeps among a recording's face tracks (the main track):
+# "most_found", the track found in the most frames, ties broken by the larger mean box area.
+MAIN_TRACK_RULES = ("most_found",)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackConfig:
+    """Face tracks (docs/design.md §3): detections linked across frames, one id per person.
+
+    The defaults were measured with Haar on 480×360 H.264 clips of the astronaut's face and a
+    smaller, mirrored, recoloured copy walking past each other, the small one in front hiding
+    the other's face for 7-8 frames, at the same height and 20 or 40 px apart
+    (tests/data/test_tracking.py has one of them): ``detect_every`` 1, 2, 3, 5, 8 and 10 all
+    gave the same two tracks without an identity switch; 5 runs the whole-frame search on a
+    fifth of the frames, for about 20 % less time there with Haar (more on larger frames). A
+    window costs MediaPipe as much as a whole frame, so with it 1 is faster. ``smoothing`` 0.5
+    lost the hidden face's id where the faces cross at the same height (the half-hidden face's
+    last box, shifted, took half the velocity), 0.3 and 0.2 kept it; there too ``min_iou`` 0.5
+    lost it (the face coming out from behind overlaps its prediction by 0.3-0.5), 0.3 and 0.2
+    kept it; ``search_scale`` 1.5, 2 and 3 gave the same tracks. ``max_gap`` 25 frames (1 s)
+    bridges those occlusions three times over and a turned head; a face away longer is a new
+    track.
+    """
+
+    # The full-frame detector runs on frames 1, 1 + detect_every, ...; on the frames between, each
+    # live track is looked for in a window around its predicted box. 1: full detection on every frame.
+    detect_every: int = 5
+    search_scale: float = 2.0  # the window's side, × the predicted box's (clipped to the frame)
+    max_gap: int = 25  # frames a track survives without a detection (its box carried by the prediction)
+    min_iou: float = 0.3  # a detection and a track's predicted box overlapping less are never paired
+    smoothing: float = 0.3  # the newest velocity measurement's weight in the track's velocity
+    main_track: str = "most_found"  # the rule that picks the converter's person (MAIN_TRACK_RULES)
+
+    def __post_init__(self):
+        if self.detect_every < 1 or self.max_gap < 0 or self.search_scale < 1:
+            _fail(type(self), f"need detect_every >= 1, max_gap >= 0, search_scale >= 1. Received: "
+                              f"detect_every={self.detect_every}, max_gap={self.max_gap}, "
+                              f"search_scale={self.search_scale}")
+        if not 0 < self.min_iou < 1 or not 0 < self.smoothing <= 1:
+            _fail(type(self), f"need 0 < min_iou < 1 and 0 < smoothing <= 1. Received: min_iou={self.min_iou}, "
+                              f"smoothing={self.smoothing}")
+        if self.main_track not in MAIN_TRACK_RULES:
+            _fail(type(self), f"main_track must be one of {MAIN_TRACK_RULES}. Received: {self.main_track!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +137,9 @@ class FaceConfig:
     # One of FACE_ALIGNMENTS. "none" by default: the paper's crops are not aligned, so the
     # network must learn heads as they roll (docs/design.md §3).
     align: str = "none"
+    # Faces are tracked across frames and the crops follow one track (the main track): recorded
+    # with the crop settings because predict must track as the converter did.
+    track: TrackConfig = TrackConfig()
 
     def __post_init__(self):
         if self.size <= 0 or self.margin < 0 or not 90 <= self.jpeg_quality <= 100:

@@ -8,7 +8,7 @@ one version folder) or a training run directory (its checkpoint turned into the 
 memory; nothing is written). Each input is any video (with or without an audio track, any frame
 rate, variable rate) or audio file; it is read by the converter's own code
 (``sources.MediaRecording.open``: the same decoding, resampling, frame grid, face detection,
-hold-last and JPEG round trip as the training data, the JPEG decoded by the training reader's
+face tracks (the main track's crops), hold and JPEG round trip as the training data, the JPEG decoded by the training reader's
 decoder) with the time base and face crop settings the model was trained with, and fed to the
 model's ``stream`` signature in chunks of ``--chunk_seconds``, the LSTM state carried from one
 chunk to the next. Memory does not grow with the file's length: at most one chunk of frames is

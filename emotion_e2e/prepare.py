@@ -22,13 +22,13 @@ import sys
 
 from absl import app, flags
 
-from emotion_e2e.config import FACE_ALIGNMENTS, FACE_DETECTORS, FaceConfig, TimeBase
+from emotion_e2e.config import FACE_ALIGNMENTS, FACE_DETECTORS, FaceConfig, TimeBase, TrackConfig
 from emotion_e2e.data import convert, demo, metadata, sources
 from emotion_e2e.errors import ConfigError, DataError
 
 # Every default and choice comes from the configuration dataclasses.
 _CONVERT = convert.ConvertConfig()
-_TIME_BASE, _FACE, _DEMO = TimeBase(), FaceConfig(), demo.DemoConfig()
+_TIME_BASE, _FACE, _TRACK, _DEMO = TimeBase(), FaceConfig(), TrackConfig(), demo.DemoConfig()
 SOURCES = ("demo", "recola", "manifest")
 
 _SOURCE = flags.DEFINE_enum("source", None, list(SOURCES), "The corpus kind.")
@@ -67,6 +67,13 @@ _DETECT_MAX_SIDE = flags.DEFINE_integer(
     "detect_max_side", _FACE.detect_max_side,
     "Frames are downscaled to this longer side for detection; below 640 Haar misses faces of 1/10 of a 720p "
     "frame's height.")
+_DETECT_EVERY = flags.DEFINE_integer(
+    "detect_every", _TRACK.detect_every,
+    "Face tracks: the whole frame is searched every this many frames, the frames between only around each "
+    "tracked face (1: the whole frame every frame).")
+_TRACK_MAX_GAP = flags.DEFINE_integer(
+    "track_max_gap", _TRACK.max_gap,
+    "Face tracks: frames a face may go undetected and keep its track; one away longer is another person.")
 # Demo corpus size.
 _SEED = flags.DEFINE_integer("seed", _DEMO.seed, "demo: random seed; the corpus is a function of it.")
 _DEMO_TRAIN = flags.DEFINE_integer("demo_train", _DEMO.num_train, "demo: training recordings.")
@@ -97,9 +104,10 @@ def main(argv):
         cfg = convert.ConvertConfig(
             time_base=TimeBase(frame_step=_FRAME_STEP.value, sample_rate=_SAMPLE_RATE.value),
             face=FaceConfig(size=_FACE_SIZE.value, margin=_FACE_MARGIN.value, jpeg_quality=_JPEG_QUALITY.value,
-                            detector=_DETECTOR.value, detect_max_side=_DETECT_MAX_SIDE.value, align=_ALIGN.value),
+                            detector=_DETECTOR.value, detect_max_side=_DETECT_MAX_SIDE.value, align=_ALIGN.value,
+                            track=TrackConfig(detect_every=_DETECT_EVERY.value, max_gap=_TRACK_MAX_GAP.value)),
             modalities=tuple(_MODALITIES.value), max_length_mismatch=_MISMATCH.value)
-    except ValueError as e:  # the configs' own checks: flags that contradict each other or are out of range
+    except ValueError as e:  # a flag out of range or --face_align=eyes with haar: the config's message says so
         sys.exit(f"error: {e}")
     beam_options = None
     if _RUNNER.value == "beam":

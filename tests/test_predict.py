@@ -241,8 +241,9 @@ def test_csv_times_are_the_exact_frame_times_however_long_the_file(tmp_path):
 def test_the_face_detector_can_be_replaced_and_the_rest_of_the_crop_settings_stay(predictor):
     model = predictor("face")
     cfg = model.convert_config(face_detector="mediapipe")
-    assert cfg.face == C.FaceConfig(**{**model.description["face"], "detector": "mediapipe"})
-    assert model.convert_config().face == C.FaceConfig(**model.description["face"])
+    assert cfg.face == C.from_dict(C.FaceConfig, {**model.description["face"], "detector": "mediapipe"})
+    assert model.convert_config().face == C.from_dict(C.FaceConfig, model.description["face"])
+    assert cfg.face.track == C.TrackConfig()  # predict tracks faces as the converter did
     assert cfg.time_base == C.TimeBase() and cfg.modalities == ("face",)
 
 

@@ -61,12 +61,14 @@ class ConvertConfig:
 class Frame(typing.NamedTuple):
     """One 40 ms frame ready to write: audio ``(samples_per_frame,)`` float32 or None,
     the face crop's JPEG bytes or None, whether the face was found in this frame,
-    and labels ``(dims,)`` or None for unlabelled recordings."""
+    labels ``(dims,)`` or None for unlabelled recordings, and the number of face tracks
+    in the recording (``tracking``) where faces were tracked, else None."""
 
     audio: np.ndarray | None
     face_jpeg: bytes | None
     face_found: bool
     labels: np.ndarray | None
+    face_tracks: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +97,7 @@ class _Summary:
     label_names: tuple[str, ...]
     num_frames: int = 0
     faces_found: int = 0
+    face_tracks: int | None = None
     label_sum: np.ndarray | None = None
     label_sumsq: np.ndarray | None = None
     label_min: np.ndarray | None = None
@@ -103,6 +106,8 @@ class _Summary:
     def add(self, frame: Frame):
         self.num_frames += 1
         self.faces_found += bool(frame.face_found)
+        if frame.face_tracks is not None:
+            self.face_tracks = frame.face_tracks
         if frame.labels is not None:
             x = np.asarray(frame.labels, np.float64)
             if self.label_sum is None:
@@ -430,7 +435,9 @@ def _metadata(kept, summaries, plan, cfg, label_names, source) -> dict:
         entry = {"recording_id": s.recording_id, "partition": s.partition, "shard": os.path.basename(path),
                  "num_frames": s.num_frames}
         if "face" in cfg.modalities:
-            entry["face_found_ratio"] = s.faces_found / max(s.num_frames, 1)
+            entry["face_found_ratio"] = s.faces_found / max(s.num_frames, 1)  # the main track's coverage
+            if s.face_tracks is not None:
+                entry["face_tracks"] = s.face_tracks
         if s.label_sum is not None:
             entry["label_means"] = dict(zip(label_names, (s.label_sum / s.num_frames).tolist()))
         recordings.append(entry)

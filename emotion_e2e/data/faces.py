@@ -2,8 +2,8 @@
 lie level with ``FaceConfig.align="eyes"``), JPEG-encode.
 
 Frames are RGB ``(H, W, 3)`` uint8 throughout; crops are ``(size, size, 3)``
-uint8. ``face_crops`` streams one recording in constant memory: frames without
-a face hold the last box, frames before the first face get the first box.
+uint8. ``face_crops`` streams one recording's crops in constant memory, following one
+person: its face track (``tracking``), cut from a second decoding.
 """
 
 from __future__ import annotations
@@ -374,62 +374,51 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _close(it):
+def close_frames(it):
+    """Closes a frame iterator that can be closed (a decoder's generator)."""
     close = getattr(it, "close", None)
     if close is not None:
         close()
 
 
+class FaceCrops:
+    """``face_crops``' stream: iterating it yields ``(crop, face_found)`` per frame; once the
+    first crop is out, ``tracking`` holds the recording's ``tracking.Tracking`` and ``main`` its
+    main track."""
+
+    def __init__(self, open_frames, detector, cfg, source):
+        self._args = open_frames, detector, cfg, source
+        self.tracking = self.main = None
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, bool]]:
+        from emotion_e2e.data import tracking  # noqa: PLC0415 - tracking builds on this module
+
+        open_frames, detector, cfg, source = self._args
+        self.tracking = tracking.track_faces(open_frames, detector, cfg, source)  # pass 1: boxes only
+        self.main = tracking.main_track(self.tracking.tracks)
+        if self.main is None:
+            raise DataError(f"no face found in any of {self.tracking.num_frames} frames of {source}")
+        for (crop_found,) in tracking.track_crops(open_frames, [self.main], self.tracking.num_frames, cfg, source):
+            yield crop_found  # pass 2: (crop, face_found) of the main track
+
+
 def face_crops(open_frames: Callable[[], Iterator[np.ndarray]], detector: FaceDetector, cfg: FaceConfig,
-               source: str) -> Iterator[tuple[np.ndarray, bool]]:
+               source: str) -> FaceCrops:
     """``(crop, face_found)`` for every frame of one recording, in order; crop is ``(size, size, 3)`` uint8.
 
-    ``open_frames()`` yields the recording's RGB frames; it is called a second
-    time only if the first frames have no face, to re-decode those frames (so
-    no frame is ever buffered). ``source`` names the recording in errors.
+    One person is kept: the recording's faces are tracked (``tracking.track_faces`` with
+    ``cfg.track``, on a first decoding that keeps boxes only), and every crop is cut from the main
+    track's box (``tracking.main_track``) on a second decoding, so ``open_frames()``, which
+    yields the recording's RGB frames, is called twice and no frame is ever buffered.
+    ``face_found`` is 1 where the main track's face was detected; frames before its first
+    detection take its first box, frames after its last its last box, frames in its gaps the
+    box it carried. ``source`` names the recording in errors; DataError when no frame has a face.
     """
-    frames = iter(open_frames())
-    try:
-        leading = 0  # frames before the first face: counted, never kept
-        box = None
-        for frame in frames:
-            _check_frame(frame, source, leading + 1)
-            box = detector.detect(frame)
-            if box is not None:
-                first = crop_face(frame, box, cfg)
-                del frame  # hold no full frame while re-decoding the leading ones
-                break
-            leading += 1
-        if box is None:
-            raise DataError(f"no face found in any of {leading} frames of {source}")
-        if leading:
-            yield from _replay(open_frames, leading, box, cfg, source)
-        yield first, True
-        for i, frame in enumerate(frames, start=leading + 2):
-            _check_frame(frame, source, i)
-            found = detector.detect(frame)
-            box = box if found is None else found  # hold-last: the previous box on this frame
-            yield crop_face(frame, box, cfg), found is not None
-    finally:
-        _close(frames)
+    return FaceCrops(open_frames, detector, cfg, source)
 
 
-def _replay(open_frames, leading, box, cfg, source):
-    """Crops of the ``leading`` frames before the first face, re-decoded, with the first ``box``."""
-    replay = iter(open_frames())
-    try:
-        n = 0
-        for n, frame in zip(range(1, leading + 1), replay):  # range first: never pulls a frame too many
-            _check_frame(frame, source, n)
-            yield crop_face(frame, box, cfg), False
-    finally:
-        _close(replay)
-    if n < leading:
-        raise DataError(f"re-opening {source} gave {n} frames, but {leading} came before "
-                        f"the first face at frame {leading + 1}; the decoder is not deterministic")
-
-
-def _check_frame(frame, source, index):
+def check_frame(frame, source, index):
+    """DataError naming ``source`` and the 1-based frame ``index`` unless ``frame`` is RGB ``(H, W, 3)`` uint8."""
     try:
         _check_rgb(frame)
     except ValueError as e:

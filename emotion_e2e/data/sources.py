@@ -79,14 +79,17 @@ class MediaRecording(Recording):
         tb = cfg.time_base
         audio = (media.audio_frames(self.audio, tb, n) if "audio" in cfg.modalities
                  else itertools.repeat(None))
+        face_crops = None
         if "face" in cfg.modalities:
-            crops = faces.face_crops(lambda: media.video_frames(self.video, tb, n), _detector(cfg.face),
-                                     cfg.face, source=f"video {self.video} (recording {self.recording_id})")
+            source = f"video {self.video} (recording {self.recording_id})"
+            crops = face_crops = faces.face_crops(lambda: media.video_frames(self.video, tb, n), _detector(cfg.face),
+                                                  cfg.face, source=source)
         else:
             crops = itertools.repeat((None, False))
         for i, (a, (crop, found)) in enumerate(zip(audio, crops)):
             jpeg = None if crop is None else faces.encode_jpeg(crop, cfg.face.jpeg_quality)
-            yield Frame(a, jpeg, found, None if track is None else track.values[i])
+            yield Frame(a, jpeg, found, None if track is None else track.values[i],
+                        None if face_crops is None else len(face_crops.tracking.tracks))
 
 
 def _milliseconds_hint(track, lengths: dict[str, int], time_base) -> str:

@@ -85,3 +85,42 @@ def phone_portraits(count: int, height: int = 160, width: int = 120) -> list[np.
     """``count`` upright ``(height, width, 3)`` frames, taller than wide as a phone films a face,
     with the astronaut's face (45 % of the height) moving to the right from frame to frame."""
     return [portrait(0.45, height, width, at=(0.2 + 0.6 * k / max(count - 1, 1), 0.4))[0] for k in range(count)]
+
+
+# A face cut-out's margin around PATCH_FACE on each side, as a fraction of the face's side: the
+# head and some hair, so that two cut-outs overlap face on face when one passes the other.
+SPRITE_MARGIN = 0.45
+
+
+def face_sprite(face_px: int, mirror: bool = False, tint=None) -> tuple[np.ndarray, Box]:
+    """The astronaut's head cut from ``face_patch``, scaled so that her face is ``face_px`` wide,
+    mirrored left-right and/or its R, G, B multiplied by ``tint`` so that two copies differ;
+    and the face's box in it."""
+    p = face_patch()
+    m = round(SPRITE_MARGIN * PATCH_FACE.w)
+    x0, y0 = PATCH_FACE.x - m, max(PATCH_FACE.y - m, 0)
+    img = p[y0:PATCH_FACE.y + PATCH_FACE.h + m, x0:PATCH_FACE.x + PATCH_FACE.w + m]
+    fx, fy = PATCH_FACE.x - x0, PATCH_FACE.y - y0
+    if mirror:
+        img, fx = img[:, ::-1], img.shape[1] - fx - PATCH_FACE.w
+    if tint is not None:
+        img = np.clip(img * np.asarray(tint, np.float64), 0, 255).astype(np.uint8)
+    s = face_px / PATCH_FACE.w
+    img = cv2.resize(np.ascontiguousarray(img), (round(img.shape[1] * s), round(img.shape[0] * s)),
+                     interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    return img, Box(round(fx * s), round(fy * s), face_px, face_px)
+
+
+def draw_faces(height: int, width: int, placed) -> tuple[np.ndarray, list[Box]]:
+    """A ``(height, width, 3)`` frame on ``DARK_BACKGROUND`` with ``placed`` ``[(sprite, face box in
+    it, face x, face y), ...]`` drawn back to front (clipped at the border), and each face's box."""
+    frame = np.full((height, width, 3), DARK_BACKGROUND, np.uint8)
+    boxes = []
+    for img, face, x, y in placed:
+        px, py = x - face.x, y - face.y
+        xa, ya = max(px, 0), max(py, 0)
+        xb, yb = min(px + img.shape[1], width), min(py + img.shape[0], height)
+        if xa < xb and ya < yb:
+            frame[ya:yb, xa:xb] = img[ya - py:yb - py, xa - px:xb - px]
+        boxes.append(Box(x, y, face.w, face.h))
+    return frame, boxes

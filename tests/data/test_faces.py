@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.resources
 import pathlib
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase
+from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase, TrackConfig
 from emotion_e2e.data import faces, media
 from emotion_e2e.data.faces import Box, Detection, FaceDetector, HaarDetector, crop_face, face_crops
 from emotion_e2e.errors import DataError
@@ -379,7 +380,9 @@ def test_decode_jpeg_rejects_garbage():
 # ------------------------------------------------------------------ face_crops
 
 H, W = 360, 640
-FACE_AT = {3: (40, 20), 4: (70, 25), 5: (100, 30), 6: (300, 50)}  # 1-based frame → paste offset
+FACE_AT = {3: (40, 20), 4: (70, 25), 5: (100, 30), 6: (130, 35)}  # 1-based frame → paste offset
+# Full detection on every frame: the stub detectors below count calls as frames.
+EVERY_FRAME = dataclasses.replace(CFG, track=TrackConfig(detect_every=1))
 
 
 def _frame(i):
@@ -401,9 +404,9 @@ class Opener:
 
 def test_face_crops_holds_boxes_before_and_after_the_face(haar):
     opener = Opener(_frame, 8)
-    out = list(face_crops(opener, haar, CFG, "video x.mp4 (recording r)"))
+    out = list(face_crops(opener, haar, EVERY_FRAME, "video x.mp4 (recording r)"))
     assert [found for _, found in out] == [0, 0, 1, 1, 1, 1, 0, 0]
-    assert opener.calls == 2  # the 2 leading frames were re-decoded, not buffered
+    assert opener.calls == 2  # tracked on the first decoding, cropped from the second: nothing buffered
     boxes = {i: haar.detect(_frame(i)) for i in FACE_AT}
     for i, (x, y) in FACE_AT.items():
         assert iou(boxes[i], shift(PATCH_FACE, x, y)) > 0.5, (i, boxes[i])
@@ -413,10 +416,13 @@ def test_face_crops_holds_boxes_before_and_after_the_face(haar):
         np.testing.assert_array_equal(crop, crop_face(_frame(i), expected_box[i], CFG), err_msg=f"frame {i}")
 
 
-def test_face_crops_opens_once_when_the_first_frame_has_a_face(haar):
+def test_face_crops_finds_the_face_between_full_detections_in_a_window(haar):
+    # The default detects in the whole frame every 5th frame: frames 2-4 are searched around the track.
+    assert CFG.track.detect_every > 3
     opener = Opener(lambda i: _frame(i + 2), 4)
-    assert [found for _, found in face_crops(opener, haar, CFG, "r")] == [1, 1, 1, 1]
-    assert opener.calls == 1
+    crops = face_crops(opener, haar, CFG, "r")
+    assert [found for _, found in crops] == [1, 1, 1, 1]
+    assert opener.calls == 2 and crops.tracking.full_detections == 1
 
 
 def test_face_crops_without_any_face_is_an_error(haar):
@@ -441,10 +447,11 @@ def test_detector_interface_is_pluggable():
     with pytest.raises(TypeError):
         FaceDetector()
     frames = [np.full((40, 50, 3), i, np.uint8) for i in range(1, 6)]
-    out = list(face_crops(lambda: iter(frames), StubDetector({2, 4}), FaceConfig(size=24), "stub"))
+    cfg = dataclasses.replace(EVERY_FRAME, size=24)
+    out = list(face_crops(lambda: iter(frames), StubDetector({2, 4}), cfg, "stub"))
     assert [f for _, f in out] == [False, True, False, True, False]
     for frame, (crop, _) in zip(frames, out):
-        np.testing.assert_array_equal(crop, crop_face(frame, Box(10, 12, 20, 16), FaceConfig(size=24)))
+        np.testing.assert_array_equal(crop, crop_face(frame, Box(10, 12, 20, 16), cfg))
 
 
 def test_face_crops_streams_in_constant_memory():
@@ -466,14 +473,14 @@ def test_face_crops_streams_in_constant_memory():
     # A face from frame 10 on, missed in every 7th frame.
     det = StubDetector({i for i in range(first_face, n + 1) if i % 7})
     got = 0
-    for crop, found in face_crops(opener, det, FaceConfig(size=16), "long"):
+    for crop, found in face_crops(opener, det, dataclasses.replace(EVERY_FRAME, size=16), "long"):
         got += 1
-        # Lazy: frames up to the first face are pulled (and dropped) before anything is handed
-        # out and then re-decoded; after that exactly one frame is pulled per crop handed out.
-        assert stats["pulled"] == got + (first_face if got < first_face else first_face - 1)
+        # Every frame is pulled (and dropped) by the tracking pass before anything is handed
+        # out; then the recording is decoded again, one frame pulled per crop handed out.
+        assert stats["pulled"] == n + got
         assert crop.shape == (16, 16, 3)
     assert got == n and opener.calls == 2
-    assert stats["pulled"] == n + first_face - 1
+    assert stats["pulled"] == 2 * n
     assert stats["max_alive"] <= 3, stats
 
 
@@ -484,8 +491,9 @@ def test_face_crops_fails_if_reopening_gives_fewer_frames():
         calls.append(1)
         return iter([np.zeros((8, 8, 3), np.uint8)] * (4 if len(calls) == 1 else 1))
 
-    with pytest.raises(DataError, match="re-opening src gave 1 frames, but 3 came before the first face at frame 4"):
-        list(face_crops(open_frames, StubDetector({4}), FaceConfig(size=8), "src"))
+    with pytest.raises(DataError, match="re-opening src gave 1 frames, but the first pass decoded 4; the decoder "
+                                        "is not deterministic"):
+        list(face_crops(open_frames, StubDetector({4}), dataclasses.replace(EVERY_FRAME, size=8), "src"))
 
 
 def test_face_crops_names_source_and_frame_of_a_bad_frame():

@@ -1,5 +1,6 @@
 """Real media through the whole converter: RECOLA layout, manifests, bad input, the CLIs."""
 
+import dataclasses
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import pytest
 
 from disk_fixtures import one_line_error, snapshot
 from emotion_e2e import locking
-from emotion_e2e.config import InputConfig, ReaderConfig
+from emotion_e2e.config import InputConfig, ReaderConfig, TrackConfig
 from emotion_e2e.data import convert, faces, reader, sources
 from emotion_e2e.errors import ConfigError, DataError
 from face_fixtures import face_patch, paste, phone_portraits
@@ -185,7 +186,9 @@ def test_manifest_with_missed_faces_audio_from_video_and_labels_at_10_hz(tmp_pat
     np.testing.assert_allclose(a["labels"][:, 0], np.interp(grid, np.arange(13) / 10, np.sin(np.arange(13) / 10)),
                                atol=1e-6)
     rec = {r["recording_id"]: r for r in meta["recordings"]}
-    assert rec["rec_a"]["face_found_ratio"] == pytest.approx(1 - 4 / N)
+    assert rec["rec_a"]["face_found_ratio"] == pytest.approx(1 - 4 / N)  # the main track's coverage
+    assert rec["rec_a"]["face_tracks"] == rec["rec_b"]["face_tracks"] == 1  # the gap is bridged: one person
+    assert meta["face"]["track"] == dataclasses.asdict(TrackConfig())  # predict must track as the converter did
 
 
 def test_manifest_audio_only_corpus(tmp_path):
@@ -291,11 +294,14 @@ def run(*args, **kw):
 def test_prepare_and_inspect_cli_on_the_demo_source(tmp_path):
     out = tmp_path / "demo"
     r = run("emotion_e2e.prepare", "--source=demo", f"--output_dir={out}", "--demo_train=2", "--demo_dev=1",
-            "--demo_seconds=2", "--workers=2")
+            "--demo_seconds=2", "--workers=2", "--detect_every=3", "--track_max_gap=10")
     assert r.returncode == 0, r.stderr
     assert "train: 2 recordings, 100 frames" in r.stdout and "dev: 1 recordings, 50 frames" in r.stdout
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["source"] == "demo" and meta["partitions"]["dev"]["face_found_ratio"] == 1.0
+    # The track settings are recorded; the demo's recordings are crops already: nothing is tracked.
+    assert (meta["face"]["track"]["detect_every"], meta["face"]["track"]["max_gap"]) == (3, 10)
+    assert all("face_tracks" not in e for e in meta["recordings"])
     r = run("emotion_e2e.inspect_records", str(out / "dev-*.tfrecord"), f"--csv={tmp_path / 'f.csv'}")
     assert r.returncode == 0, r.stderr
     assert "dev_000" in r.stdout and "1 recordings, 50 frames" in r.stdout
@@ -311,6 +317,14 @@ def test_prepare_and_inspect_cli_on_the_demo_source(tmp_path):
     r = run("emotion_e2e.prepare", "--source=manifest", f"--input={tmp_path / 'missing.csv'}",
             f"--output_dir={tmp_path / 'm'}")
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: cannot read manifest")
+
+
+def test_prepare_refuses_a_face_track_flag_out_of_range_in_one_line(tmp_path):
+    r = run("emotion_e2e.prepare", "--source=demo", f"--output_dir={tmp_path / 'out'}", "--detect_every=0")
+    assert r.returncode == 1 and not (tmp_path / "out").exists()
+    assert r.stderr.strip().splitlines() == ["error: TrackConfig: need detect_every >= 1, max_gap >= 0, "
+                                             "search_scale >= 1. Received: detect_every=0, max_gap=25, "
+                                             "search_scale=2.0"]
 
 
 def test_interrupted_conversion_leaves_no_shard_and_reruns_cleanly(tmp_path):
