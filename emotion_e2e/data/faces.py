@@ -294,8 +294,8 @@ def crop_face(rgb: np.ndarray, box: Box, cfg: FaceConfig, eyes: np.ndarray | Non
     eye]`` in full-frame pixels), the same square is cut from the frame rotated about the box's
     centre by the eye line's angle, so that the eyes lie level in the crop (any roll; upright
     eyes give the unaligned crop). Without ``eyes``, or with ``align == "none"``, it is upright.
-    A frame whose face was not found is cropped with the box held from another frame, and with
-    the eyes of that same detection.
+    A frame whose face was not found is turned by the eyes held from a detection of another
+    frame, as its box is (``tracking.Track.eyes_at``).
     """
     _check_rgb(rgb)
     side = max(1, round((1 + cfg.margin) * max(box.w, box.h)))

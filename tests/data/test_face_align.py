@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from emotion_e2e import export
-from emotion_e2e.config import FACE_ALIGNMENTS, FaceConfig, TrainConfig, from_dict
+from emotion_e2e.config import FACE_ALIGNMENTS, FaceConfig, TrackConfig, TrainConfig, from_dict
 from emotion_e2e.data import convert, faces, metadata
 from emotion_e2e.data.faces import Box, crop_face
 from emotion_e2e.errors import ConfigError, DataError
@@ -299,3 +299,32 @@ def test_metadata_written_before_alignment_existed_reads_as_unaligned(tmp_path):
         convert.convert([FakeRecording("dev_a", "dev", index=2)], dataclasses.replace(CFG, face=EYES), str(tmp_path))
     meta = convert.convert([FakeRecording("dev_a", "dev", index=2)], CFG, str(tmp_path))
     assert sorted(meta["partitions"]) == ["dev", "test", "train"] and meta["face"]["align"] == "none"
+
+
+@pytest.mark.parametrize("degrees", [20, -20])
+def test_face_crops_turn_every_frame_by_the_main_tracks_eyes_held_where_it_was_not_found(mediapipe_detector,
+                                                                                        degrees):
+    # The recording: the face rolled in frames 2-4 and 7; frames 1, 5 and 6 dark on the tracking
+    # pass (no face: before the first detection, then a gap). The crop pass decodes the face, with
+    # markers on her true eyes, in every frame, so the crops of the frames without a detection
+    # show which eyes they were turned by: the first detection's, then the last one's.
+    frame, true_eyes = rolled_portrait(degrees, 2)
+    dark = np.full_like(frame, DARK_BACKGROUND)
+    marked = mark(frame, [(true_eyes[0], RED), (true_eyes[1], BLUE)], radius=3)
+    tracked = [dark, frame, frame, frame, dark, dark, frame]
+    passes = []
+
+    def open_frames():
+        passes.append(len(passes) + 1)
+        return iter(tracked if len(passes) == 1 else [marked] * len(tracked))
+
+    for align in FACE_ALIGNMENTS:
+        passes.clear()
+        cfg = FaceConfig(detector="mediapipe", align=align, track=TrackConfig(detect_every=1))
+        out = list(faces.face_crops(open_frames, mediapipe_detector, cfg, "clip"))
+        assert passes == [1, 2] and [found for _, found in out] == [False, True, True, True, False, False, True]
+        rolls = [roll_degrees([centroid(crop, RED), centroid(crop, BLUE)]) for crop, _ in out]
+        if align == "eyes":
+            assert max(map(abs, rolls)) < 3, rolls
+        else:
+            assert min(map(abs, rolls)) > 18, rolls
