@@ -66,6 +66,11 @@ class TimeBase:
 
 
 FACE_DETECTORS = ("yunet", "haar", "mediapipe")
+# Detectors that give no eye landmarks, which FaceConfig.align="eyes" needs.
+FACE_DETECTORS_WITHOUT_EYES = ("haar",)
+# "none": the square is cut upright from the frame; "eyes": the frame is first rotated about the
+# box's centre so that the detector's eye landmarks lie level (docs/design.md §3).
+FACE_ALIGNMENTS = ("none", "eyes")
 # How the converter picks the one person it keeps among a recording's face tracks (the main track):
 # "most_found", the track found in the most frames, ties broken by the larger mean box area.
 MAIN_TRACK_RULES = ("most_found",)
@@ -129,6 +134,9 @@ class FaceConfig:
     # the Haar cascade's 24 px window and too small for YuNet, and neither finds it; at 640 it
     # is 36 px, and 640×480 webcam frames are searched at full size (benchmark --suite=faces).
     detect_max_side: int = 640
+    # One of FACE_ALIGNMENTS. "none" by default: the paper's crops are not aligned, so the
+    # network must learn heads as they roll (docs/design.md §3).
+    align: str = "none"
     # Faces are tracked across frames and the crops follow one track (the main track): recorded
     # with the crop settings because predict must track as the converter did.
     track: TrackConfig = TrackConfig()
@@ -141,6 +149,12 @@ class FaceConfig:
             _fail(type(self), f"detector must be one of {FACE_DETECTORS}. Received: detector={self.detector!r}")
         if self.detect_max_side < 32:
             _fail(type(self), f"detect_max_side must be >= 32. Received: {self.detect_max_side}")
+        if self.align not in FACE_ALIGNMENTS:
+            _fail(type(self), f"align must be one of {FACE_ALIGNMENTS}. Received: align={self.align!r}")
+        if self.align == "eyes" and self.detector in FACE_DETECTORS_WITHOUT_EYES:
+            with_eyes = tuple(d for d in FACE_DETECTORS if d not in FACE_DETECTORS_WITHOUT_EYES)
+            _fail(type(self), f"align='eyes' needs the eye landmarks of detector {' or '.join(with_eyes)}; "
+                              f"{self.detector} gives none. Received: detector={self.detector!r}, align='eyes'")
 
 
 AUGMENT_PER = ("frame", "window")

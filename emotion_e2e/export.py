@@ -22,7 +22,7 @@ projection hoisted) with its LSTMs' state exposed (``with_recurrent_state``):
   the chunk's last frame under the same names. Carrying the state from one chunk into the next
   gives the outputs of one ``serving_default`` call on the whole sequence.
 
-The time base and the face crop settings (size, margin, JPEG quality, detector) in
+The time base and the face crop settings (size, margin, JPEG quality, detector, alignment) in
 emotion_e2e.json come from the data's metadata.json, so a client cuts faces as the training data
 was cut; when the run's data directory is gone they are the default 40 ms frame step with
 config.json's samples per frame and FaceConfig's defaults with its face size, and the export

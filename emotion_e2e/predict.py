@@ -189,8 +189,15 @@ class Predictor:
     def convert_config(self, face_detector: str | None = None,
                        max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH) -> ConvertConfig:
         """The converter's settings for the model's inputs: its time base, modalities and the
-        training data's face crops (``face_detector`` replaces the detector)."""
-        face = self.face if face_detector is None else dataclasses.replace(self.face, detector=face_detector)
+        training data's face crops (``face_detector`` replaces the detector). ConfigError when the
+        data's crops were aligned on the eyes and ``face_detector`` gives none."""
+        face = self.face
+        if face_detector is not None:
+            try:
+                face = dataclasses.replace(face, detector=face_detector)
+            except ValueError as e:
+                raise ConfigError(f"--face_detector={face_detector}: the training data's face crops of "
+                                  f"{self.source} were cut with align={face.align!r}: {e}") from None
         return ConvertConfig(time_base=self.time_base, face=face, modalities=self.modalities,
                              max_length_mismatch=max_length_mismatch)
 

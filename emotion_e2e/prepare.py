@@ -22,7 +22,7 @@ import sys
 
 from absl import app, flags
 
-from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase, TrackConfig
+from emotion_e2e.config import FACE_ALIGNMENTS, FACE_DETECTORS, FaceConfig, TimeBase, TrackConfig
 from emotion_e2e.data import convert, demo, metadata, sources
 from emotion_e2e.errors import ConfigError, DataError
 
@@ -60,6 +60,9 @@ _DETECTOR = flags.DEFINE_enum("face_detector", _FACE.detector, list(FACE_DETECTO
                               "yunet: OpenCV Zoo's YuNet (its model inside this package); haar: OpenCV's "
                               "bundled cascade; mediapipe: MediaPipe's full-range model (needs the mediapipe "
                               "extra).")
+_ALIGN = flags.DEFINE_enum("face_align", _FACE.align, list(FACE_ALIGNMENTS),
+                           "none: the square is cut upright; eyes: turned about the face box's centre so that "
+                           "the detector's eyes lie level (yunet or mediapipe; haar gives no eyes).")
 _DETECT_MAX_SIDE = flags.DEFINE_integer(
     "detect_max_side", _FACE.detect_max_side,
     "Frames are downscaled to this longer side for detection; below 640 Haar misses faces of 1/10 of a 720p "
@@ -101,10 +104,10 @@ def main(argv):
         cfg = convert.ConvertConfig(
             time_base=TimeBase(frame_step=_FRAME_STEP.value, sample_rate=_SAMPLE_RATE.value),
             face=FaceConfig(size=_FACE_SIZE.value, margin=_FACE_MARGIN.value, jpeg_quality=_JPEG_QUALITY.value,
-                            detector=_DETECTOR.value, detect_max_side=_DETECT_MAX_SIDE.value,
+                            detector=_DETECTOR.value, detect_max_side=_DETECT_MAX_SIDE.value, align=_ALIGN.value,
                             track=TrackConfig(detect_every=_DETECT_EVERY.value, max_gap=_TRACK_MAX_GAP.value)),
             modalities=tuple(_MODALITIES.value), max_length_mismatch=_MISMATCH.value)
-    except ValueError as e:  # a flag out of its range: the config's own message names it and its value
+    except ValueError as e:  # a flag out of range or --face_align=eyes with haar: the config's message says so
         sys.exit(f"error: {e}")
     beam_options = None
     if _RUNNER.value == "beam":

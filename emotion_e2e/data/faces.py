@@ -1,4 +1,5 @@
-"""Face crops (docs/design.md §3): detect, crop a square with margin, JPEG-encode.
+"""Face crops (docs/design.md §3): detect, crop a square with margin (turned so that the eyes
+lie level with ``FaceConfig.align="eyes"``), JPEG-encode.
 
 Frames are RGB ``(H, W, 3)`` uint8 throughout; crops are ``(size, size, 3)``
 uint8. ``face_crops`` streams one recording's crops in constant memory, following one
@@ -285,24 +286,75 @@ def make_detector(cfg: FaceConfig) -> FaceDetector:
     return DETECTORS[cfg.detector](cfg)
 
 
-def crop_face(rgb: np.ndarray, box: Box, cfg: FaceConfig) -> np.ndarray:
+def crop_face(rgb: np.ndarray, box: Box, cfg: FaceConfig, eyes: np.ndarray | None = None) -> np.ndarray:
     """The ``(cfg.size, cfg.size, 3)`` uint8 square of side ``(1 + margin)·max(w, h)`` centred on ``box``.
 
-    Parts of the square outside the frame are black, so the face stays centred.
+    Parts of the square outside the frame are black, so the face stays centred. With
+    ``cfg.align == "eyes"`` and ``eyes`` given (a ``Detection``'s ``(2, 2)`` ``[right eye, left
+    eye]`` in full-frame pixels), the same square is cut from the frame rotated about the box's
+    centre by the eye line's angle, so that the eyes lie level in the crop (any roll; upright
+    eyes give the unaligned crop). Without ``eyes``, or with ``align == "none"``, it is upright.
+    A frame whose face was not found is turned by the eyes held from a detection of another
+    frame, as its box is (``tracking.Track.eyes_at``).
     """
     _check_rgb(rgb)
-    H, W = rgb.shape[:2]
     side = max(1, round((1 + cfg.margin) * max(box.w, box.h)))
     x0 = round(box.x + box.w / 2 - side / 2)
     y0 = round(box.y + box.h / 2 - side / 2)
+    if cfg.align == "eyes" and eyes is not None:
+        return _aligned_crop(rgb, x0, y0, side, _eye_angle(eyes), cfg.size)
+    H, W = rgb.shape[:2]
     square = np.zeros((side, side, 3), np.uint8)
     xa, xb, ya, yb = max(x0, 0), min(x0 + side, W), max(y0, 0), min(y0 + side, H)
     if xa < xb and ya < yb:
         square[ya - y0:yb - y0, xa - x0:xb - x0] = rgb[ya:yb, xa:xb]
-    if side == cfg.size:
+    return _resize(square, cfg.size)
+
+
+def _resize(square: np.ndarray, size: int) -> np.ndarray:
+    """``square`` resized to ``(size, size)``: area averaging when shrinking, bilinear when enlarging."""
+    side = square.shape[0]
+    if side == size:
         return square
-    interp = cv2.INTER_AREA if side > cfg.size else cv2.INTER_LINEAR
-    return cv2.resize(square, (cfg.size, cfg.size), interpolation=interp)
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(square, (size, size), interpolation=interp)
+
+
+def _eye_angle(eyes) -> float:
+    """The angle in radians of the line from the subject's right eye to the left one, in image
+    coordinates (y down): 0 for upright eyes, positive when the left eye is lower."""
+    eyes = np.asarray(eyes, np.float64)
+    if eyes.shape != (2, 2) or not np.isfinite(eyes).all():
+        raise ValueError(f"eyes must be a finite (2, 2) array [[x, y] of the right eye, [x, y] of the left eye]. "
+                         f"Received: {eyes.tolist()}")
+    (rx, ry), (lx, ly) = eyes
+    return math.atan2(ly - ry, lx - rx)
+
+
+def _aligned_crop(rgb: np.ndarray, x0: int, y0: int, side: int, angle: float, size: int) -> np.ndarray:
+    """The ``(size, size, 3)`` crop of the ``side``-pixel square at ``(x0, y0)`` of ``rgb``, the
+    frame rotated by ``-angle`` about the square's centre first (black outside the frame).
+
+    One affine warp maps each output pixel to the frame: the square's pixel ``q`` (as the
+    upright crop indexes it) lies at ``centre + R(angle)·(q - centre)``. ``cv2.warpAffine`` has
+    no area averaging, so a shrinking crop is warped at ``side`` pixels and then shrunk as the
+    upright one is (a bilinear warp straight to ``size`` would alias: it samples 4 of the
+    ``(side/size)²`` pixels each output pixel covers); an enlarging one is warped straight to
+    ``size``, bilinear like the upright resize. At angle 0 the warp lands on whole pixels, so the
+    crop is the upright one.
+    """
+    out = size if side <= size else side
+    scale = side / out  # frame pixels per output pixel
+    cos, sin = math.cos(angle), math.sin(angle)
+    cx, cy = x0 + side / 2 - 0.5, y0 + side / 2 - 0.5  # the square's centre, in pixel-centre coordinates
+    # Output pixel u (per axis) is the square's sub-pixel scale·(u + 0.5) - 0.5 (cv2.resize's
+    # mapping), i.e. scale·u + offset from the square's centre.
+    offset = scale / 2 - side / 2
+    matrix = np.array([[cos * scale, -sin * scale, cx + (cos - sin) * offset],
+                       [sin * scale, cos * scale, cy + (sin + cos) * offset]])
+    square = cv2.warpAffine(rgb, matrix, (out, out), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return _resize(square, size)
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:

@@ -27,6 +27,9 @@ FILENAME = "metadata.json"
 VERSION = 2
 BACKUP = ".backup"  # the replaced shards during a commit, and the journal
 JOURNAL = "journal.json"
+# Face crop settings ("face", FaceConfig's fields) added since files of this version were first
+# written, with the value their crops were cut with: a file without them reads as having them.
+FACE_SETTINGS_ADDED = {"align": "none"}
 
 
 def path(directory: str) -> str:
@@ -34,7 +37,8 @@ def path(directory: str) -> str:
 
 
 def read(directory: str, missing_ok: bool = False) -> dict | None:
-    """The metadata of the converted corpus in ``directory``, in the version 2 layout.
+    """The metadata of the converted corpus in ``directory``, in the version 2 layout (with every
+    ``FACE_SETTINGS_ADDED``).
 
     Raises DataError naming the file when it is missing (unless ``missing_ok``:
     then None), not valid JSON (e.g. truncated), of another schema or metadata
@@ -64,6 +68,8 @@ def read(directory: str, missing_ok: bool = False) -> dict | None:
         raise DataError(f"{p}: metadata_version {version!r}, this code reads versions 1 and {VERSION}: "
                         f"re-run emotion_e2e.prepare")
     _check_names(p, meta)
+    if isinstance(meta.get("face"), dict):
+        meta["face"] = {**FACE_SETTINGS_ADDED, **meta["face"]}
     return meta
 
 

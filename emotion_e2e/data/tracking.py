@@ -72,6 +72,15 @@ class Track:
         k = min(max(frame, self.first), self.last) - self.first
         return Box(*(int(v) for v in self.boxes[k]))
 
+    def eyes_at(self, frame: int) -> np.ndarray | None:
+        """The ``(2, 2)`` eyes the crop of 1-based ``frame`` is turned by (``FaceConfig.align``
+        "eyes"): those of the track's last detection at or before it, held like ``box`` (before
+        the track's first frame its first detection's, after its last its last's); None for a
+        detector without landmarks."""
+        k = min(max(frame, self.first), self.last) - self.first
+        known = np.flatnonzero(np.isfinite(self.eyes[:k + 1]).all(axis=(1, 2)))
+        return self.eyes[known[-1]] if len(known) else None
+
     def found_at(self, frame: int) -> bool:
         """Whether the face was detected in 1-based ``frame`` (False outside the track's life)."""
         return self.first <= frame <= self.last and bool(self.found[frame - self.first])
@@ -309,9 +318,9 @@ def track_crops(open_frames: Callable[[], Iterator[np.ndarray]], tracks: Sequenc
                 ) -> Iterator[tuple[tuple[np.ndarray | None, bool], ...]]:
     """Per frame of the recording, in order, ``(crop, found)`` for each of ``tracks``: the
     ``(cfg.size, cfg.size, 3)`` uint8 crop of the track's box (``Track.box``: its first box
-    before its life, its last after it, the carried one in its gaps) and whether the face was
-    detected there. With ``life_only`` the crop is None outside the track's ``first..last``
-    (nothing is cut for a track that is not alive).
+    before its life, its last after it, the carried one in its gaps; turned by ``Track.eyes_at``
+    with ``cfg.align`` "eyes") and whether the face was detected there. With ``life_only`` the
+    crop is None outside the track's ``first..last`` (nothing is cut for a track not alive).
 
     ``open_frames()`` decodes the recording again (one frame alive at a time); DataError when
     it gives fewer than the ``num_frames`` that ``track_faces`` decoded.
@@ -321,7 +330,8 @@ def track_crops(open_frames: Callable[[], Iterator[np.ndarray]], tracks: Sequenc
         n = 0
         for n, frame in zip(range(1, num_frames + 1), frames):  # range first: never pulls a frame too many
             check_frame(frame, source, n)
-            yield tuple((None if life_only and not t.first <= n <= t.last else crop_face(frame, t.box(n), cfg),
+            yield tuple((None if life_only and not t.first <= n <= t.last
+                         else crop_face(frame, t.box(n), cfg, t.eyes_at(n) if cfg.align == "eyes" else None),
                          t.found_at(n)) for t in tracks)
     finally:
         close_frames(frames)

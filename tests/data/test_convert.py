@@ -302,6 +302,7 @@ def test_a_partition_mixing_labelled_and_unlabelled_recordings_is_refused(tmp_pa
     ("time_base", TimeBase(frame_step=0.02, sample_rate=SPF * 50)),
     ("modalities", ("audio",)),
     ("face", FaceConfig(size=32)),
+    ("face", FaceConfig(align="eyes")),
 ])
 def test_kept_partitions_converted_with_other_settings_are_refused_before_converting(tmp_path, setting, value):
     convert.convert(corpus(), CFG, str(tmp_path))
