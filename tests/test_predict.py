@@ -205,28 +205,32 @@ def test_chunks_equal_one_whole_file_call(predictor, files, name, file):
     np.testing.assert_allclose(chunked[LABELS], whole[LABELS], rtol=0, atol=TOLERANCE)
 
 
-def test_frames_are_decoded_one_chunk_ahead_at_most(predictor, files, monkeypatch):
-    """What keeps memory constant: when the model runs on a chunk, the media has been decoded up
-    to that chunk's last frame and no further (the RSS test below measures the consequence)."""
+@pytest.mark.parametrize("faces", ["main", "all"])
+def test_frames_are_decoded_one_chunk_ahead_at_most(predictor, files, monkeypatch, faces):
+    """What keeps memory constant: the first decoding tracks the faces (boxes only); when the
+    model runs on a chunk, the second decoding, which cuts the crops, has reached that chunk's
+    last frame and no further (the RSS test below measures the consequence)."""
     model = predictor("multimodal")
-    decoded, fed = [0], []
+    decoded, fed = [], []  # frames decoded by each decoding
     original_frames, original_stream = media.video_frames, model.stream
 
     def counting_frames(*args, **kwargs):
+        decoded.append(0)
         for frame in original_frames(*args, **kwargs):
-            decoded[0] += 1
+            decoded[-1] += 1
             yield frame
 
     def stream(x, state):
-        fed.append((x["face"].shape[1], decoded[0]))
+        fed.append((x["face"].shape[1], decoded[-1], len(decoded)))
         return original_stream(x, state)
 
     monkeypatch.setattr(media, "video_frames", counting_frames)
     monkeypatch.setattr(model, "stream", stream)
-    n = len(predict.predict_file(model, files["talk_30fps"], chunk_seconds=0.2))
-    sizes = [size for size, _ in fed]
+    n = len(predict.predict_file(model, files["talk_30fps"], chunk_seconds=0.2, faces=faces))
+    sizes = [size for size, _, _ in fed]
     assert sizes == [5] * (n // 5) + ([n % 5] if n % 5 else [])
-    assert [seen for _, seen in fed] == np.cumsum(sizes).tolist()
+    assert [seen for _, seen, _ in fed] == np.cumsum(sizes).tolist()
+    assert {decodings for _, _, decodings in fed} == {2} and decoded[0] == n
 
 
 def test_csv_times_are_the_exact_frame_times_however_long_the_file(tmp_path):
