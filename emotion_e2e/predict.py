@@ -18,10 +18,16 @@ Writes ``OUTPUT_DIR/<input file stem>.csv``: ``time`` (the end of frame i, frame
 one column per label dimension and, for a model that uses faces, ``face_found`` (1 when a face
 was detected in the frame, 0 when the last box was held); with ``--plot`` also
 ``OUTPUT_DIR/<stem>.png``. Any stem is kept as it is, but one that is empty or starts with '.'
-is refused before any work: its outputs would be hidden files. In Python::
+is refused before any work: its outputs would be hidden files.
+
+``--faces=all`` predicts every face track of the file instead of the main one, each with its own
+LSTM state and the same (the room's) audio: the CSV gets a ``track`` column (rows sorted by
+track, then time, over each track's life), the track's box ``x, y, w, h`` and the detector's
+``confidence``. In Python::
 
     from emotion_e2e.predict import predict_file
     table = predict_file("models/emotion", "talk.mp4")   # pandas DataFrame indexed by time
+    people = predict_file("models/emotion", "talk.mp4", faces="all")   # indexed by (track, time)
 """
 
 from __future__ import annotations
