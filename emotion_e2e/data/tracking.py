@@ -24,7 +24,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from emotion_e2e.config import FaceConfig, TrackConfig
-from emotion_e2e.data.faces import Box, Detection, FaceDetector, check_frame, close_frames, crop_face
+from emotion_e2e.data.faces import Box, Detection, FaceDetector, check_frame, close_frames, crop_face, level_eyes
 from emotion_e2e.errors import DataError
 
 # Two detections overlapping more than this are one face found twice (by the windows of two
@@ -300,6 +300,9 @@ def track_faces(open_frames: Callable[[], Iterator[np.ndarray]], detector: FaceD
             else:
                 detections = _window_detections(frame, tracker.predicted(i), detector, track.search_scale,
                                                 cfg.detect_max_side)
+            if cfg.align == "eyes" and detector.level_on_turned_square:  # the crops are turned by the eyes
+                detections = [d if d.eyes is None else d._replace(eyes=level_eyes(frame, d.box, d.eyes, detector, cfg))
+                              for d in detections]
             tracker.step(detections, may_start=whole)
     finally:
         close_frames(frames)
