@@ -284,7 +284,9 @@ def track_faces(open_frames: Callable[[], Iterator[np.ndarray]], detector: FaceD
 
     With ``track = cfg.track``, frame ``i`` (1-based) is searched whole when
     ``(i - 1) % track.detect_every == 0``, else in the windows around the live tracks'
-    predicted boxes (downscaled like the whole frame, by ``cfg.detect_max_side``).
+    predicted boxes (downscaled like the whole frame, by ``cfg.detect_max_side``). With
+    ``cfg.align`` "eyes" and a detector whose ``level_on_turned_square`` is set (YuNet), each
+    detection's eyes are levelled first (``faces.level_eyes``), so the tracks hold those.
     """
     track = cfg.track
     tracker = Tracker(track)
