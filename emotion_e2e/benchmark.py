@@ -379,11 +379,7 @@ def face_detection(frames: int, workdir: str) -> list[tuple[str, str, list[float
 
     from emotion_e2e.config import FaceConfig, TimeBase  # noqa: PLC0415
     from emotion_e2e.data import faces, media  # noqa: PLC0415
-
-    def iou(a, b):
-        iw = max(0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
-        ih = max(0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
-        return iw * ih / (a.w * a.h + b.w * b.h - iw * ih)
+    from emotion_e2e.data.tracking import iou  # noqa: PLC0415
 
     cfg = FaceConfig()
     short = faces.MediaPipeDetector(cfg, model_selection=faces.MEDIAPIPE_SHORT_RANGE)

@@ -174,6 +174,12 @@ def _frame(x: np.ndarray, spf: int) -> np.ndarray:
     return out
 
 
+def _exact_step(time_base: TimeBase) -> Fraction:
+    """The frame step as an exact fraction of a second (0.04 -> exactly 1/25), so frame boundaries
+    compare exactly with sample and frame times."""
+    return Fraction(time_base.frame_step).limit_denominator(1_000_000)
+
+
 def _check_finite(path, block: np.ndarray, offset: int, rate: int, time_base: TimeBase):
     """DataError naming ``path``, the first NaN or infinite sample of ``block`` (channels, samples),
     whose first sample is the file's sample ``offset`` (0-based) at ``rate``, its time and the
@@ -184,7 +190,7 @@ def _check_finite(path, block: np.ndarray, offset: int, rate: int, time_base: Ti
         return
     k = int(np.argmin(finite))
     index = offset + k
-    step = Fraction(time_base.frame_step).limit_denominator(1_000_000)
+    step = _exact_step(time_base)
     frame = int(Fraction(index, rate) // step) + 1
     value = block[:, k][~np.isfinite(block[:, k])][0]
     raise DataError(f"{path}: audio sample {index + 1} at {index / rate:.4f} s, in frame {frame}, is {value}: "
@@ -344,7 +350,7 @@ def video_frames(path, time_base: TimeBase, num_frames: int | None = None) -> It
     are the displayed height and width.
     """
     n = time_base.frames_in(video_duration(path)) if num_frames is None else num_frames
-    step = Fraction(time_base.frame_step).limit_denominator(1_000_000)  # 0.04 -> exactly 1/25
+    step = _exact_step(time_base)
     held, rgb, i = None, None, 1
 
     def to_rgb(decoded):

@@ -17,6 +17,7 @@ O(frames × tracks) small numbers.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Iterator, Sequence
 
 import cv2
@@ -24,7 +25,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from emotion_e2e.config import FaceConfig, TrackConfig
-from emotion_e2e.data.faces import Box, Detection, FaceDetector, check_frame, close_frames, crop_face, level_eyes
+from emotion_e2e.data.faces import (Box, Detection, FaceDetector, check_frame, close_frames, crop_face,
+                                    largest_first, level_eyes)
 from emotion_e2e.errors import DataError
 
 # Two detections overlapping more than this are one face found twice (by the windows of two
@@ -77,9 +79,15 @@ class Track:
         "eyes"): those of the track's last detection at or before it, held like ``box`` (before
         the track's first frame its first detection's, after its last its last's); None for a
         detector without landmarks."""
-        k = min(max(frame, self.first), self.last) - self.first
-        known = np.flatnonzero(np.isfinite(self.eyes[:k + 1]).all(axis=(1, 2)))
-        return self.eyes[known[-1]] if len(known) else None
+        k = self._held_eyes[min(max(frame, self.first), self.last) - self.first]
+        return self.eyes[k] if k >= 0 else None
+
+    @functools.cached_property
+    def _held_eyes(self) -> np.ndarray:
+        """Per row, the row of the last detection with eyes at or before it (-1 before any): computed
+        once, so a crop per frame does not search back through the track."""
+        rows = np.arange(len(self.found))
+        return np.maximum.accumulate(np.where(np.isfinite(self.eyes).all(axis=(1, 2)), rows, -1))
 
     def found_at(self, frame: int) -> bool:
         """Whether the face was detected in 1-based ``frame`` (False outside the track's life)."""
@@ -180,7 +188,7 @@ class _Live:
 def _distinct(detections: Sequence[Detection]) -> list[Detection]:
     """``detections`` without the ones overlapping a larger one by more than ``DUPLICATE_IOU``."""
     kept = []
-    for d in sorted(detections, key=lambda d: -d.box.w * d.box.h):
+    for d in largest_first(detections):
         if all(iou(d.box, k.box) <= DUPLICATE_IOU for k in kept):
             kept.append(d)
     return kept
