@@ -22,14 +22,18 @@ faces: the share of frames in which each face detector finds a real face (scikit
 astronaut on a flat dark background, H.264-coded and decoded like any recording), by face
 height (1/10 to 1/2 of the frame height) and resolution (640×480, 1280×720), and ms per
 frame; the configurations shipped before (MediaPipe's short-range model, Haar at 320 px),
-YuNet at 320 px and short-range-then-full-range MediaPipe for comparison; and what each
-detector adds to an install (model file, cascade, or MediaPipe's dependency tree) on disk.
+YuNet at 320 px and short-range-then-full-range MediaPipe for comparison; what each
+detector adds to an install (model file, cascade, or MediaPipe's dependency tree) on disk; and
+the cost per frame of face tracks (detection and tracking) on a 1280×720 talk with one face and
+a panel of three, for several ``detect_every`` (1: the whole frame searched on every frame),
+with the share of frames searched whole.
 
 serving: ``emotion_e2e.predict`` with the demo's face and audio+face models (resnet10) and the
-paper's audio, face and audio+face models (ResNet-50), random weights, on a 1280×720 30 fps H.264 + AAC recording with a real
-face: × real time of each stage (decode: PyAV decoding, resampling and frame selection alone;
-faces: detection with the default detector, crops and the JPEG round trip; model: the stream
-signature in chunks)
+paper's audio, face and audio+face models (ResNet-50), random weights, on a 1280×720 30 fps
+H.264 + AAC recording with a real face, and ``--faces=all`` on a panel of three people: × real
+time of each stage (decode: PyAV decoding, resampling and frame selection alone; faces:
+detection with the default detector, tracking, crops and the JPEG round trip; model: the stream
+signature in chunks, once per person)
 and of the whole file, the latency of one 1-second stream call, and the peak resident memory
 of the predict CLI on 1- and 5-minute recordings (it must not grow with length).
 """
@@ -57,6 +61,7 @@ _RECORDS = flags.DEFINE_string("records", None, "A converted demo corpus (defaul
 _BATCHES = flags.DEFINE_integer("batches", 40, "Batches timed per reader configuration.")
 _MINUTES = flags.DEFINE_list("memory_minutes", ["1", "5"], "Lengths of the converter memory runs (minutes).")
 _FACE_FRAMES = flags.DEFINE_integer("face_frames", 25, "Frames per face size and resolution in the faces suite.")
+_TRACKING_SECONDS = flags.DEFINE_float("tracking_seconds", 10, "faces: seconds of each clip the tracking cost is timed on.")
 _SERVING_SECONDS = flags.DEFINE_float("serving_seconds", 60, "serving: seconds of the recording timed per stage.")
 _SERVING_MINUTES = flags.DEFINE_list("serving_memory_minutes", ["1", "5"],
                                      "serving: lengths of the predict CLI memory runs (minutes).")
@@ -130,30 +135,53 @@ def write_h264(path: str, frames, fps, size, crf: int, audio_blocks=None, audio_
     return path
 
 
-def _face_video(path: str, seconds: float, size=(720, 1280), fps=30):
-    """A 1280×720 H.264 + AAC recording with a real face (scikit-image's astronaut) moving slowly."""
+# A panel of three people side by side (an interview, a meeting): the astronaut's head from
+# ASTRONAUT_WINDOW scaled to these window sides (faces of about 0.3 × the side), the second mirrored
+# and the third recoloured so that no two look alike, each swaying around its third of the frame.
+PANEL_PEOPLE = ((420, False, (1.0, 1.0, 1.0)), (360, True, (1.0, 0.85, 1.2)), (320, False, (1.2, 1.0, 0.8)))
+PANEL_SWAY = 80  # pixels each head moves left and right of its place
+
+
+def _sine_speech(seconds: float, rate: int, block: int):
+    """Stereo float32 ``(2, block)`` blocks of a 220 Hz tone, ``seconds`` long."""
+    t = np.arange(block) / rate
+    for i in range(0, int(seconds * rate), block):
+        x = (0.3 * np.sin(2 * np.pi * 220 * (t + i / rate))).astype(np.float32)
+        yield np.stack([x, x])
+
+
+def _face_video(path: str, seconds: float, size=(720, 1280), fps=30, people: int = 1):
+    """A 1280×720 H.264 + AAC recording with real faces (scikit-image's astronaut) moving slowly:
+    one close-up (a face of ~180 px) or, with ``people`` up to 3, the first ``PANEL_PEOPLE``
+    side by side."""
     from skimage.data import astronaut  # noqa: PLC0415 - the test extra
 
     import cv2  # noqa: PLC0415
 
-    face = cv2.resize(astronaut()[0:300, 60:360], (600, 600))  # a close-up: the face is ~180 px
     rate, block = 48000, 1024
     base = np.full(size + (3,), 70, np.uint8)
+    if people == 1:
+        heads = [(cv2.resize(astronaut()[0:300, 60:360], (600, 600)), 340, 60, 240)]  # image, x, y, sway
+    else:
+        x, y, side = ASTRONAUT_WINDOW
+        window = astronaut()[y:y + side, x:x + side]
+        heads = []
+        for k, (px, mirror, tint) in enumerate(PANEL_PEOPLE[:people]):
+            img = cv2.resize(window[:, ::-1] if mirror else window, (px, px), interpolation=cv2.INTER_AREA)
+            img = np.clip(img * np.asarray(tint), 0, 255).astype(np.uint8)
+            centre = size[1] * (2 * k + 1) // (2 * people)
+            heads.append((img, centre - px // 2, (size[0] - px) // 2, PANEL_SWAY))
 
     def frames():
         for k in range(int(seconds * fps)):
             img = base.copy()
-            x = 340 + int(240 * np.sin(k / 90))
-            img[60:660, x:x + 600] = face
+            for j, (head, x0, y0, sway) in enumerate(heads):
+                x = min(max(x0 + int(sway * np.sin(k / 90 + 2 * j)), 0), size[1] - head.shape[1])
+                img[y0:y0 + head.shape[0], x:x + head.shape[1]] = head
             yield img
 
-    def audio():
-        t = np.arange(block) / rate
-        for i in range(0, int(seconds * rate), block):
-            x = (0.3 * np.sin(2 * np.pi * 220 * (t + i / rate))).astype(np.float32)
-            yield np.stack([x, x])
-
-    write_h264(path, frames(), fps, size, crf=28, audio_blocks=audio(), audio_rate=rate, audio_layout="stereo")
+    write_h264(path, frames(), fps, size, crf=28, audio_blocks=_sine_speech(seconds, rate, block), audio_rate=rate,
+               audio_layout="stereo")
 
 
 # Run in a small process that spawns the measured command and reports its os.wait4 ru_maxrss.
@@ -422,6 +450,31 @@ def face_detection(frames: int, workdir: str) -> list[tuple[str, str, list[float
     return rows
 
 
+def tracking_cost(seconds: float, workdir: str, detect_every=(1, 3, 5, 10)) -> list[tuple]:
+    """``(clip, detector, detect_every, ms per frame, full-detection share, tracks)`` rows: the
+    default detector and Haar linking faces into tracks (``tracking.track_faces``) on ``seconds``
+    of the 1280×720 talk (one face) and of the three-person panel, decoded beforehand (decoding
+    is not counted), for each ``detect_every``; 1 is today's per-frame detection plus the
+    association."""
+    from emotion_e2e.config import FaceConfig, TimeBase, TrackConfig  # noqa: PLC0415
+    from emotion_e2e.data import media, sources, tracking  # noqa: PLC0415
+
+    rows = []
+    for clip, people in (("talk, 1 face", 1), ("panel, 3 faces", 3)):
+        path = os.path.join(workdir, f"tracking_{people}.mp4")
+        _face_video(path, seconds, people=people)
+        decoded = list(media.video_frames(path, TimeBase(), TimeBase().frames_in(seconds)))
+        for name in (FaceConfig().detector, "haar"):
+            for every in detect_every:
+                cfg = FaceConfig(detector=name, track=TrackConfig(detect_every=every))
+                detector = sources.detector(cfg)
+                t0 = time.perf_counter()
+                result = tracking.track_faces(lambda: iter(decoded), detector, cfg, clip)
+                ms = 1e3 * (time.perf_counter() - t0) / len(decoded)
+                rows.append((clip, name, every, ms, result.full_detection_share, len(result.tracks)))
+    return rows
+
+
 def installed_bytes(names) -> int:
     """Bytes on disk of the installed distributions ``names`` (every file their RECORD lists)."""
     import importlib.metadata  # noqa: PLC0415
@@ -490,6 +543,12 @@ def faces_suite():
     with tempfile.TemporaryDirectory() as tmp:
         for name, resolution, ratios, ms, empty_ms in face_detection(_FACE_FRAMES.value, tmp):
             print(f"  {name:<28}{resolution:<10}" + "".join(f"{r:>7.2f}" for r in ratios) + f"{ms:>10.1f}{empty_ms:>9.1f}")
+        print(f"\nface tracks: ms per frame of detection and tracking (tracking.track_faces; decoding not "
+              f"counted), {_TRACKING_SECONDS.value:g} s of 1280×720 30 fps H.264 on the 25 fps grid; "
+              f"detect_every 1 is a full detection on every frame")
+        print(f"  {'clip':<16}{'detector':<10}{'detect_every':>13}{'ms/frame':>10}{'full share':>12}{'tracks':>8}")
+        for clip, name, every, ms, share, n in tracking_cost(_TRACKING_SECONDS.value, tmp):
+            print(f"  {clip:<16}{name:<10}{every:>13}{ms:>10.1f}{share:>12.2f}{n:>8}")
     print(f"\ninstalled size of each detector's dependencies (this environment's site-packages):")
     for name, size in detector_install_sizes():
         print(f"  {name:<10}{size}")
@@ -564,31 +623,41 @@ def serving_suite():
 
     # The demo models (resnet10 face network) and, beside them, the paper's (ResNet-50); with
     # the default detector (FaceConfig's), and the multimodal ones with MediaPipe's as well.
-    cases = [("audio", ("audio",), "resnet50", None),
-             ("face (demo, resnet10)", ("face",), DEMO_FACE_NET, None),
-             ("audio+face (demo)", ("audio", "face"), DEMO_FACE_NET, None),
-             ("audio+face (demo), mediapipe", ("audio", "face"), DEMO_FACE_NET, "mediapipe"),
-             ("face (ResNet-50)", ("face",), "resnet50", None),
-             ("audio+face (ResNet-50)", ("audio", "face"), "resnet50", None),
-             ("audio+face (ResNet-50), mediapipe", ("audio", "face"), "resnet50", "mediapipe")]
+    cases = [("audio", ("audio",), "resnet50", None, 1),
+             ("face (demo, resnet10)", ("face",), DEMO_FACE_NET, None, 1),
+             ("audio+face (demo)", ("audio", "face"), DEMO_FACE_NET, None, 1),
+             ("audio+face (demo), mediapipe", ("audio", "face"), DEMO_FACE_NET, "mediapipe", 1),
+             ("face (ResNet-50)", ("face",), "resnet50", None, 1),
+             ("audio+face (ResNet-50)", ("audio", "face"), "resnet50", None, 1),
+             ("audio+face (ResNet-50), mediapipe", ("audio", "face"), "resnet50", "mediapipe", 1),
+             # predict --faces=all: a trace per person, each through the model
+             ("audio+face (demo), 3 people, all", ("audio", "face"), DEMO_FACE_NET, None, 3),
+             ("audio+face (ResNet-50), 3 people, all", ("audio", "face"), "resnet50", None, 3)]
     with tempfile.TemporaryDirectory() as tmp:
-        video = os.path.join(tmp, "talk.mp4")
-        _face_video(video, _SERVING_SECONDS.value)
-        runs = {(modalities, net): _random_run(tmp, modalities, net) for _, modalities, net, _ in cases}
+        videos = {}
+        for people in sorted({c[-1] for c in cases}):
+            videos[people] = os.path.join(tmp, f"talk_{people}.mp4")
+            _face_video(videos[people], _SERVING_SECONDS.value, people=people)
+        runs = {(modalities, net): _random_run(tmp, modalities, net) for _, modalities, net, _, _ in cases}
         print(f"\npredict, one {_SERVING_SECONDS.value:g} s 1280×720 30 fps H.264 + 48 kHz AAC recording, chunks "
-              f"of {predict.DEFAULT_CHUNK_SECONDS:g} s: × real time per stage")
-        print(f"{'model, detector':<36}{'decode':>9}{'faces':>9}{'model':>9}{'whole file':>12}{'1 s chunk latency':>20}")
-        for name, modalities, net, detector in cases:
+              f"of {predict.DEFAULT_CHUNK_SECONDS:g} s, {FaceConfig().detector} detector and face tracks unless named: "
+              f"× real time per stage (faces: detection, tracking, crops and JPEG; a 3-person panel with "
+              f"--faces=all runs the model once per person)")
+        print(f"{'model, detector':<40}{'decode':>9}{'faces':>9}{'model':>9}{'whole file':>12}{'1 s chunk latency':>20}")
+        for name, modalities, net, detector, people in cases:
             with contextlib.redirect_stderr(io.StringIO()):
                 predictor = predict.Predictor.load(runs[modalities, net])
             latency = stream_latency(predictor, round(1 / predictor.time_base.frame_step))
-            table = predict.predict_file(predictor, video, progress=False, face_detector=detector)
+            video = videos[people]
+            table = predict.predict_file(predictor, video, progress=False, face_detector=detector,
+                                         faces=predict.MAIN if people == 1 else predict.ALL)
             seconds, media_seconds = table.attrs["seconds"], table.attrs["frames"] * predictor.time_base.frame_step
             decode = decode_seconds(video, modalities, predictor.time_base)
             faces = (f"{media_seconds / max(seconds['media'] - decode, 1e-9):>9.1f}" if "face" in modalities
                      else f"{'-':>9}")
-            print(f"{name:<36}{media_seconds / decode:>9.1f}{faces}{media_seconds / seconds['model']:>9.1f}"
-                  f"{table.attrs['real_time_factor']:>12.1f}{latency * 1e3:>17.0f} ms")
+            tracks = f", {table.attrs['face_tracks']} tracks" if people > 1 else ""
+            print(f"{name:<40}{media_seconds / decode:>9.1f}{faces}{media_seconds / seconds['model']:>9.1f}"
+                  f"{table.attrs['real_time_factor']:>12.1f}{latency * 1e3:>17.0f} ms{tracks}")
 
         print(f"\npredict CLI peak memory, audio+face (ResNet-50), 1280×720 30 fps H.264 + 48 kHz AAC, "
               f"{FaceConfig().detector} detector (the default):")

@@ -83,3 +83,12 @@ def test_the_install_size_of_mediapipe_counts_only_what_the_core_install_lacks()
     sizes = dict(benchmark.detector_install_sizes())
     assert sizes["yunet"].startswith("0.22 MB model file")
     assert f"in {len(added)} distributions" in sizes["mediapipe"]
+
+
+def test_tracking_cost_finds_each_person_of_the_talk_and_the_panel_and_counts_full_detections(tmp_path):
+    rows = benchmark.tracking_cost(1.0, str(tmp_path), detect_every=(1, 5))
+    assert [(clip, every) for clip, _, every, *_ in rows] == [(c, e) for c in ("talk, 1 face", "panel, 3 faces")
+                                                              for _ in ("yunet", "haar") for e in (1, 5)]
+    for clip, _, every, ms, share, tracks in rows:
+        assert tracks == (1 if clip.startswith("talk") else 3) and ms > 0
+        assert share == (1.0 if every == 1 else 5 / 25)  # frames 1, 6, 11, 16, 21 of 25

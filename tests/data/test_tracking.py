@@ -199,10 +199,19 @@ def crossing_tracks(haar, crossing):
     return {k: tracking.track_faces(opener(decoded), haar, tracked(detect_every=k), "crossing") for k in (1, 5)}
 
 
+@pytest.fixture(scope="module")
+def crossing_tracks_default(crossing):
+    """``crossing_tracks`` with the default detector (the defaults of TrackConfig hold with it too)."""
+    detector, decoded = sources.detector(CFG), crossing[2]
+    return {k: tracking.track_faces(opener(decoded), detector, tracked(detect_every=k), "crossing") for k in (1, 5)}
+
+
+@pytest.mark.parametrize("detector", ["haar", "default"])
 @pytest.mark.parametrize("detect_every", [1, 5])
-def test_two_crossing_faces_give_two_tracks_without_an_identity_switch(crossing, crossing_tracks, detect_every):
+def test_two_crossing_faces_give_two_tracks_without_an_identity_switch(crossing, crossing_tracks,
+                                                                       crossing_tracks_default, detector, detect_every):
     truth = crossing[1]
-    result = crossing_tracks[detect_every]
+    result = (crossing_tracks if detector == "haar" else crossing_tracks_default)[detect_every]
     assert result.num_frames == N and len(result.tracks) == 2, [(t.id, t.first, t.last) for t in result.tracks]
     assert {which_face(t, truth) for t in result.tracks} == {0, 1}
     for t in result.tracks:
