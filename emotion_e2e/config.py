@@ -92,7 +92,9 @@ class TrackConfig:
     lost it (the face coming out from behind overlaps its prediction by 0.3-0.5), 0.3 and 0.2
     kept it; ``search_scale`` 1.5, 2 and 3 gave the same tracks. ``max_gap`` 25 frames (1 s)
     bridges those occlusions three times over and a turned head; a face away longer is a new
-    track.
+    track. With YuNet, the default detector since, ``detect_every`` 1 to 10 give the same two
+    tracks on that clip too, and on 1280×720 (the faces benchmark) 5 costs 4.5 ms a frame with
+    one face against 12.8 ms for 1, and 8.7 against 11.5 ms with three faces.
     """
 
     # The full-frame detector runs on frames 1, 1 + detect_every, ...; on the frames between, each
