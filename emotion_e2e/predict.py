@@ -43,10 +43,10 @@ import time
 import numpy as np
 
 from emotion_e2e import config as config_lib
-from emotion_e2e import export
+from emotion_e2e import export, predict_inputs
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase
-from emotion_e2e.data import media, names
+from emotion_e2e.data import media
 from emotion_e2e.data.convert import ConvertConfig
 from emotion_e2e.errors import ConfigError, DataError
 
@@ -56,9 +56,11 @@ DEFAULT_CHUNK_SECONDS = 2.0  # benchmark: ResNet-50 at 10 s chunks peaks 330 MB 
 # growing after a few seconds; a minute is already more than any machine gains from, and a value
 # like 1e300 is a mistake to refuse rather than a chunk of the whole file.
 MAX_CHUNK_SECONDS = 60.0
-# Frames by which a video's audio and picture may differ: the converter's tolerance, so a file
-# gives the frames it would give as a recording of a corpus.
-DEFAULT_MAX_LENGTH_MISMATCH = ConvertConfig.max_length_mismatch
+# Seconds by which a video's audio track and picture may differ by default (both are cut to the
+# shorter): what real containers hold. AAC's priming and padding, in a file muxed without an edit
+# list, make the audio a few frames longer than the picture (3 frames, 120 ms, is common); the
+# converter's one frame is for labelled data, which has to line up with its labels.
+MAX_LENGTH_MISMATCH_SECONDS = 0.5
 # The recording a file is read as; nothing is converted. A constant id: the file's own name may be
 # anything ('my talk (1).mp4'), and the errors name the file itself.
 PARTITION, RECORDING_ID = "predict", "input"
@@ -73,8 +75,6 @@ BOX = ("x", "y", "w", "h")  # the track's box in the frame as displayed, pixels
 CONFIDENCE = "confidence"  # the detector's score; empty (NaN) for Haar and where not found
 LABEL_FORMAT = "%.6g"  # the predictions in the CSV; float32 carries about 7 digits
 TIME_DECIMALS = 9  # times are frame_step·i rounded to this, so 0.04·3 is 0.12, not 0.12000000000000001
-# What each modality needs in the file: an audio track, a video stream.
-STREAM_KIND = {"audio": "audio", "face": "video"}
 NEEDS = {"audio": "its sound", "face": "faces from a video"}
 
 
@@ -192,11 +192,13 @@ class Predictor:
         return ({n: y[n].numpy() for n in self.label_names},
                 {n: y[n].numpy() for n in self.description["state_names"]})
 
-    def convert_config(self, face_detector: str | None = None,
-                       max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH) -> ConvertConfig:
+    def convert_config(self, face_detector: str | None = None, max_length_mismatch: int | None = None) -> ConvertConfig:
         """The converter's settings for the model's inputs: its time base, modalities and the
-        training data's face crops (``face_detector`` replaces the detector). ConfigError when the
-        data's crops were aligned on the eyes and ``face_detector`` gives none."""
+        training data's face crops (``face_detector`` replaces the detector), with
+        ``max_length_mismatch`` frames (None: ``MAX_LENGTH_MISMATCH_SECONDS`` of them). ConfigError
+        when the data's crops were aligned on the eyes and ``face_detector`` gives none."""
+        if max_length_mismatch is None:
+            max_length_mismatch = length_mismatch_frames(self.time_base)
         face = self.face
         if face_detector is not None:
             try:
@@ -213,11 +215,16 @@ def check_media(path: str, modalities) -> None:
     model's ``modalities`` need (an audio track for audio, a video for faces)."""
     kinds = media.stream_types(path)
     for modality in modalities:
-        kind = STREAM_KIND[modality]
+        kind = predict_inputs.STREAM_KIND[modality]
         if kind not in kinds:
             have = ", ".join(kinds) or "none"
             raise DataError(f"{path} has no {kind} stream (it has: {have}), but the model needs {NEEDS[modality]} "
                             f"(modalities {list(modalities)})")
+
+
+def length_mismatch_frames(time_base: TimeBase, seconds: float = MAX_LENGTH_MISMATCH_SECONDS) -> int:
+    """The whole frames of ``time_base`` in ``seconds``: 12 of 40 ms in half a second."""
+    return math.floor(seconds / time_base.frame_step + 1e-9)
 
 
 def check_chunk_seconds(chunk_seconds: float):
@@ -231,11 +238,6 @@ def chunk_frames(chunk_seconds: float, time_base: TimeBase) -> int:
     """Frames per ``stream`` call: ``chunk_seconds`` of them, at least one."""
     check_chunk_seconds(chunk_seconds)
     return max(1, round(chunk_seconds / time_base.frame_step))
-
-
-def stem(path: str) -> str:
-    """The output name of an input file: its name without the extension."""
-    return os.path.splitext(os.path.basename(path))[0]
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -327,15 +329,14 @@ def _advance(bar, frames: int, done: int, cfg: ConvertConfig, start: float):
     bar.set_postfix_str(f"{done * cfg.time_base.frame_step / (time.perf_counter() - start):.1f}× real time")
 
 
-def _predict_tracks(predictor: Predictor, recording, path: str, cfg: ConvertConfig, chunk: int, progress: bool,
-                    seconds: dict, start: float):
+def _predict_tracks(predictor: Predictor, recording, path: str, cfg: ConvertConfig, n: int, chunk: int,
+                    progress: bool, seconds: dict, start: float):
     """``predict_file(faces="all")``'s table, the file's frame count and its ``Tracking``: the faces tracked
     on a first decoding (boxes only, as the converter does), then every track's crops cut on a
     second one (``tracking.track_crops``) and run chunk by chunk with the track's own state."""
     from emotion_e2e.data import sources, tracking  # noqa: PLC0415
 
     t0 = time.perf_counter()
-    n, _ = recording.frame_count(cfg)
     open_frames, source = recording.video_frames(cfg, n)
     result = tracking.track_faces(open_frames, sources.detector(cfg.face), cfg.face, source)
     if not result.tracks:
@@ -345,7 +346,7 @@ def _predict_tracks(predictor: Predictor, recording, path: str, cfg: ConvertConf
              else itertools.repeat(None))
     rows = zip(audio, tracking.track_crops(open_frames, result.tracks, n, cfg.face, source, life_only=True))
     traces, done = _TrackTraces(predictor, result.tracks, cfg), 0
-    with _progress(n, stem(path), progress) as bar:
+    with _progress(n, predict_inputs.stem(path), progress) as bar:
         while True:
             t0 = time.perf_counter()
             block = list(itertools.islice(rows, chunk))  # the only crops alive: live tracks' in one chunk
@@ -362,7 +363,7 @@ def _predict_tracks(predictor: Predictor, recording, path: str, cfg: ConvertConf
 
 def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
                  chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
-                 max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH, faces: str = MAIN, progress: bool = True):
+                 max_length_mismatch: int | None = None, faces: str = MAIN, progress: bool = True):
     """The model's predictions for every 40 ms frame of the media file ``path``.
 
     Args:
@@ -373,7 +374,8 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
         and latency do.
       face_detector: one of ``FACE_DETECTORS`` instead of the detector the training data was cut with.
       max_length_mismatch: frames by which a video's audio track and its picture may differ
-        (both are cut to the shorter), as in the converter.
+        (both are cut to the shorter); None: ``MAX_LENGTH_MISMATCH_SECONDS`` of them, 12 frames
+        of 40 ms (the converter allows 1).
       faces: "main", the converter's main track (what training data made of the file holds), or
         "all", every face track of the file, each through the model with its own LSTM state and
         the same audio (the room's: nothing tells who speaks); ConfigError for "all" with a model
@@ -386,7 +388,9 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
       dimension and, for a model that uses faces, ``face_found`` (0/1). ``attrs`` holds the
       file, the wall seconds spent reading the media (decoding, face detection, crops) and in
       the model, ``real_time_factor`` (seconds of media per wall second) and, for a model that
-      uses faces, ``face_tracks`` (the file's number of face tracks).
+      uses faces, ``face_tracks`` (the file's number of face tracks); ``lengths``, the frames
+      of each stream read (``{"audio": ..., "video": ...}``), and ``trimmed_frames``, the frames
+      cut from the longer one (0 for one stream).
 
       With ``faces="all"``, indexed by (``track``, ``time``) instead, sorted by track then time:
       a row per frame of each track's life (its first to its last detection, the frames of its
@@ -397,7 +401,8 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
       ``full_detection_share`` (the share of frames searched whole).
 
     Raises DataError naming the file when it is unreadable, lacks the audio track or video the
-    model needs, or has no face in any frame for a model that uses faces.
+    model needs, has no face in any frame for a model that uses faces, or its audio and picture
+    differ by more than ``max_length_mismatch`` frames.
     """
     import pandas as pd  # noqa: PLC0415
 
@@ -415,16 +420,18 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
     seconds = {"media": 0.0, "model": 0.0}
     info = {}  # what the file's faces add to attrs
     try:
+        lengths = recording.media_lengths(cfg)
+        n, _ = recording.frame_count(cfg, lengths)
         if faces == ALL:
-            table, n, result = _predict_tracks(predictor, recording, path, cfg, chunk, progress, seconds, start)
+            table, n, result = _predict_tracks(predictor, recording, path, cfg, n, chunk, progress, seconds, start)
             info = {"face_tracks": len(result.tracks), "main_track": tracking.main_track(result.tracks).id,
                     "full_detection_share": result.full_detection_share}
         else:
-            n, _, frames = recording.open(cfg)
+            frames = recording.frames(cfg, n)
             out = {name: np.zeros(n, np.float32) for name in labels}
             found = np.zeros(n, np.int8)
             state, done, tracks = predictor.initial_state(), 0, None
-            with _progress(n, stem(path), progress) as bar:
+            with _progress(n, predict_inputs.stem(path), progress) as bar:
                 while True:
                     t0 = time.perf_counter()
                     block = list(itertools.islice(frames, chunk))  # the only frames alive
@@ -457,7 +464,9 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
         raise DataError(f"{path}: {e}") from e
     wall = time.perf_counter() - start
     table.attrs.update(path=path, frames=n, seconds={**seconds, "total": wall},
-                       real_time_factor=n * cfg.time_base.frame_step / wall if wall > 0 else math.inf, **info)
+                       real_time_factor=n * cfg.time_base.frame_step / wall if wall > 0 else math.inf,
+                       lengths=lengths,
+                       trimmed_frames=max(lengths.values()) - n, **info)
     return table
 
 
@@ -490,76 +499,99 @@ def plot(table, path: str, title: str):
                 error=DataError)
 
 
-def check_stems(paths) -> None:
-    """ConfigError when two inputs would write the same ``<stem>.csv``, or an input's ``<stem>.csv``
-    would be a hidden file (a stem that is empty or starts with '.', which includes '.' and '..')."""
-    seen = {}
-    for p in paths:
-        if not stem(p) or stem(p).startswith("."):
-            raise ConfigError(f"input {p} would write {stem(p)}.csv, a hidden file (expected a file name that does "
-                              f"not start with '.'): rename the file or link it under another name")
-        if stem(p) in seen:
-            raise ConfigError(f"inputs {seen[stem(p)]} and {p} would both write {stem(p)}.csv: give files with "
-                              f"different names, or predict them into different output directories")
-        seen[stem(p)] = p
+def output_paths(name: str, output_dir: str, plot_traces: bool) -> list[str]:
+    """What predicting an input writes: ``output_dir/<name>.csv`` (and ``.png``), ``name`` its
+    ``predict_inputs.Input.name`` (the stem, or ``a/b`` for ``DIR/a/b.mp4``)."""
+    return [predict_inputs.output_path(output_dir, name, ext) for ext in ("csv", "png")[:1 + plot_traces]]
 
 
-def output_paths(path: str, output_dir: str, plot_traces: bool) -> list[str]:
-    """What predicting the input ``path`` writes: ``output_dir/<stem>.csv`` (and ``.png``)."""
-    return [names.file_in(output_dir, f"{stem(path)}.{ext}") for ext in ("csv", "png")[:1 + plot_traces]]
-
-
-def check_outputs(paths, output_dir: str, plot_traces: bool) -> None:
-    """DataError when ``output_dir`` is a file or under one, or a folder stands where an output
-    file goes (``<stem>.csv``, ``<stem>.png``): checked before the model loads or any file decodes."""
+def check_outputs(inputs, output_dir: str, plot_traces: bool) -> None:
+    """DataError when ``output_dir`` is a file or under one, or a file stands where an output's
+    folder goes, or a folder where an output file goes (``<name>.csv``, ``<name>.png``): checked
+    before the model loads or any file decodes."""
     run_lib.check_dir(output_dir, "output directory", DataError)
-    for p in paths:
-        for out in output_paths(p, output_dir, plot_traces):
+    for i in inputs:
+        for out in output_paths(i.name, output_dir, plot_traces):
+            run_lib.check_dir(os.path.dirname(out), "output directory", DataError)
             if os.path.isdir(out):
-                raise DataError(f"{out}, where the predictions of {p} go, is a directory: move it away or "
+                raise DataError(f"{out}, where the predictions of {i.path} go, is a directory: move it away or "
                                 f"choose another --output_dir")
 
 
 def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = False, checkpoint: str = "best",
                   chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
-                  max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH, faces: str = MAIN, progress: bool = True,
-                  report=print):
-    """``predict_file`` for each of ``paths`` with one model, writing ``output_dir/<stem>.csv``
-    (and ``<stem>.png`` with ``plot_traces``); returns the CSV paths.
+                  max_length_mismatch: int | None = None, faces: str = MAIN, progress: bool = True,
+                  keep_going: bool = False, report=print):
+    """``predict_file`` for each of ``paths`` (files, folders, globs: ``predict_inputs``) with one
+    model, writing ``output_dir/<name>.csv`` (and ``<name>.png`` with ``plot_traces``) and
+    ``output_dir/summary.csv`` (``predict_summary``, rewritten after each file); returns the CSV paths.
 
-    Before any prediction: ConfigError for two inputs of the same stem, a ``chunk_seconds`` out
+    Before any prediction: ConfigError for two inputs of the same output name, a ``chunk_seconds`` out
     of range, a bad ``model`` or ``faces`` (``check_faces``), DataError for an output that cannot
-    be written (``check_outputs``) or an input that is unreadable or lacks a stream the model
-    needs. ``report`` gets one line per file done.
+    be written (``check_outputs``), a folder or glob without media, or an input that is unreadable
+    or lacks a stream the model needs. The first input that fails stops the run (its error is the
+    summary's last row); with ``keep_going``, each failure is a summary row and the run goes on,
+    then DataError says how many failed. ``report`` gets one line per file done or failed.
     """
-    paths = list(paths)
-    if not paths:
-        raise ConfigError("no input files given")
-    check_stems(paths)
+    from emotion_e2e.predict_summary import Summary, row  # noqa: PLC0415 - it reads this module's columns
+
+    inputs, skipped = predict_inputs.find(paths)
+    predict_inputs.check_names(inputs)
     check_chunk_seconds(chunk_seconds)
     check_faces(faces)  # the value; the model's modalities once it is loaded
-    check_outputs(paths, output_dir, plot_traces)
+    check_outputs(inputs, output_dir, plot_traces)
     predictor = Predictor.load(model, checkpoint)
     check_faces(faces, predictor.modalities)
-    for p in paths:
-        check_media(p, predictor.modalities)
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create output directory {output_dir}: {e.strerror or e}") from e
+    inputs = predict_inputs.select(inputs, skipped, predictor.modalities)
+    for arg, files in skipped.items():
+        report(predict_inputs.skipped_note(arg, sum(i.given == arg for i in inputs), files))
+    unreadable = {}
+    for i in inputs:
+        try:
+            check_media(i.path, predictor.modalities)
+        except DataError as e:
+            if not keep_going:
+                raise
+            unreadable[i.path] = e
+    summary = Summary(output_dir, predictor.label_names)
     written = []
-    for p in paths:
-        table = predict_file(predictor, p, chunk_seconds=chunk_seconds, face_detector=face_detector,
-                             max_length_mismatch=max_length_mismatch, faces=faces, progress=progress)
-        csv, *png = output_paths(p, output_dir, plot_traces)
+    for i in inputs:
+        csv, *png = output_paths(i.name, output_dir, plot_traces)
+        try:
+            os.makedirs(os.path.dirname(csv), exist_ok=True)
+        except OSError as e:
+            raise DataError(f"cannot create output directory {os.path.dirname(csv)}: {e.strerror or e}") from e
+        try:
+            if i.path in unreadable:
+                raise unreadable[i.path]
+            table = predict_file(predictor, i.path, chunk_seconds=chunk_seconds, face_detector=face_detector,
+                                 max_length_mismatch=max_length_mismatch, faces=faces, progress=progress)
+        except DataError as e:
+            summary.add_error(i.path, e)
+            if not keep_going:
+                raise
+            report(f"{i.path}: failed: {e}")
+            continue
         write_csv(table, csv)
         if png:
-            plot(table, png[0], os.path.basename(p))
+            plot(table, png[0], os.path.basename(i.path))
+        summary.add(row(table, predictor.label_names, predictor.time_base.frame_step))
         a = table.attrs
-        report(f"{p}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s){_tracks_note(a)} "
-               f"in {a['seconds']['total']:.1f} s, {a['real_time_factor']:.1f}× real time -> {csv}")
+        report(f"{i.path}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s){_tracks_note(a)}"
+               f"{_trimmed_note(a, predictor.time_base)} in {a['seconds']['total']:.1f} s, "
+               f"{a['real_time_factor']:.1f}× real time -> {csv}")
         written.append(csv)
+    if summary.failed:
+        raise DataError(f"{summary.failed} of {len(inputs)} inputs failed (each one's error is in {summary.path})")
     return written
+
+
+def _trimmed_note(attrs, time_base: TimeBase) -> str:
+    """The progress line's note on the frames cut from the longer of audio and picture ('' for none)."""
+    if not attrs["trimmed_frames"]:
+        return ""
+    longer = max(attrs["lengths"], key=attrs["lengths"].get)
+    return f", {longer} {attrs['trimmed_frames'] * time_base.frame_step:.2f} s longer, trimmed"
 
 
 def _tracks_note(attrs) -> str:
@@ -579,8 +611,10 @@ def define_flags():
 
     flags.DEFINE_string("model", None, "An export folder (its highest version), a version folder or a "
                         "training run directory.")
-    flags.DEFINE_multi_string("input", None, "A video or audio file; repeat for several.")
-    flags.DEFINE_string("output_dir", None, "Where <input stem>.csv (and .png) go.")
+    flags.DEFINE_multi_string("input", None, "A video or audio file, a folder (walked; its media files found by "
+                              "content) or a quoted glob ('clips/**/*.mp4'); repeat for several.")
+    flags.DEFINE_string("output_dir", None, "Where <input stem>.csv (and .png) go, a folder's files under their "
+                        "path in it; and summary.csv, a row per input.")
     flags.DEFINE_bool("plot", False, "Also write <input stem>.png, the traces over time.")
     flags.DEFINE_enum("checkpoint", "best", list(run_lib.CHECKPOINT_FILES), "For a run directory: which checkpoint.")
     flags.DEFINE_float("chunk_seconds", DEFAULT_CHUNK_SECONDS, "Seconds of frames per model call, at most "
@@ -591,8 +625,11 @@ def define_flags():
     flags.DEFINE_string("faces", MAIN, f"{' or '.join(FACES)}. main: the converter's main track, one trace (the "
                         "person the training data keeps); all: one trace per face track, each with its own state, "
                         "the same audio for all (<stem>.csv gets track, box and confidence columns).")
-    flags.DEFINE_integer("max_length_mismatch", DEFAULT_MAX_LENGTH_MISMATCH, "Frames by which a video's audio "
-                         "and picture may differ (both are cut to the shorter).", lower_bound=0)
+    flags.DEFINE_integer("max_length_mismatch", None, "Frames by which a video's audio and picture may differ "
+                         f"(both are cut to the shorter); default: {MAX_LENGTH_MISMATCH_SECONDS:g} s of frames.",
+                         lower_bound=0)
+    flags.DEFINE_bool("keep_going", False, "Record a file that fails in summary.csv and go on; exit 1 at the end "
+                      "if any failed.")
     flags.mark_flags_as_required(["model", "input", "output_dir"])
 
 
@@ -605,7 +642,7 @@ def main(argv):
     try:
         predict_files(f.model, f.input, f.output_dir, plot_traces=f.plot, checkpoint=f.checkpoint,
                       chunk_seconds=f.chunk_seconds, face_detector=f.face_detector,
-                      max_length_mismatch=f.max_length_mismatch, faces=f.faces)
+                      max_length_mismatch=f.max_length_mismatch, faces=f.faces, keep_going=f.keep_going)
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
 

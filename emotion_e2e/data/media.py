@@ -143,11 +143,17 @@ def _open(path, kind: str | None = None):
                         f"{type(e).__name__}: {e}") from e
 
 
-def stream_types(path) -> tuple[str, ...]:
-    """The kinds of ``path``'s streams in container order (``'audio'``, ``'video'``, ...), read
-    from the header only; DataError when the file is missing or not a readable container."""
+def probe(path) -> tuple[str, tuple[str, ...]]:
+    """``(container format, stream kinds)`` of ``path``: FFmpeg's demuxer name (``'mov,mp4,...'``,
+    ``'wav'``) and its streams' kinds in container order (``'audio'``, ``'video'``, ...), read from
+    the header only; DataError when the file is missing or not a readable container."""
     with _open(path) as (container, _):
-        return tuple(s.type for s in container.streams)
+        return container.format.name, tuple(s.type for s in container.streams)
+
+
+def stream_types(path) -> tuple[str, ...]:
+    """The kinds of ``path``'s streams in container order (``probe``)."""
+    return probe(path)[1]
 
 
 def _decoded_audio(container, stream) -> Iterator[tuple[np.ndarray, int]]:

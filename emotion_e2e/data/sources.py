@@ -57,27 +57,35 @@ class MediaRecording(Recording):
 
     def open(self, cfg: ConvertConfig):
         n, track = self.frame_count(cfg)
-        return n, (track.names if track else ()), self._frames(cfg, n, track)
+        return n, (track.names if track else ()), self.frames(cfg, n, track)
 
-    def frame_count(self, cfg: ConvertConfig):
-        """``(frames, label track or None)``: the shortest of the media and labels ``cfg`` needs,
-        in frames; DataError when their lengths differ by more than ``cfg.max_length_mismatch``."""
-        tb, rid = cfg.time_base, self.recording_id
-        track = self._labels(cfg)
+    def media_lengths(self, cfg: ConvertConfig) -> dict[str, int]:
+        """``{"audio": frames, "video": frames}``: the length of each stream ``cfg.modalities``
+        needs, in frames; DataError when a needed file is not given."""
         lengths = {}
         for modality, kind, path in (("audio", "audio", self.audio), ("face", "video", self.video)):
             if modality not in cfg.modalities:
                 continue
             if not path:
-                raise DataError(f"recording {rid}: modality {modality!r} needs a {kind} file "
+                raise DataError(f"recording {self.recording_id}: modality {modality!r} needs a {kind} file "
                                 f"(modalities {list(cfg.modalities)}) but none was given")
             duration = media.audio_duration(path) if kind == "audio" else media.video_duration(path)
-            lengths[f"{kind} ({path})"] = tb.frames_in(duration)
+            lengths[kind] = cfg.time_base.frames_in(duration)
+        return lengths
+
+    def frame_count(self, cfg: ConvertConfig, media_lengths: dict[str, int] | None = None):
+        """``(frames, label track or None)``: the shortest of the media and labels ``cfg`` needs,
+        in frames (``media_lengths`` when already measured); DataError when their lengths differ
+        by more than ``cfg.max_length_mismatch``."""
+        track = self._labels(cfg)
+        files = {"audio": self.audio, "video": self.video}
+        lengths = {f"{kind} ({files[kind]})": frames
+                   for kind, frames in (self.media_lengths(cfg) if media_lengths is None else media_lengths).items()}
         if track is not None:
             lengths["labels"] = track.num_frames
         if max(lengths.values()) - min(lengths.values()) > cfg.max_length_mismatch:
-            raise DataError(f"recording {rid}: lengths in frames differ by more than "
-                            f"{cfg.max_length_mismatch}: {lengths}{_milliseconds_hint(track, lengths, tb)}")
+            raise DataError(f"recording {self.recording_id}: lengths in frames differ by more than "
+                            f"{cfg.max_length_mismatch}: {lengths}{_milliseconds_hint(track, lengths, cfg.time_base)}")
         return min(lengths.values()), track
 
     def video_frames(self, cfg: ConvertConfig, n: int):
@@ -86,7 +94,8 @@ class MediaRecording(Recording):
         return (lambda: media.video_frames(self.video, cfg.time_base, n),
                 f"video {self.video} (recording {self.recording_id})")
 
-    def _frames(self, cfg, n, track) -> Iterator[Frame]:
+    def frames(self, cfg: ConvertConfig, n: int, track=None) -> Iterator[Frame]:
+        """The recording's ``n`` frames on ``cfg``'s grid (``track``'s labels in them when given)."""
         tb = cfg.time_base
         audio = (media.audio_frames(self.audio, tb, n) if "audio" in cfg.modalities
                  else itertools.repeat(None))
