@@ -91,7 +91,7 @@ def find(args) -> tuple[list[Input], dict[str, list[str]]]:
     """``(inputs, skipped)`` of the ``--input`` values ``args``, in their order (a folder's and a
     glob's files sorted): ``skipped`` holds per folder or glob the files found that are not media.
     ConfigError when ``args`` is empty, or a folder or glob holds no file at all."""
-    args = list(args or ())
+    args = [os.fspath(a) for a in args or ()]
     if not args:
         raise ConfigError("no input files given")
     inputs, skipped = [], {}

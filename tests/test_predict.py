@@ -312,8 +312,8 @@ def test_any_input_name_is_allowed_but_one_whose_output_would_be_hidden(exported
     out = tmp_path / "out"
     assert predict.predict_files(exported("audio"), [odd], str(out), progress=False, report=lambda _: None) == [
         str(out / "my talk (1).csv")]
-    assert os.listdir(out) == ["my talk (1).csv"]
-    for name in (".talk.wav", ".wav", ".."):
+    assert sorted(os.listdir(out)) == ["my talk (1).csv", "summary.csv"]
+    for name in (".talk.wav", ".wav"):  # '..' is a folder: walked (test_predict_folders)
         path = str(tmp_path / name)
         with pytest.raises(ConfigError, match=rf"input {re.escape(path)} would write .*\.csv, a hidden file \(expected a "
                                               rf"file name that does not start with '\.'\)"):
@@ -346,7 +346,8 @@ def test_the_cli_writes_a_csv_and_a_plot_per_file(exported, predictor, files, tm
     r = cli(f"--model={exported('multimodal')}", f"--input={files['talk_30fps']}",
             f"--input={files['talk_23.976fps']}", f"--output_dir={out}", "--plot")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert sorted(os.listdir(out)) == ["talk_23.976fps.csv", "talk_23.976fps.png", "talk_30fps.csv", "talk_30fps.png"]
+    assert sorted(os.listdir(out)) == ["summary.csv", "talk_23.976fps.csv", "talk_23.976fps.png", "talk_30fps.csv",
+                                       "talk_30fps.png"]
     assert r.stdout.count("× real time") == 2, r.stdout
     table = pd.read_csv(out / "talk_30fps.csv")
     assert list(table.columns) == ["time", *LABELS, "face_found"]
@@ -374,16 +375,20 @@ def test_the_cli_stops_with_one_line_naming_the_file(exported, files, tmp_path, 
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and files[file] in last, r.stderr[-3000:]
     assert re.search(message, last), last
-    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+    if (tmp_path / "out").exists():  # failed while predicting: the summary holds the error, no CSV
+        assert os.listdir(tmp_path / "out") == ["summary.csv"]
+        assert pd.read_csv(tmp_path / "out" / "summary.csv")["error"].tolist() == [last[len("error: "):]]
 
 
-def test_a_folder_or_a_fifo_given_as_input_says_what_it_is(exported, tmp_path):
+def test_an_empty_folder_or_a_fifo_given_as_input_says_what_it_is(exported, files, tmp_path):
     folder, fifo = tmp_path / "clips", tmp_path / "live.wav"
-    folder.mkdir()
+    (folder / ".cache").mkdir(parents=True)
+    shutil.copy(files["voice"], folder / ".cache")  # hidden: not looked at
     os.mkfifo(fifo)  # never opened: that would block until something writes to it
-    for path, kind in ((folder, "a directory"), (fifo, "a named pipe (FIFO)")):
-        r = cli(f"--model={exported('audio')}", f"--input={path}", f"--output_dir={tmp_path / 'out'}")
-        assert one_line_error(r) == f"error: {path} is {kind}, not a media file (expected an audio/video file)"
+    r = cli(f"--model={exported('audio')}", f"--input={folder}", f"--output_dir={tmp_path / 'out'}")
+    assert one_line_error(r) == f"error: --input {folder}: no file in that folder (hidden files and folders are not looked at)"
+    r = cli(f"--model={exported('audio')}", f"--input={fifo}", f"--output_dir={tmp_path / 'out'}")
+    assert one_line_error(r) == f"error: {fifo} is a named pipe (FIFO), not a media file (expected an audio/video file)"
     assert not (tmp_path / "out").exists()
 
 
@@ -554,7 +559,7 @@ def test_the_cli_writes_every_track_to_one_csv_sorted_by_track_then_time(exporte
     out = tmp_path / "out"
     r = cli(f"--model={exported('multimodal')}", f"--input={path}", f"--output_dir={out}", "--faces=all", "--plot")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert sorted(os.listdir(out)) == ["crowd.csv", "crowd.png"]
+    assert sorted(os.listdir(out)) == ["crowd.csv", "crowd.png", "summary.csv"]
     assert "3 face tracks (main: 1; whole frame searched in 22%)" in r.stdout, r.stdout
     table = pd.read_csv(out / "crowd.csv")
     assert list(table.columns) == ["track", "time", *LABELS, "face_found", "x", "y", "w", "h", "confidence"]
