@@ -2,6 +2,7 @@ r"""Predicts arousal and valence every 40 ms for any media file with a trained m
 
   python -m emotion_e2e.predict --model=models/emotion --input=talk.mp4 --output_dir=predictions --plot
   python -m emotion_e2e.predict --model=runs/demo_audio --input=a.wav --input=b.mp4 --output_dir=predictions
+  python -m emotion_e2e.predict --model=models/emotion --input=clips --input='more/**/*.mov' --output_dir=out --keep_going
 
 ``--model`` is an export folder (``python -m emotion_e2e.export``: the highest version in it, or
 one version folder) or a training run directory (its checkpoint turned into the same graph in
@@ -18,7 +19,10 @@ Writes ``OUTPUT_DIR/<input file stem>.csv``: ``time`` (the end of frame i, frame
 one column per label dimension and, for a model that uses faces, ``face_found`` (1 when a face
 was detected in the frame, 0 when the last box was held); with ``--plot`` also
 ``OUTPUT_DIR/<stem>.png``. Any stem is kept as it is, but one that is empty or starts with '.'
-is refused before any work: its outputs would be hidden files.
+is refused before any work: its outputs would be hidden files. A folder or a glob given as
+``--input`` gives its media files, found by content, their outputs under their path in it
+(``predict_inputs``); ``OUTPUT_DIR/summary.csv`` has a row per input (``predict_summary``), and
+with ``--keep_going`` a file that fails is a row with its error instead of the end of the run.
 
 ``--faces=all`` predicts every face track of the file instead of the main one, each with its own
 LSTM state and the same (the room's) audio: the CSV gets a ``track`` column (rows sorted by

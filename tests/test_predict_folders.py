@@ -173,8 +173,8 @@ def uneven(tmp_path_factory):
 
 def test_audio_up_to_half_a_second_longer_is_trimmed_and_reported(exported, predictor, uneven, tmp_path):
     model = predictor("multimodal")
-    assert predict.length_mismatch_frames(model.time_base) == 12  # 0.48 s: the whole frames in 0.5 s
     table = predict.predict_file(model, uneven[3], progress=False)
+    assert predict.length_mismatch_frames(model.time_base) == 12  # 0.48 s: the whole frames in 0.5 s
     assert len(table) == 31 and table.attrs["frames"] == 31  # the picture's frames
     assert table.attrs["lengths"] == {"audio": 34, "video": 31} and table.attrs["trimmed_frames"] == 3
     # what predict did before, and what the converter still does: one frame at most
