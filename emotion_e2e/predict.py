@@ -557,25 +557,25 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
             if not keep_going:
                 raise
             unreadable[i.path] = e
+    _makedirs(output_dir)
     summary = Summary(output_dir, predictor.label_names)
     written = []
     for i in inputs:
-        csv, *png = output_paths(i.name, output_dir, plot_traces)
+        error = unreadable.get(i.path)
         try:
-            os.makedirs(os.path.dirname(csv), exist_ok=True)
-        except OSError as e:
-            raise DataError(f"cannot create output directory {os.path.dirname(csv)}: {e.strerror or e}") from e
-        try:
-            if i.path in unreadable:
-                raise unreadable[i.path]
-            table = predict_file(predictor, i.path, chunk_seconds=chunk_seconds, face_detector=face_detector,
-                                 max_length_mismatch=max_length_mismatch, faces=faces, progress=progress)
+            if error is None:
+                table = predict_file(predictor, i.path, chunk_seconds=chunk_seconds, face_detector=face_detector,
+                                     max_length_mismatch=max_length_mismatch, faces=faces, progress=progress)
         except DataError as e:
-            summary.add_error(i.path, e)
+            error = e
+        if error is not None:
+            summary.add_error(i.path, error)
             if not keep_going:
-                raise
-            report(f"{i.path}: failed: {e}")
+                raise error
+            report(f"{i.path}: failed: {error}")
             continue
+        csv, *png = output_paths(i.name, output_dir, plot_traces)
+        _makedirs(os.path.dirname(csv))
         write_csv(table, csv)
         if png:
             plot(table, png[0], os.path.basename(i.path))
@@ -588,6 +588,14 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
     if summary.failed:
         raise DataError(f"{summary.failed} of {len(inputs)} inputs failed (each one's error is in {summary.path})")
     return written
+
+
+def _makedirs(folder: str):
+    """``os.makedirs(folder)``; DataError naming it and the reason when it fails."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create output directory {folder}: {e.strerror or e}") from e
 
 
 def _trimmed_note(attrs, time_base: TimeBase) -> str:
