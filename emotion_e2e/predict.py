@@ -43,7 +43,7 @@ import time
 import numpy as np
 
 from emotion_e2e import config as config_lib
-from emotion_e2e import export
+from emotion_e2e import export, quadrants
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase
 from emotion_e2e.data import media, names
@@ -71,6 +71,7 @@ FACES = (MAIN, ALL)
 TRACK = "track"
 BOX = ("x", "y", "w", "h")  # the track's box in the frame as displayed, pixels
 CONFIDENCE = "confidence"  # the detector's score; empty (NaN) for Haar and where not found
+QUADRANT = "quadrant"  # with neutral_band: the frame's quadrant of the valence-arousal plane
 LABEL_FORMAT = "%.6g"  # the predictions in the CSV; float32 carries about 7 digits
 TIME_DECIMALS = 9  # times are frame_step·i rounded to this, so 0.04·3 is 0.12, not 0.12000000000000001
 # What each modality needs in the file: an audio track, a video stream.
@@ -132,6 +133,10 @@ class Predictor:
                                           f"settings: FaceConfig's defaults with its {size}-pixel face size")
             if "face" in description["modalities"]:
                 print(f"warning: {description['face_source']}", file=sys.stderr)
+        if "labels" not in description:  # before format 3
+            description["labels"] = None
+            description["labels_source"] = (f"{path} (format {description.get('format_version')}) has no label "
+                                            f"statistics")
         try:
             model = tf.saved_model.load(version_dir)
         except Exception as e:  # noqa: BLE001 - TF raises OSError, ValueError or its own errors
@@ -362,7 +367,8 @@ def _predict_tracks(predictor: Predictor, recording, path: str, cfg: ConvertConf
 
 def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
                  chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
-                 max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH, faces: str = MAIN, progress: bool = True):
+                 max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH, faces: str = MAIN, progress: bool = True,
+                 neutral_band: float | None = None):
     """The model's predictions for every 40 ms frame of the media file ``path``.
 
     Args:
@@ -379,6 +385,9 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
         the same audio (the room's: nothing tells who speaks); ConfigError for "all" with a model
         that uses no faces.
       progress: a progress bar with the real-time factor on stderr, when it is a terminal (not in CI).
+      neutral_band: when given, a ``quadrant`` column names each frame's quadrant of the
+        valence-arousal plane, "neutral" within this band around 0 (``emotion_e2e.quadrants``);
+        ConfigError for a model without arousal and valence.
 
     Returns:
       A pandas DataFrame indexed by ``time`` (seconds, the end of frame i: frame_step·i, one row
@@ -406,6 +415,8 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
     predictor = model if isinstance(model, Predictor) else Predictor.load(model, checkpoint)
     modalities, labels = predictor.modalities, predictor.label_names
     check_faces(faces, modalities)
+    if neutral_band is not None:
+        quadrants.check(labels, neutral_band)
     cfg = predictor.convert_config(face_detector, max_length_mismatch)
     chunk = chunk_frames(chunk_seconds, cfg.time_base)
     check_media(path, modalities)
@@ -455,6 +466,8 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
         if path in str(e):
             raise
         raise DataError(f"{path}: {e}") from e
+    if neutral_band is not None:
+        table[QUADRANT] = quadrants.quadrants(table[quadrants.AROUSAL], table[quadrants.VALENCE], neutral_band)
     wall = time.perf_counter() - start
     table.attrs.update(path=path, frames=n, seconds={**seconds, "total": wall},
                        real_time_factor=n * cfg.time_base.frame_step / wall if wall > 0 else math.inf, **info)
@@ -478,13 +491,13 @@ def plot(table, path: str, title: str):
     from emotion_e2e.plots import plot_traces  # noqa: PLC0415
 
     if TRACK in table.index.names:
-        labels = [c for c in table.columns if c not in (FACE_FOUND, *BOX, CONFIDENCE)]
+        labels = [c for c in table.columns if c not in (FACE_FOUND, *BOX, CONFIDENCE, QUADRANT)]
         wide = table[labels].unstack(TRACK)  # time × (label, track), NaN outside a track's life
         ids = wide.columns.get_level_values(TRACK).unique()
         plot_traces(path, title, wide.index.to_numpy(), {n: wide[n][ids].to_numpy() for n in labels}, error=DataError,
                     lines=[f"track {i}" for i in ids])
         return
-    names = [c for c in table.columns if c != FACE_FOUND]
+    names = [c for c in table.columns if c not in (FACE_FOUND, QUADRANT)]
     no_face = table[FACE_FOUND].to_numpy() == 0 if FACE_FOUND in table else None
     plot_traces(path, title, table.index.to_numpy(), {n: table[n].to_numpy() for n in names}, no_face=no_face,
                 error=DataError)
@@ -523,7 +536,7 @@ def check_outputs(paths, output_dir: str, plot_traces: bool) -> None:
 def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = False, checkpoint: str = "best",
                   chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
                   max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH, faces: str = MAIN, progress: bool = True,
-                  report=print):
+                  neutral_band: float | None = None, report=print):
     """``predict_file`` for each of ``paths`` with one model, writing ``output_dir/<stem>.csv``
     (and ``<stem>.png`` with ``plot_traces``); returns the CSV paths.
 
@@ -541,6 +554,8 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
     check_outputs(paths, output_dir, plot_traces)
     predictor = Predictor.load(model, checkpoint)
     check_faces(faces, predictor.modalities)
+    if neutral_band is not None:
+        quadrants.check(predictor.label_names, neutral_band)
     for p in paths:
         check_media(p, predictor.modalities)
     try:
@@ -550,7 +565,8 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
     written = []
     for p in paths:
         table = predict_file(predictor, p, chunk_seconds=chunk_seconds, face_detector=face_detector,
-                             max_length_mismatch=max_length_mismatch, faces=faces, progress=progress)
+                             max_length_mismatch=max_length_mismatch, faces=faces, progress=progress,
+                             neutral_band=neutral_band)
         csv, *png = output_paths(p, output_dir, plot_traces)
         write_csv(table, csv)
         if png:
@@ -593,6 +609,10 @@ def define_flags():
                         "the same audio for all (<stem>.csv gets track, box and confidence columns).")
     flags.DEFINE_integer("max_length_mismatch", DEFAULT_MAX_LENGTH_MISMATCH, "Frames by which a video's audio "
                          "and picture may differ (both are cut to the shorter).", lower_bound=0)
+    flags.DEFINE_bool("quadrants", False, "Add a quadrant column: excited, tense, sad, calm or neutral "
+                      "(the valence-arousal plane's quadrants; models with arousal and valence).")
+    flags.DEFINE_float("neutral_band", quadrants.DEFAULT_NEUTRAL_BAND, "With --quadrants: a frame whose arousal and "
+                       "valence are both within this distance of 0 is neutral.")
     flags.mark_flags_as_required(["model", "input", "output_dir"])
 
 
@@ -605,7 +625,8 @@ def main(argv):
     try:
         predict_files(f.model, f.input, f.output_dir, plot_traces=f.plot, checkpoint=f.checkpoint,
                       chunk_seconds=f.chunk_seconds, face_detector=f.face_detector,
-                      max_length_mismatch=f.max_length_mismatch, faces=f.faces)
+                      max_length_mismatch=f.max_length_mismatch, faces=f.faces,
+                      neutral_band=f.neutral_band if f.quadrants else None)
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
 

@@ -20,7 +20,7 @@ import pytest
 
 from disk_fixtures import one_line_error, snapshot
 from emotion_e2e import config as C
-from emotion_e2e import benchmark, evaluation, export, predict, training
+from emotion_e2e import benchmark, evaluation, export, predict, quadrants, training
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import InputConfig, ReaderConfig
 from emotion_e2e.data import convert, media, schema, sources
@@ -356,6 +356,22 @@ def test_the_cli_writes_a_csv_and_a_plot_per_file(exported, predictor, files, tm
     assert table["face_found"].tolist() == want["face_found"].tolist()
     image = cv2.imread(str(out / "talk_30fps.png"))
     assert image is not None and image.shape[0] > 100
+
+
+def test_quadrants_name_each_frames_place_on_the_valence_arousal_plane(exported, predictor, files, tmp_path):
+    out = tmp_path / "out"
+    r = cli(f"--model={exported('multimodal')}", f"--input={files['talk_30fps']}", f"--output_dir={out}",
+            "--quadrants", "--neutral_band=0.05", "--plot")
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = pd.read_csv(out / "talk_30fps.csv")
+    assert list(table.columns) == ["time", *LABELS, "face_found", "quadrant"]
+    assert table["quadrant"].tolist() == quadrants.quadrants(table["arousal"], table["valence"], 0.05).tolist()
+    api = predict.predict_file(predictor("multimodal"), files["talk_30fps"], neutral_band=0.05, progress=False)
+    assert api["quadrant"].tolist() == table["quadrant"].tolist()
+    r = cli(f"--model={exported('multimodal')}", f"--input={files['talk_30fps']}", f"--output_dir={out}",
+            "--quadrants", "--neutral_band=-1")
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == ("error: the neutral band must be 0 or more. "
+                                                                        "Received: -1.0")
 
 
 @pytest.mark.parametrize("name,file,message", [
