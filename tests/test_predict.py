@@ -4,6 +4,7 @@ call, the faces are the ones training saw, the CLI's files and one-line errors, 
 does not grow with the file's length."""
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -195,6 +196,23 @@ def test_the_export_folder_its_version_and_the_run_directory_agree(run, exported
     # the run's description is the export's JSON, built in memory
     assert predict.Predictor.load(run("multimodal")).description == predict.Predictor.load(
         exported("multimodal")).description
+
+
+def test_an_export_made_before_label_statistics_reads_them_as_unknown(exported, tmp_path):
+    old = str(tmp_path / "1")
+    shutil.copytree(os.path.join(exported("audio"), "1"), old)
+    info_path = os.path.join(old, "assets.extra", "emotion_e2e.json")
+    with open(info_path) as f:
+        info = json.load(f)
+    assert info["labels"]["arousal"].keys() == {"mean", "std", "min", "max"}
+    for key in ("labels", "labels_source"):
+        del info[key]
+    info["format_version"] = 2
+    with open(info_path, "w") as f:
+        json.dump(info, f)
+    description = predict.Predictor.load(old).description
+    assert description["labels"] is None
+    assert description["labels_source"] == f"{info_path} (format 2) has no label statistics"
 
 
 @pytest.mark.parametrize("name,file", [("multimodal", "talk_30fps"), ("audio", "voice")])
