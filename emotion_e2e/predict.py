@@ -43,7 +43,7 @@ import time
 import numpy as np
 
 from emotion_e2e import config as config_lib
-from emotion_e2e import export, quadrants
+from emotion_e2e import export, live, quadrants
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase
 from emotion_e2e.data import media, names
@@ -71,6 +71,7 @@ FACES = (MAIN, ALL)
 TRACK = "track"
 BOX = ("x", "y", "w", "h")  # the track's box in the frame as displayed, pixels
 CONFIDENCE = "confidence"  # the detector's score; empty (NaN) for Haar and where not found
+STDIN_STEM = "stdin"  # the output name of standard input (--input=-)
 QUADRANT = "quadrant"  # with neutral_band: the frame's quadrant of the valence-arousal plane
 LABEL_FORMAT = "%.6g"  # the predictions in the CSV; float32 carries about 7 digits
 TIME_DECIMALS = 9  # times are frame_step·i rounded to this, so 0.04·3 is 0.12, not 0.12000000000000001
@@ -239,8 +240,11 @@ def chunk_frames(chunk_seconds: float, time_base: TimeBase) -> int:
 
 
 def stem(path: str) -> str:
-    """The output name of an input file: its name without the extension."""
-    return os.path.splitext(os.path.basename(path))[0]
+    """The output name of an input: its file name without the extension ("stdin" for ``-``; for
+    a URL or a capture device the last part of its path)."""
+    if path == live.STDIN:
+        return STDIN_STEM
+    return os.path.splitext(os.path.basename(path.split("?")[0].rstrip("/") if "://" in path else path))[0]
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -250,7 +254,7 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, unit="frame", desc=desc, dynamic_ncols=True, disable=not show)
 
 
-def _model_inputs(frames, modalities) -> dict[str, np.ndarray]:
+def model_inputs(frames, modalities) -> dict[str, np.ndarray]:
     """``{modality: (1, time, ...)}`` of a chunk of converter ``Frame``s: the samples, and the
     faces decoded from the JPEG the converter wrote by the training reader's decoder, so the
     model sees the pixels it saw in training."""
@@ -443,7 +447,7 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
                         break
                     if done + len(block) > n:
                         raise DataError(f"{path}: the converter gave more than the {n} frames it announced")
-                    x = _model_inputs(block, modalities)
+                    x = model_inputs(block, modalities)
                     t1 = time.perf_counter()
                     y, state = predictor.stream(x, state)
                     t2 = time.perf_counter()
@@ -479,9 +483,14 @@ def write_csv(table, path: str):
     faces="all": ``track``, ``time``, the labels, ``face_found``, ``x, y, w, h``, ``confidence``); written
     atomically: a reader sees the old file or the whole new one, and a write that fails (a full
     disk) is a DataError naming ``path`` that leaves the old file as it was."""
+    run_lib.write_file(path, csv_text(table), error=DataError)
+
+
+def csv_text(table, header: bool = True) -> str:
+    """``table`` as ``write_csv`` writes it (its header line only with ``header``)."""
     out = table.reset_index()
     out[TIME] = [repr(float(t)) for t in out[TIME]]  # the shortest exact text: 0.12, 1234.56
-    run_lib.write_file(path, out.to_csv(index=False, float_format=LABEL_FORMAT), error=DataError)
+    return out.to_csv(index=False, header=header, float_format=LABEL_FORMAT)
 
 
 def plot(table, path: str, title: str):
@@ -533,10 +542,10 @@ def check_outputs(paths, output_dir: str, plot_traces: bool) -> None:
                                 f"choose another --output_dir")
 
 
-def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = False, checkpoint: str = "best",
+def predict_files(model: str | Predictor, paths, output_dir: str, *, plot_traces: bool = False, checkpoint: str = "best",
                   chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
                   max_length_mismatch: int = DEFAULT_MAX_LENGTH_MISMATCH, faces: str = MAIN, progress: bool = True,
-                  neutral_band: float | None = None, report=print):
+                  neutral_band: float | None = None, print_rows: bool = False, report=print):
     """``predict_file`` for each of ``paths`` with one model, writing ``output_dir/<stem>.csv``
     (and ``<stem>.png`` with ``plot_traces``); returns the CSV paths.
 
@@ -552,18 +561,25 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
     check_chunk_seconds(chunk_seconds)
     check_faces(faces)  # the value; the model's modalities once it is loaded
     check_outputs(paths, output_dir, plot_traces)
-    predictor = Predictor.load(model, checkpoint)
+    predictor = model if isinstance(model, Predictor) else Predictor.load(model, checkpoint)
     check_faces(faces, predictor.modalities)
     if neutral_band is not None:
         quadrants.check(predictor.label_names, neutral_band)
     for p in paths:
-        check_media(p, predictor.modalities)
+        if live.is_live(p):
+            live.check_live(p, faces)
+        else:
+            check_media(p, predictor.modalities)
     try:
         os.makedirs(output_dir, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create output directory {output_dir}: {e.strerror or e}") from e
     written = []
     for p in paths:
+        if live.is_live(p):
+            written.append(_predict_live(predictor, p, output_dir, plot_traces, chunk_seconds, face_detector,
+                                         neutral_band, print_rows, progress, report))
+            continue
         table = predict_file(predictor, p, chunk_seconds=chunk_seconds, face_detector=face_detector,
                              max_length_mismatch=max_length_mismatch, faces=faces, progress=progress,
                              neutral_band=neutral_band)
@@ -576,6 +592,22 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
                f"in {a['seconds']['total']:.1f} s, {a['real_time_factor']:.1f}× real time -> {csv}")
         written.append(csv)
     return written
+
+
+def _predict_live(predictor, path, output_dir, plot_traces, chunk_seconds, face_detector, neutral_band, print_rows,
+                  progress, report) -> str:
+    """``predict_files`` for one live source: its CSV written as it runs (``live.predict_live``)."""
+    import pandas as pd  # noqa: PLC0415
+
+    csv, *png = output_paths(path, output_dir, plot_traces)
+    a = live.predict_live(predictor, path, csv, chunk_seconds=chunk_seconds, face_detector=face_detector,
+                          neutral_band=neutral_band, print_rows=print_rows, progress=progress)
+    if png:
+        plot(pd.read_csv(csv, index_col=TIME), png[0], path)
+    end = "interrupted" if a["interrupted"] else "the stream ended"
+    report(f"{path}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s){_tracks_note(a)} "
+           f"until {end}, {a['real_time_factor']:.1f}× real time, at most {a['behind']:.1f} s behind -> {csv}")
+    return csv
 
 
 def _tracks_note(attrs) -> str:
@@ -595,7 +627,10 @@ def define_flags():
 
     flags.DEFINE_string("model", None, "An export folder (its highest version), a version folder or a "
                         "training run directory.")
-    flags.DEFINE_multi_string("input", None, "A video or audio file; repeat for several.")
+    flags.DEFINE_multi_string("input", None, "A video or audio file, or a live source: - (standard input), a URL "
+                              "(rtsp://, http://, udp://, ...), a named pipe, a camera (/dev/video0) or FORMAT:DEVICE "
+                              "(v4l2:/dev/video0, alsa:hw:0, pulse:default); repeat for several.")
+    flags.DEFINE_bool("print", False, "Live sources: also write each chunk's rows to standard output as they come.")
     flags.DEFINE_string("output_dir", None, "Where <input stem>.csv (and .png) go.")
     flags.DEFINE_bool("plot", False, "Also write <input stem>.png, the traces over time.")
     flags.DEFINE_enum("checkpoint", "best", list(run_lib.CHECKPOINT_FILES), "For a run directory: which checkpoint.")
@@ -626,7 +661,8 @@ def main(argv):
         predict_files(f.model, f.input, f.output_dir, plot_traces=f.plot, checkpoint=f.checkpoint,
                       chunk_seconds=f.chunk_seconds, face_detector=f.face_detector,
                       max_length_mismatch=f.max_length_mismatch, faces=f.faces,
-                      neutral_band=f.neutral_band if f.quadrants else None)
+                      neutral_band=f.neutral_band if f.quadrants else None, print_rows=f.print,
+                      report=lambda line: print(line, file=sys.stderr if f.print else sys.stdout))
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
 
