@@ -12,13 +12,12 @@ import threading
 import time
 from fractions import Fraction
 
-import av
 import numpy as np
 import pandas as pd
 import pytest
 
 from emotion_e2e import config as C
-from emotion_e2e import live, predict
+from emotion_e2e import benchmark, live, predict
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.data import tracking
 from emotion_e2e.errors import ConfigError
@@ -73,92 +72,7 @@ def clip(tmp_path_factory):
     tone = 0.4 * np.sin(2 * np.pi * (300 * t + 150 * t ** 2))
     mp4 = write_av(d / "talk.mp4", [talk_frame(k) for k in range(SECONDS * 30)], Fraction(30), audio=tone,
                    audio_rate=rate)
-    ts = str(d / "talk.ts")
-    with av.open(mp4) as src, av.open(ts, "w", format="mpegts") as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
-        for packet in src.demux():
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream.index]
-                dst.mux(packet)
-    return {"mp4": mp4, "ts": ts, "wav": write_audio(d / "voice.wav", tone, rate)}
-
-
-class Feeder(threading.Thread):
-    """Writes a file into ``dst`` (a named pipe, or a socket's file) at the pace of its own
-    timestamps: the bytes of the packet of time t (from the stream's start) go out at wall time
-    ``start + t``. ``written`` holds ``(t, wall time)`` per packet; ``stop_after`` seconds of
-    media, then it holds the pipe open without writing until ``release`` is set."""
-
-    def __init__(self, path: str, dst=None, stop_after: float | None = None):
-        super().__init__(daemon=True)
-        self.path, self.dst, self.stop_after = path, dst, stop_after
-        self.written, self.release, self.end = [], threading.Event(), None
-        with av.open(path) as c:  # where each packet ends in the file, and its time
-            marks, start = [], None
-            for p in c.demux():
-                if p.pts is None or p.pos is None or p.pos < 0:
-                    continue
-                start = p.pts * p.time_base if start is None else min(start, p.pts * p.time_base)
-                marks.append((float(p.pts * p.time_base), p.pos + p.size))
-        self.marks = sorted((t - float(start), pos) for t, pos in marks)
-        with open(path, "rb") as f:
-            self.data = f.read()
-
-    def run(self):
-        out = open(self.dst, "wb") if isinstance(self.dst, (str, os.PathLike)) else self.dst
-        try:
-            t0, sent = time.perf_counter(), 0
-            for t, end in self.marks:
-                if self.stop_after is not None and t > self.stop_after:
-                    self.release.wait()
-                    return
-                time.sleep(max(0.0, t0 + t - time.perf_counter()))
-                end = max(end, sent)
-                out.write(self.data[sent:end])
-                out.flush()
-                sent = end
-                self.written.append((t, time.perf_counter()))
-            out.write(self.data[sent:])
-            out.flush()
-            self.end = time.perf_counter()
-        except BrokenPipeError:
-            pass
-        finally:
-            out.close()
-
-
-class RowWatch(threading.Thread):
-    """Polls a CSV as it grows: ``seen`` holds ``(wall time, rows)`` whenever the row count changes."""
-
-    def __init__(self, path):
-        super().__init__(daemon=True)
-        self.path, self.seen, self.done = path, [], threading.Event()
-
-    def run(self):
-        last = 0
-        while not self.done.is_set():
-            try:
-                with open(self.path) as f:
-                    rows = max(0, sum(1 for _ in f) - 1)
-            except FileNotFoundError:
-                rows = 0
-            if rows != last:
-                self.seen.append((time.perf_counter(), rows))
-                last = rows
-            time.sleep(0.005)
-
-
-def delays(feeder: Feeder, watch: RowWatch, rows_per_chunk: int, step=0.04) -> list[float]:
-    """Per chunk, the seconds from its last frame's packet entering the source to its rows in the CSV."""
-    out = []
-    for k in range(1, len(watch.seen) + 1):
-        want = k * rows_per_chunk
-        when = next((w for w, n in watch.seen if n >= want), None)
-        # the last packet that starts within the chunk's last frame, which ends at want·step
-        entered = max((w for t, w in feeder.written if t < want * step - 1e-9), default=None)
-        if when is not None and entered is not None:
-            out.append(when - entered)
-    return out
+    return {"mp4": mp4, "ts": benchmark.remux_ts(mp4, str(d / "talk.ts")), "wav": write_audio(d / "voice.wav", tone, rate)}
 
 
 def file_rows(predictor, path):
@@ -181,7 +95,7 @@ def test_a_named_pipe_fed_at_the_streams_pace_gives_the_files_predictions_chunk_
         predictors, clip, tmp_path, name, kind):
     fifo, out = tmp_path / f"feed.{kind}", tmp_path / "out"
     os.mkfifo(fifo)
-    feeder, watch = Feeder(clip[kind], fifo), RowWatch(out / "feed.csv")
+    feeder, watch = benchmark.PacedFeed(clip[kind], fifo), benchmark.RowWatch(out / "feed.csv")
     feeder.start()
     watch.start()
     written = predict.predict_files(predictors[name], [str(fifo)], str(out), chunk_seconds=CHUNK, progress=False,
@@ -195,7 +109,7 @@ def test_a_named_pipe_fed_at_the_streams_pace_gives_the_files_predictions_chunk_
     rows_per_chunk = round(CHUNK / 0.04)
     assert [n for _, n in watch.seen][:3] == [rows_per_chunk, 2 * rows_per_chunk, 3 * rows_per_chunk], watch.seen
     assert watch.seen[0][0] < feeder.end - 1.0
-    lag = delays(feeder, watch, rows_per_chunk)
+    lag = benchmark.chunk_delays(feeder.written, watch.seen, rows_per_chunk)
     assert len(lag) >= SECONDS / CHUNK - 1 and all(d > 0 for d in lag), lag
     print(f"\n{name} from a named pipe, {CHUNK} s chunks: delay from a chunk's last frame entering the pipe to "
           f"its rows, p50 {np.median(lag) * 1e3:.0f} ms, max {max(lag) * 1e3:.0f} ms")
@@ -230,7 +144,7 @@ def test_an_http_stream_gives_the_same_rows_as_the_file(predictors, clip, tmp_pa
             if ending == "chunked":
                 self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            Feeder(clip["ts"], Chunked(self.wfile) if ending == "chunked" else self.wfile).run()  # at its pace
+            benchmark.PacedFeed(clip["ts"], Chunked(self.wfile) if ending == "chunked" else self.wfile).run()  # at its pace
 
         def log_message(self, *args):
             pass
@@ -271,10 +185,10 @@ def test_standard_input_prints_each_chunks_rows_as_they_come_and_writes_them(run
 def test_an_interrupt_ends_with_every_row_of_the_frames_read(runs, clip, tmp_path):
     fifo, out = tmp_path / "feed.ts", tmp_path / "out"
     os.mkfifo(fifo)
-    feeder = Feeder(clip["ts"], fifo, stop_after=2.0)  # 2 s, then the source stalls, its pipe still open
+    feeder = benchmark.PacedFeed(clip["ts"], fifo, stop_after=2.0)  # 2 s, then the source stalls, its pipe still open
     feeder.start()
     p = cli(f"--model={runs['multimodal']}", f"--input={fifo}", f"--output_dir={out}", f"--chunk_seconds={CHUNK}")
-    watch = RowWatch(out / "feed.csv")
+    watch = benchmark.RowWatch(out / "feed.csv")
     watch.start()
     deadline = time.time() + 240
     while not any(n >= 25 for _, n in watch.seen) and time.time() < deadline:
