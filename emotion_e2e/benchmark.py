@@ -33,7 +33,9 @@ paper's audio, face and audio+face models (ResNet-50), random weights, on a 1280
 H.264 + AAC recording with a real face, and ``--faces=all`` on a panel of three people: × real
 time of each stage (decode: PyAV decoding, resampling and frame selection alone; faces:
 detection with the default detector, tracking, crops and the JPEG round trip; model: the stream
-signature in chunks, once per person)
+signature in chunks, once per person); predict on a live source (an MPEG-TS, and a WAV for
+the audio model, fed through a named pipe at its own pace): p50/p95 of the delay from a chunk's
+last frame entering the pipe to its rows in the CSV, at 0.5 s and 1 s chunks
 and of the whole file, the latency of one 1-second stream call, and the peak resident memory
 of the predict CLI on 1- and 5-minute recordings (it must not grow with length).
 """
