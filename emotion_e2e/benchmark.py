@@ -33,7 +33,9 @@ paper's audio, face and audio+face models (ResNet-50), random weights, on a 1280
 H.264 + AAC recording with a real face, and ``--faces=all`` on a panel of three people: × real
 time of each stage (decode: PyAV decoding, resampling and frame selection alone; faces:
 detection with the default detector, tracking, crops and the JPEG round trip; model: the stream
-signature in chunks, once per person)
+signature in chunks, once per person); predict on a live source (an MPEG-TS, and a WAV for
+the audio model, fed through a named pipe at its own pace): p50/p95 of the delay from a chunk's
+last frame entering the pipe to its rows in the CSV, at 0.5 s and 1 s chunks
 and of the whole file, the latency of one 1-second stream call, and the peak resident memory
 of the predict CLI on 1- and 5-minute recordings (it must not grow with length).
 """
@@ -48,6 +50,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -63,6 +66,7 @@ _MINUTES = flags.DEFINE_list("memory_minutes", ["1", "5"], "Lengths of the conve
 _FACE_FRAMES = flags.DEFINE_integer("face_frames", 25, "Frames per face size and resolution in the faces suite.")
 _TRACKING_SECONDS = flags.DEFINE_float("tracking_seconds", 10, "faces: seconds of each clip the tracking cost is timed on.")
 _SERVING_SECONDS = flags.DEFINE_float("serving_seconds", 60, "serving: seconds of the recording timed per stage.")
+_LIVE_SECONDS = flags.DEFINE_float("live_seconds", 20, "serving: seconds of the stream fed to each live latency run.")
 _SERVING_MINUTES = flags.DEFINE_list("serving_memory_minutes", ["1", "5"],
                                      "serving: lengths of the predict CLI memory runs (minutes).")
 
@@ -556,6 +560,25 @@ def faces_suite():
 
 # ---------------------------------------------------------------- serving
 
+LIVE_CHUNKS = (0.5, 1.0)  # --chunk_seconds of the live latency runs
+
+
+def _wav_of(path: str, out: str) -> str:
+    """The sound of ``path`` as a 16-bit WAV ``out`` (its first audio stream, decoded)."""
+    import av  # noqa: PLC0415
+
+    with av.open(path) as src, av.open(out, "w") as dst:
+        a = src.streams.audio[0]
+        s = dst.add_stream("pcm_s16le", rate=a.rate, layout=a.layout.name)
+        for frame in src.decode(a):
+            frame.pts = None
+            for packet in s.encode(frame):
+                dst.mux(packet)
+        for packet in s.encode(None):
+            dst.mux(packet)
+    return out
+
+
 # The demo's face network (flags/demo.flags); the rest of the demo model is the paper's.
 DEMO_FACE_NET = "resnet10"
 
@@ -659,6 +682,24 @@ def serving_suite():
             print(f"{name:<40}{media_seconds / decode:>9.1f}{faces}{media_seconds / seconds['model']:>9.1f}"
                   f"{table.attrs['real_time_factor']:>12.1f}{latency * 1e3:>17.0f} ms{tracks}")
 
+        print(f"\npredict on a live source: the first {_LIVE_SECONDS.value:g} s of the recording as MPEG-TS (the "
+              f"WAV of its sound for the audio model) fed through a named pipe at its own pace; delay from a chunk's "
+              f"last frame entering the pipe to its rows in the CSV (the first chunk, which builds the graph, left out)")
+        print(f"{'model':<28}{'chunk':>7}{'p50':>9}{'p95':>9}{'max':>9}{'× real time':>13}")
+        clip = os.path.join(tmp, "live.mp4")
+        _face_video(clip, _LIVE_SECONDS.value)
+        sources = {"ts": remux_ts(clip, os.path.join(tmp, "live.ts")), "wav": _wav_of(clip, os.path.join(tmp, "live.wav"))}
+        for name, modalities, kind in (("audio", ("audio",), "wav"), ("face (demo)", ("face",), "ts"),
+                                       ("audio+face (demo)", ("audio", "face"), "ts")):
+            net = "resnet50" if modalities == ("audio",) else DEMO_FACE_NET
+            with contextlib.redirect_stderr(io.StringIO()):
+                predictor = predict.Predictor.load(runs.get((modalities, net)) or _random_run(tmp, modalities, net))
+            for chunk in LIVE_CHUNKS:
+                delays, rtf = live_latency(predictor, sources[kind], chunk, tmp)
+                d = np.array(delays[1:]) * 1e3
+                print(f"{name:<28}{chunk:>6g}s{np.median(d):>6.0f} ms{np.percentile(d, 95):>6.0f} ms"
+                      f"{d.max():>6.0f} ms{rtf:>13.1f}")
+
         print(f"\npredict CLI peak memory, audio+face (ResNet-50), 1280×720 30 fps H.264 + 48 kHz AAC, "
               f"{FaceConfig().detector} detector (the default):")
         for m in (float(x) for x in _SERVING_MINUTES.value):
@@ -671,6 +712,126 @@ def serving_suite():
                               env=dict(os.environ, CI="true"))
             wall = time.perf_counter() - t0
             print(f"  {m:g} min: peak RSS {rss:,.0f} MB, {60 * m / wall:.2f}× real time (with start-up)")
+
+
+# ------------------------------------------------------------- live sources
+
+class PacedFeed(threading.Thread):
+    """Writes a file into ``dst`` (a named pipe, or a socket's file) at the pace of its own
+    timestamps: the bytes of the packet of time t (from the stream's start) go out at wall time
+    ``start + t``. ``written`` holds ``(t, wall time)`` per packet; ``stop_after`` seconds of
+    media, then it holds the pipe open without writing until ``release`` is set."""
+
+    def __init__(self, path: str, dst=None, stop_after: float | None = None):
+        super().__init__(daemon=True)
+        self.path, self.dst, self.stop_after = path, dst, stop_after
+        import av  # noqa: PLC0415
+
+        self.written, self.release, self.end = [], threading.Event(), None
+        with av.open(path) as c:  # where each packet ends in the file, and its time
+            marks, start = [], None
+            for p in c.demux():
+                if p.pts is None or p.pos is None or p.pos < 0:
+                    continue
+                start = p.pts * p.time_base if start is None else min(start, p.pts * p.time_base)
+                marks.append((float(p.pts * p.time_base), p.pos + p.size))
+        self.marks = sorted((t - float(start), pos) for t, pos in marks)
+        with open(path, "rb") as f:
+            self.data = f.read()
+
+    def run(self):
+        out = open(self.dst, "wb") if isinstance(self.dst, (str, os.PathLike)) else self.dst
+        try:
+            t0, sent = time.perf_counter(), 0
+            for t, end in self.marks:
+                if self.stop_after is not None and t > self.stop_after:
+                    self.release.wait()
+                    return
+                time.sleep(max(0.0, t0 + t - time.perf_counter()))
+                end = max(end, sent)
+                out.write(self.data[sent:end])
+                out.flush()
+                sent = end
+                self.written.append((t, time.perf_counter()))
+            out.write(self.data[sent:])
+            out.flush()
+            self.end = time.perf_counter()
+        except BrokenPipeError:
+            pass
+        finally:
+            out.close()
+
+
+class RowWatch(threading.Thread):
+    """Polls a CSV as it grows: ``seen`` holds ``(wall time, rows)`` whenever the row count changes."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.path, self.seen, self.done = path, [], threading.Event()
+
+    def run(self):
+        last = 0
+        while not self.done.is_set():
+            try:
+                with open(self.path) as f:
+                    rows = max(0, sum(1 for _ in f) - 1)
+            except FileNotFoundError:
+                rows = 0
+            if rows != last:
+                self.seen.append((time.perf_counter(), rows))
+                last = rows
+            time.sleep(0.005)
+
+
+def chunk_delays(written, seen, rows_per_chunk: int, step: float = 0.04) -> list[float]:
+    """Per chunk of ``rows_per_chunk`` rows, the seconds from its last frame's packet entering the
+    source (``PacedFeed.written``) to its rows in the CSV (``RowWatch.seen``)."""
+    out = []
+    for k in range(1, len(seen) + 1):
+        want = k * rows_per_chunk
+        when = next((w for w, n in seen if n >= want), None)
+        # the last packet that starts within the chunk's last frame, which ends at want·step
+        entered = max((w for t, w in written if t < want * step - 1e-9), default=None)
+        if when is not None and entered is not None:
+            out.append(when - entered)
+    return out
+
+
+def remux_ts(path: str, out: str) -> str:
+    """``path``'s packets copied into an MPEG-TS file ``out`` (a broadcast stream: no index,
+    readable from any point on), as a camera or an encoder would stream them."""
+    import av  # noqa: PLC0415
+
+    with av.open(path) as src, av.open(out, "w", format="mpegts") as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
+    return out
+
+
+def live_latency(predictor, source: str, chunk_seconds: float, workdir: str) -> tuple[list[float], float]:
+    """``(per-chunk delays in seconds, real-time factor)`` of ``predict`` reading ``source`` (a
+    file) through a named pipe fed at the file's own pace: each delay runs from a chunk's last
+    frame entering the pipe to its rows in the CSV."""
+    from emotion_e2e import predict  # noqa: PLC0415
+
+    fifo = os.path.join(workdir, f"live_{time.monotonic_ns()}{os.path.splitext(source)[1]}")
+    os.mkfifo(fifo)
+    out = os.path.join(workdir, "live_out")
+    feed, watch = PacedFeed(source, fifo), RowWatch(os.path.join(out, predict.stem(fifo) + ".csv"))
+    feed.start()
+    watch.start()
+    reports = []
+    predict.predict_files(predictor, [fifo], out, chunk_seconds=chunk_seconds, progress=False, report=reports.append)
+    watch.done.set()
+    feed.join()
+    os.remove(fifo)
+    step = predictor.time_base.frame_step
+    frames = round(chunk_seconds / step)
+    rtf = float(re.search(r"([0-9.]+)× real time", reports[-1]).group(1))
+    return chunk_delays(feed.written, watch.seen, frames, step), rtf
 
 
 def _best_seconds(call, repeats: int) -> float:

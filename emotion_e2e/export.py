@@ -54,7 +54,10 @@ SIGNATURES = (DEFAULT_SIGNATURE, STREAM_SIGNATURE)
 ASSETS_EXTRA = "assets.extra"  # TF Serving's folder for files beside the SavedModel
 WARMUP_FILE = "tf_serving_warmup_requests"  # the name TF Serving looks for
 DESCRIPTION_FILE = "emotion_e2e.json"
-FORMAT_VERSION = 2  # of emotion_e2e.json; 2 added the face crop settings ("face", "face_source")
+# Of emotion_e2e.json; 2 added the face crop settings ("face", "face_source"), 3 the training
+# labels' statistics ("labels", "labels_source").
+FORMAT_VERSION = 3
+LABEL_STATISTICS = ("mean", "std", "min", "max")  # per label dimension, of the training partition (metadata.json)
 PARTIAL_PREFIX = ".partial-"  # hidden: TF Serving only loads folders named by an integer
 FIRST_VERSION = 1
 # The input dtypes: the waveform as the reader yields it; faces as a camera or JPEG decoder gives
@@ -154,10 +157,29 @@ def face_settings(cfg: TrainConfig) -> tuple[FaceConfig, str | None]:
                                    f"{size}-pixel face size of {run_lib.CONFIG}")
 
 
+def label_statistics(cfg: TrainConfig) -> tuple[dict | None, str]:
+    """``{label name: {"mean", "std", "min", "max"}}`` of the run's training partition
+    (``cfg.train_partition``) as ``metadata.json`` records them, the scale the model's outputs
+    were trained to; and where they come from. None, with a note saying why, when the data
+    directory or those statistics are gone."""
+    from emotion_e2e.data import metadata  # noqa: PLC0415
+
+    path = os.path.join(cfg.data_dir, metadata.FILENAME)
+    if not os.path.isfile(path):
+        return None, f"{path} not found: the training labels' statistics are unknown"
+    stats = metadata.read(cfg.data_dir)["partitions"].get(cfg.train_partition, {}).get("labels")
+    names = cfg.inputs.label_names
+    if not isinstance(stats, dict) or not set(names) <= set(stats):
+        return None, f"{path} has no label statistics of partition {cfg.train_partition!r} for {list(names)}"
+    return {n: {k: float(stats[n][k]) for k in LABEL_STATISTICS} for n in names}, f"{path}, partition {cfg.train_partition!r}"
+
+
 def describe(cfg: TrainConfig, tb: TimeBase, tb_note: str | None, face: FaceConfig, face_note: str | None,
              run_dir: str, checkpoint: str) -> dict:
     """The JSON asset: everything a client needs to cut a stream into requests and read the answers."""
     from emotion_e2e.data import metadata  # noqa: PLC0415
+
+    labels, labels_source = label_statistics(cfg)
 
     rnn = cfg.model.recurrent
     return {
@@ -173,6 +195,8 @@ def describe(cfg: TrainConfig, tb: TimeBase, tb_note: str | None, face: FaceConf
         "face_source": face_note or os.path.join(cfg.data_dir, metadata.FILENAME),
         "modalities": list(cfg.inputs.modalities),
         "label_names": list(cfg.inputs.label_names),
+        "labels": labels,
+        "labels_source": labels_source,
         "lstm": {"layers": rnn.layers, "units": rnn.units, "cell": rnn.cell},
         "state_names": list(state_units(cfg)),
         "signatures": signature_specs(cfg),

@@ -47,7 +47,7 @@ import time
 import numpy as np
 
 from emotion_e2e import config as config_lib
-from emotion_e2e import export, predict_inputs
+from emotion_e2e import export, live, predict_inputs, quadrants
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase
 from emotion_e2e.data import media
@@ -77,6 +77,7 @@ FACES = (MAIN, ALL)
 TRACK = "track"
 BOX = ("x", "y", "w", "h")  # the track's box in the frame as displayed, pixels
 CONFIDENCE = "confidence"  # the detector's score; empty (NaN) for Haar and where not found
+QUADRANT = "quadrant"  # with neutral_band: the frame's quadrant of the valence-arousal plane
 LABEL_FORMAT = "%.6g"  # the predictions in the CSV; float32 carries about 7 digits
 TIME_DECIMALS = 9  # times are frame_step·i rounded to this, so 0.04·3 is 0.12, not 0.12000000000000001
 NEEDS = {"audio": "its sound", "face": "faces from a video"}
@@ -136,6 +137,10 @@ class Predictor:
                                           f"settings: FaceConfig's defaults with its {size}-pixel face size")
             if "face" in description["modalities"]:
                 print(f"warning: {description['face_source']}", file=sys.stderr)
+        if "labels" not in description:  # before format 3
+            description["labels"] = None
+            description["labels_source"] = (f"{path} (format {description.get('format_version')}) has no label "
+                                            f"statistics")
         try:
             model = tf.saved_model.load(version_dir)
         except Exception as e:  # noqa: BLE001 - TF raises OSError, ValueError or its own errors
@@ -244,6 +249,9 @@ def chunk_frames(chunk_seconds: float, time_base: TimeBase) -> int:
     return max(1, round(chunk_seconds / time_base.frame_step))
 
 
+stem = predict_inputs.stem  # an input's output name; live and the benchmark name a source's CSV by it
+
+
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -251,7 +259,7 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, unit="frame", desc=desc, dynamic_ncols=True, disable=not show)
 
 
-def _model_inputs(frames, modalities) -> dict[str, np.ndarray]:
+def model_inputs(frames, modalities) -> dict[str, np.ndarray]:
     """``{modality: (1, time, ...)}`` of a chunk of converter ``Frame``s: the samples, and the
     faces decoded from the JPEG the converter wrote by the training reader's decoder, so the
     model sees the pixels it saw in training."""
@@ -367,7 +375,8 @@ def _predict_tracks(predictor: Predictor, recording, path: str, cfg: ConvertConf
 
 def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
                  chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
-                 max_length_mismatch: int | None = None, faces: str = MAIN, progress: bool = True):
+                 max_length_mismatch: int | None = None, faces: str = MAIN, progress: bool = True,
+                 neutral_band: float | None = None):
     """The model's predictions for every 40 ms frame of the media file ``path``.
 
     Args:
@@ -385,6 +394,9 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
         the same audio (the room's: nothing tells who speaks); ConfigError for "all" with a model
         that uses no faces.
       progress: a progress bar with the real-time factor on stderr, when it is a terminal (not in CI).
+      neutral_band: when given, a ``quadrant`` column names each frame's quadrant of the
+        valence-arousal plane, "neutral" within this band around 0 (``emotion_e2e.quadrants``);
+        ConfigError for a model without arousal and valence.
 
     Returns:
       A pandas DataFrame indexed by ``time`` (seconds, the end of frame i: frame_step·i, one row
@@ -415,6 +427,8 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
     predictor = model if isinstance(model, Predictor) else Predictor.load(model, checkpoint)
     modalities, labels = predictor.modalities, predictor.label_names
     check_faces(faces, modalities)
+    if neutral_band is not None:
+        quadrants.check(labels, neutral_band)
     cfg = predictor.convert_config(face_detector, max_length_mismatch)
     chunk = chunk_frames(chunk_seconds, cfg.time_base)
     check_media(path, modalities)
@@ -443,7 +457,7 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
                         break
                     if done + len(block) > n:
                         raise DataError(f"{path}: the converter gave more than the {n} frames it announced")
-                    x = _model_inputs(block, modalities)
+                    x = model_inputs(block, modalities)
                     t1 = time.perf_counter()
                     y, state = predictor.stream(x, state)
                     t2 = time.perf_counter()
@@ -466,6 +480,8 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
         if path in str(e):
             raise
         raise DataError(f"{path}: {e}") from e
+    if neutral_band is not None:
+        table[QUADRANT] = quadrants.quadrants(table[quadrants.AROUSAL], table[quadrants.VALENCE], neutral_band)
     wall = time.perf_counter() - start
     table.attrs.update(path=path, frames=n, seconds={**seconds, "total": wall},
                        real_time_factor=n * cfg.time_base.frame_step / wall if wall > 0 else math.inf,
@@ -479,9 +495,14 @@ def write_csv(table, path: str):
     faces="all": ``track``, ``time``, the labels, ``face_found``, ``x, y, w, h``, ``confidence``); written
     atomically: a reader sees the old file or the whole new one, and a write that fails (a full
     disk) is a DataError naming ``path`` that leaves the old file as it was."""
+    run_lib.write_file(path, csv_text(table), error=DataError)
+
+
+def csv_text(table, header: bool = True) -> str:
+    """``table`` as ``write_csv`` writes it (its header line only with ``header``)."""
     out = table.reset_index()
     out[TIME] = [repr(float(t)) for t in out[TIME]]  # the shortest exact text: 0.12, 1234.56
-    run_lib.write_file(path, out.to_csv(index=False, float_format=LABEL_FORMAT), error=DataError)
+    return out.to_csv(index=False, header=header, float_format=LABEL_FORMAT)
 
 
 def plot(table, path: str, title: str):
@@ -491,13 +512,13 @@ def plot(table, path: str, title: str):
     from emotion_e2e.plots import plot_traces  # noqa: PLC0415
 
     if TRACK in table.index.names:
-        labels = [c for c in table.columns if c not in (FACE_FOUND, *BOX, CONFIDENCE)]
+        labels = [c for c in table.columns if c not in (FACE_FOUND, *BOX, CONFIDENCE, QUADRANT)]
         wide = table[labels].unstack(TRACK)  # time × (label, track), NaN outside a track's life
         ids = wide.columns.get_level_values(TRACK).unique()
         plot_traces(path, title, wide.index.to_numpy(), {n: wide[n][ids].to_numpy() for n in labels}, error=DataError,
                     lines=[f"track {i}" for i in ids])
         return
-    names = [c for c in table.columns if c != FACE_FOUND]
+    names = [c for c in table.columns if c not in (FACE_FOUND, QUADRANT)]
     no_face = table[FACE_FOUND].to_numpy() == 0 if FACE_FOUND in table else None
     plot_traces(path, title, table.index.to_numpy(), {n: table[n].to_numpy() for n in names}, no_face=no_face,
                 error=DataError)
@@ -522,13 +543,15 @@ def check_outputs(inputs, output_dir: str, plot_traces: bool) -> None:
                                 f"choose another --output_dir")
 
 
-def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = False, checkpoint: str = "best",
+def predict_files(model: str | Predictor, paths, output_dir: str, *, plot_traces: bool = False, checkpoint: str = "best",
                   chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
                   max_length_mismatch: int | None = None, faces: str = MAIN, progress: bool = True,
-                  keep_going: bool = False, report=print):
-    """``predict_file`` for each of ``paths`` (files, folders, globs: ``predict_inputs``) with one
-    model, writing ``output_dir/<name>.csv`` (and ``<name>.png`` with ``plot_traces``) and
-    ``output_dir/summary.csv`` (``predict_summary``, rewritten after each file); returns the CSV paths.
+                  neutral_band: float | None = None, print_rows: bool = False, keep_going: bool = False,
+                  report=print):
+    """``predict_file`` for each of ``paths`` (files, folders, globs: ``predict_inputs``; live
+    sources: ``live.predict_live``) with one model, writing ``output_dir/<name>.csv`` (and
+    ``<name>.png`` with ``plot_traces``) and ``output_dir/summary.csv`` (``predict_summary``,
+    rewritten after each input); returns the CSV paths.
 
     Before any prediction: ConfigError for two inputs of the same output name, a ``chunk_seconds`` out
     of range, a bad ``model`` or ``faces`` (``check_faces``), DataError for an output that cannot
@@ -544,15 +567,20 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
     check_chunk_seconds(chunk_seconds)
     check_faces(faces)  # the value; the model's modalities once it is loaded
     check_outputs(inputs, output_dir, plot_traces)
-    predictor = Predictor.load(model, checkpoint)
+    predictor = model if isinstance(model, Predictor) else Predictor.load(model, checkpoint)
     check_faces(faces, predictor.modalities)
+    if neutral_band is not None:
+        quadrants.check(predictor.label_names, neutral_band)
     inputs = predict_inputs.select(inputs, skipped, predictor.modalities)
     for arg, files in skipped.items():
         report(predict_inputs.skipped_note(arg, sum(i.given == arg for i in inputs), files))
     unreadable = {}
     for i in inputs:
         try:
-            check_media(i.path, predictor.modalities)
+            if live.is_live(i.path):
+                live.check_live(i.path, faces)
+            else:
+                check_media(i.path, predictor.modalities)
         except DataError as e:
             if not keep_going:
                 raise
@@ -561,11 +589,16 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
     summary = Summary(output_dir, predictor.label_names)
     written = []
     for i in inputs:
+        csv, *png = output_paths(i.name, output_dir, plot_traces)
         error = unreadable.get(i.path)
         try:
-            if error is None:
+            if error is None and live.is_live(i.path):
+                table = _predict_live(predictor, i.path, csv, png, chunk_seconds, face_detector, neutral_band,
+                                      print_rows, progress, report)
+            elif error is None:
                 table = predict_file(predictor, i.path, chunk_seconds=chunk_seconds, face_detector=face_detector,
-                                     max_length_mismatch=max_length_mismatch, faces=faces, progress=progress)
+                                     max_length_mismatch=max_length_mismatch, faces=faces, progress=progress,
+                                     neutral_band=neutral_band)
         except DataError as e:
             error = e
         if error is not None:
@@ -574,16 +607,16 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
                 raise error
             report(f"{i.path}: failed: {error}")
             continue
-        csv, *png = output_paths(i.name, output_dir, plot_traces)
-        _makedirs(os.path.dirname(csv))
-        write_csv(table, csv)
-        if png:
-            plot(table, png[0], os.path.basename(i.path))
+        if not live.is_live(i.path):  # a live source's CSV is written as it comes
+            _makedirs(os.path.dirname(csv))
+            write_csv(table, csv)
+            if png:
+                plot(table, png[0], os.path.basename(i.path))
+            a = table.attrs
+            report(f"{i.path}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s)"
+                   f"{_tracks_note(a)}{_trimmed_note(a, predictor.time_base)} in {a['seconds']['total']:.1f} s, "
+                   f"{a['real_time_factor']:.1f}× real time -> {csv}")
         summary.add(row(table, predictor.label_names, predictor.time_base.frame_step))
-        a = table.attrs
-        report(f"{i.path}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s){_tracks_note(a)}"
-               f"{_trimmed_note(a, predictor.time_base)} in {a['seconds']['total']:.1f} s, "
-               f"{a['real_time_factor']:.1f}× real time -> {csv}")
         written.append(csv)
     if summary.failed:
         raise DataError(f"{summary.failed} of {len(inputs)} inputs failed (each one's error is in {summary.path})")
@@ -606,6 +639,24 @@ def _trimmed_note(attrs, time_base: TimeBase) -> str:
     return f", {longer} {attrs['trimmed_frames'] * time_base.frame_step:.2f} s longer, trimmed"
 
 
+def _predict_live(predictor, path, csv, png, chunk_seconds, face_detector, neutral_band, print_rows, progress,
+                  report):
+    """``predict_files`` for one live source: its CSV written as it runs (``live.predict_live``),
+    read back as ``predict_file``'s table (for the plot and the summary)."""
+    import pandas as pd  # noqa: PLC0415
+
+    a = live.predict_live(predictor, path, csv, chunk_seconds=chunk_seconds, face_detector=face_detector,
+                          neutral_band=neutral_band, print_rows=print_rows, progress=progress)
+    table = pd.read_csv(csv, index_col=TIME)
+    table.attrs.update(a, path=path)
+    if png:
+        plot(table, png[0], path)
+    end = "interrupted" if a["interrupted"] else "the stream ended"
+    report(f"{path}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s){_tracks_note(a)} "
+           f"until {end}, {a['real_time_factor']:.1f}× real time, at most {a['behind']:.1f} s behind -> {csv}")
+    return table
+
+
 def _tracks_note(attrs) -> str:
     """The progress line's note on the file's face tracks ('' for a model without faces)."""
     if "face_tracks" not in attrs:
@@ -624,7 +675,10 @@ def define_flags():
     flags.DEFINE_string("model", None, "An export folder (its highest version), a version folder or a "
                         "training run directory.")
     flags.DEFINE_multi_string("input", None, "A video or audio file, a folder (walked; its media files found by "
-                              "content) or a quoted glob ('clips/**/*.mp4'); repeat for several.")
+                              "content), a quoted glob ('clips/**/*.mp4') or a live source: - (standard input), a URL "
+                              "(rtsp://, http://, udp://, ...), a named pipe, a camera (/dev/video0) or FORMAT:DEVICE "
+                              "(v4l2:/dev/video0, alsa:hw:0, pulse:default); repeat for several.")
+    flags.DEFINE_bool("print", False, "Live sources: also write each chunk's rows to standard output as they come.")
     flags.DEFINE_string("output_dir", None, "Where <input stem>.csv (and .png) go, a folder's files under their "
                         "path in it; and summary.csv, a row per input.")
     flags.DEFINE_bool("plot", False, "Also write <input stem>.png, the traces over time.")
@@ -642,6 +696,10 @@ def define_flags():
                          lower_bound=0)
     flags.DEFINE_bool("keep_going", False, "Record a file that fails in summary.csv and go on; exit 1 at the end "
                       "if any failed.")
+    flags.DEFINE_bool("quadrants", False, "Add a quadrant column: excited, tense, sad, calm or neutral "
+                      "(the valence-arousal plane's quadrants; models with arousal and valence).")
+    flags.DEFINE_float("neutral_band", quadrants.DEFAULT_NEUTRAL_BAND, "With --quadrants: a frame whose arousal and "
+                       "valence are both within this distance of 0 is neutral.")
     flags.mark_flags_as_required(["model", "input", "output_dir"])
 
 
@@ -654,7 +712,9 @@ def main(argv):
     try:
         predict_files(f.model, f.input, f.output_dir, plot_traces=f.plot, checkpoint=f.checkpoint,
                       chunk_seconds=f.chunk_seconds, face_detector=f.face_detector,
-                      max_length_mismatch=f.max_length_mismatch, faces=f.faces, keep_going=f.keep_going)
+                      max_length_mismatch=f.max_length_mismatch, faces=f.faces, keep_going=f.keep_going,
+                      neutral_band=f.neutral_band if f.quadrants else None, print_rows=f.print,
+                      report=lambda line: print(line, file=sys.stderr if f.print else sys.stdout))
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
 

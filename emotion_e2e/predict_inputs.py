@@ -1,15 +1,16 @@
 """What ``python -m emotion_e2e.predict --input`` names: files, folders and globs, and where each
 input's outputs go.
 
-An ``--input`` is a file (used as given), a folder (walked recursively) or, when no such path
-exists and it holds ``*``, ``?`` or ``[``, a glob (Python's, ``**`` recursive). Files found in a
+An ``--input`` is a live source (``live.is_live``: standard input, a URL, a named pipe, a device),
+a file (used as given), a folder (walked recursively) or, when no such path exists and it holds
+``*``, ``?`` or ``[``, a glob (Python's, ``**`` recursive). Files found in a
 folder or by a glob are kept when they are media by their content: FFmpeg opens them and they
 have the streams the model needs; the others are skipped and counted. Hidden files and folders
 (a name starting with '.') are not looked at, as ``ls`` and ``glob`` do.
 
 Outputs mirror the input tree: ``DIR/a/b.mp4`` writes ``OUTPUT_DIR/a/b.csv`` (relative to the
 folder given, or to a glob's leading folders without wildcards); a file given by name writes
-``OUTPUT_DIR/<stem>.csv``.
+``OUTPUT_DIR/<stem>.csv`` (a live source ``stem``'s name).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import glob
 import itertools
 import os
 
+from emotion_e2e import live
 from emotion_e2e.data import media, names
 from emotion_e2e.errors import ConfigError, DataError
 
@@ -31,6 +33,7 @@ SUMMARY_NAME = "summary"
 # What each modality needs in the file: an audio track, a video stream.
 STREAM_KIND = {"audio": "audio", "face": "video"}
 SHOWN_SKIPPED = 3  # skipped files named in the report line
+STDIN_STEM = "stdin"  # the output name of standard input (--input=-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +61,11 @@ def is_glob(arg: str) -> bool:
 
 
 def stem(path: str) -> str:
-    """The output name of a file given by name: its name without the extension."""
-    return os.path.splitext(os.path.basename(path))[0]
+    """The output name of an input given by name: its file name without the extension ("stdin" for
+    ``-``; for a URL or a capture device the last part of its path)."""
+    if path == live.STDIN:
+        return STDIN_STEM
+    return os.path.splitext(os.path.basename(path.split("?")[0].rstrip("/") if "://" in path else path))[0]
 
 
 def _glob_base(pattern: str) -> str:
@@ -96,6 +102,9 @@ def find(args) -> tuple[list[Input], dict[str, list[str]]]:
         raise ConfigError("no input files given")
     inputs, skipped = [], {}
     for arg in args:
+        if live.is_live(arg):  # before the glob: a URL's '?' is not a wildcard
+            inputs.append(Input(arg, stem(arg), arg))
+            continue
         if os.path.isdir(arg):
             found, base = list(_walk(arg)), arg
         elif is_glob(arg):

@@ -5,7 +5,7 @@ Columns: ``file`` (the input's path), ``duration_s`` (its frames · the frame st
 faces="all" any track's; empty for an audio model), per label dimension ``<label>_mean``,
 ``_q25``, ``_median``, ``_q75`` (over the CSV's rows: with faces="all", every track's),
 ``real_time_factor`` (seconds of media per wall second), ``trimmed_s`` (seconds cut from the
-longer of the audio track and the picture) and ``error`` (the one-line error of an input that
+longer of the audio track and the picture; empty for a live source, read as it comes) and ``error`` (the one-line error of an input that
 failed, its other columns empty; empty when fine).
 
 The table is rewritten whole (atomically) after each input, so a run stopped midway leaves the
@@ -53,7 +53,8 @@ def row(table, label_names, frame_step: float) -> dict:
         values = table[label].to_numpy(np.float64)
         out[f"{label}_mean"] = values.mean()
         out.update({f"{label}_{stat}": np.quantile(values, q) for stat, q in QUARTILES.items()})
-    out.update(real_time_factor=a["real_time_factor"], trimmed_s=a["trimmed_frames"] * frame_step, error="")
+    out.update(real_time_factor=a["real_time_factor"], trimmed_s=a.get("trimmed_frames", np.nan) * frame_step,
+               error="")
     return out
 
 

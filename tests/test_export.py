@@ -359,6 +359,11 @@ def test_the_description_asset_holds_the_time_base_face_crops_and_names(exported
     assert info["face_source"] == os.path.join(corpus, "metadata.json")
     assert info["samples_per_frame"] == SPF and info["face_size"] == FACE_SIZE
     assert info["modalities"] == ["audio", "face"] and info["label_names"] == ["arousal", "valence"]
+    # the scale the outputs were trained to: the training partition's gold standard
+    train = meta["partitions"]["train"]["labels"]
+    assert info["labels"] == {n: {k: train[n][k] for k in ("mean", "std", "min", "max")} for n in ("arousal", "valence")}
+    assert info["labels_source"] == f"{os.path.join(corpus, 'metadata.json')}, partition 'train'"
+    assert info["format_version"] == 3
     assert info["lstm"] == {"layers": 1, "units": UNITS, "cell": "peephole"}
     assert info["state_names"] == ["h_1", "c_1"]
     assert info["signatures"]["stream"]["inputs"]["h_1"] == {"dtype": "float32", "shape": [None, UNITS]}
@@ -379,6 +384,7 @@ def test_without_the_data_directory_the_time_base_falls_back_to_the_config(run, 
     assert "not found" in info["time_base_source"] and "config.json" in info["time_base_source"]
     assert info["face"] == dataclasses.asdict(C.FaceConfig(size=cfg.inputs.face_size))
     assert "not found" in info["face_source"] and "FaceConfig's defaults" in info["face_source"]
+    assert info["labels"] is None and "not found: the training labels' statistics are unknown" in info["labels_source"]
 
 
 def test_a_face_size_other_than_the_data_crops_is_refused(run, tmp_path):

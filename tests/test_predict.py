@@ -4,6 +4,7 @@ call, the faces are the ones training saw, the CLI's files and one-line errors, 
 does not grow with the file's length."""
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -20,7 +21,7 @@ import pytest
 
 from disk_fixtures import one_line_error, snapshot
 from emotion_e2e import config as C
-from emotion_e2e import benchmark, evaluation, export, predict, training
+from emotion_e2e import benchmark, evaluation, export, predict, quadrants, training
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import InputConfig, ReaderConfig
 from emotion_e2e.data import convert, media, schema, sources
@@ -197,6 +198,23 @@ def test_the_export_folder_its_version_and_the_run_directory_agree(run, exported
         exported("multimodal")).description
 
 
+def test_an_export_made_before_label_statistics_reads_them_as_unknown(exported, tmp_path):
+    old = str(tmp_path / "1")
+    shutil.copytree(os.path.join(exported("audio"), "1"), old)
+    info_path = os.path.join(old, "assets.extra", "emotion_e2e.json")
+    with open(info_path) as f:
+        info = json.load(f)
+    assert info["labels"]["arousal"].keys() == {"mean", "std", "min", "max"}
+    for key in ("labels", "labels_source"):
+        del info[key]
+    info["format_version"] = 2
+    with open(info_path, "w") as f:
+        json.dump(info, f)
+    description = predict.Predictor.load(old).description
+    assert description["labels"] is None
+    assert description["labels_source"] == f"{info_path} (format 2) has no label statistics"
+
+
 @pytest.mark.parametrize("name,file", [("multimodal", "talk_30fps"), ("audio", "voice")])
 def test_chunks_equal_one_whole_file_call(predictor, files, name, file):
     whole = predict.predict_file(predictor(name), files[file], chunk_seconds=60)
@@ -359,6 +377,22 @@ def test_the_cli_writes_a_csv_and_a_plot_per_file(exported, predictor, files, tm
     assert image is not None and image.shape[0] > 100
 
 
+def test_quadrants_name_each_frames_place_on_the_valence_arousal_plane(exported, predictor, files, tmp_path):
+    out = tmp_path / "out"
+    r = cli(f"--model={exported('multimodal')}", f"--input={files['talk_30fps']}", f"--output_dir={out}",
+            "--quadrants", "--neutral_band=0.05", "--plot")
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = pd.read_csv(out / "talk_30fps.csv")
+    assert list(table.columns) == ["time", *LABELS, "face_found", "quadrant"]
+    assert table["quadrant"].tolist() == quadrants.quadrants(table["arousal"], table["valence"], 0.05).tolist()
+    api = predict.predict_file(predictor("multimodal"), files["talk_30fps"], neutral_band=0.05, progress=False)
+    assert api["quadrant"].tolist() == table["quadrant"].tolist()
+    r = cli(f"--model={exported('multimodal')}", f"--input={files['talk_30fps']}", f"--output_dir={out}",
+            "--quadrants", "--neutral_band=-1")
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == ("error: the neutral band must be 0 or more. "
+                                                                        "Received: -1.0")
+
+
 @pytest.mark.parametrize("name,file,message", [
     pytest.param("audio", "notes", "notes.mp4: cannot read media", id="unreadable"),
     pytest.param("face", "voice", r"voice.wav has no video stream \(it has: audio\), but the model needs faces",
@@ -380,15 +414,13 @@ def test_the_cli_stops_with_one_line_naming_the_file(exported, files, tmp_path, 
         assert pd.read_csv(tmp_path / "out" / "summary.csv")["error"].tolist() == [last[len("error: "):]]
 
 
-def test_an_empty_folder_or_a_fifo_given_as_input_says_what_it_is(exported, files, tmp_path):
-    folder, fifo = tmp_path / "clips", tmp_path / "live.wav"
+def test_a_folder_with_no_file_given_as_input_says_so(exported, files, tmp_path):
+    """(A named pipe is a live source: tests/test_live.py; folders with files: tests/test_predict_folders.py.)"""
+    folder = tmp_path / "clips"
     (folder / ".cache").mkdir(parents=True)
     shutil.copy(files["voice"], folder / ".cache")  # hidden: not looked at
-    os.mkfifo(fifo)  # never opened: that would block until something writes to it
     r = cli(f"--model={exported('audio')}", f"--input={folder}", f"--output_dir={tmp_path / 'out'}")
     assert one_line_error(r) == f"error: --input {folder}: no file in that folder (hidden files and folders are not looked at)"
-    r = cli(f"--model={exported('audio')}", f"--input={fifo}", f"--output_dir={tmp_path / 'out'}")
-    assert one_line_error(r) == f"error: {fifo} is a named pipe (FIFO), not a media file (expected an audio/video file)"
     assert not (tmp_path / "out").exists()
 
 

@@ -172,7 +172,7 @@ def _decoded_audio(container, stream) -> Iterator[tuple[np.ndarray, int]]:
             yield out.to_ndarray(), rate
 
 
-def _frame(x: np.ndarray, spf: int) -> np.ndarray:
+def pad_frame(x: np.ndarray, spf: int) -> np.ndarray:
     """(<= spf,) samples -> (spf,) float32, zero-padded; clipped because resampling
     can overshoot full scale slightly."""
     out = np.zeros(spf, np.float32)
@@ -180,13 +180,13 @@ def _frame(x: np.ndarray, spf: int) -> np.ndarray:
     return out
 
 
-def _exact_step(time_base: TimeBase) -> Fraction:
+def exact_step(time_base: TimeBase) -> Fraction:
     """The frame step as an exact fraction of a second (0.04 -> exactly 1/25), so frame boundaries
     compare exactly with sample and frame times."""
     return Fraction(time_base.frame_step).limit_denominator(1_000_000)
 
 
-def _check_finite(path, block: np.ndarray, offset: int, rate: int, time_base: TimeBase):
+def check_finite(path, block: np.ndarray, offset: int, rate: int, time_base: TimeBase):
     """DataError naming ``path``, the first NaN or infinite sample of ``block`` (channels, samples),
     whose first sample is the file's sample ``offset`` (0-based) at ``rate``, its time and the
     grid frame that holds it: frame i holds the samples from step·(i-1) up to step·i. Counting
@@ -196,7 +196,7 @@ def _check_finite(path, block: np.ndarray, offset: int, rate: int, time_base: Ti
         return
     k = int(np.argmin(finite))
     index = offset + k
-    step = _exact_step(time_base)
+    step = exact_step(time_base)
     frame = int(Fraction(index, rate) // step) + 1
     value = block[:, k][~np.isfinite(block[:, k])][0]
     raise DataError(f"{path}: audio sample {index + 1} at {index / rate:.4f} s, in frame {frame}, is {value}: "
@@ -217,13 +217,13 @@ def audio_frames(path, time_base: TimeBase, num_frames: int | None = None) -> It
     decoded = 0  # samples at the native rate so far
     with _open(path, "audio") as (container, stream):
         for block, rate in _decoded_audio(container, stream):
-            _check_finite(path, block, decoded, rate, time_base)
+            check_finite(path, block, decoded, rate, time_base)
             decoded += block.shape[1]
             resampler = resampler or StreamingResampler(rate, time_base.sample_rate)
             carry = np.concatenate([carry, resampler.push(block.mean(axis=0))])
             whole = int(min(len(carry) // spf, limit - emitted))
             for k in range(whole):
-                yield _frame(carry[k * spf:(k + 1) * spf], spf)
+                yield pad_frame(carry[k * spf:(k + 1) * spf], spf)
             carry, emitted = carry[whole * spf:], emitted + whole
             if emitted >= limit:
                 return
@@ -233,7 +233,7 @@ def audio_frames(path, time_base: TimeBase, num_frames: int | None = None) -> It
     # The tail: whole frames, a zero-padded last one, then silence up to num_frames.
     total = emitted + -(-len(carry) // spf) if num_frames is None else num_frames
     for k in range(total - emitted):
-        yield _frame(carry[k * spf:(k + 1) * spf], spf)
+        yield pad_frame(carry[k * spf:(k + 1) * spf], spf)
 
 
 def audio_duration(path) -> float:
@@ -247,7 +247,7 @@ def audio_duration(path) -> float:
     return n / rate
 
 
-def _start(stream, first_pts: int) -> int:
+def stream_start(stream, first_pts: int) -> int:
     return stream.start_time if stream.start_time is not None else first_pts
 
 
@@ -264,7 +264,7 @@ def video_duration(path) -> float:
             first = packet.pts if first is None else min(first, packet.pts)
             end = stop if end is None else max(end, stop)
         if ok and end is not None:
-            return float((end - _start(stream, first)) * stream.time_base)
+            return float((end - stream_start(stream, first)) * stream.time_base)
     # Packets without durations or timestamps: decode, extending the last frame by
     # the previous frame interval.
     times = collections.deque((t for t, *_ in _video_frames_timed(path)), maxlen=2)
@@ -317,7 +317,7 @@ def _display_orientation(matrix: bytes) -> Orientation | None:
     return turn if any(turn) else None
 
 
-def _orientation(frame: av.VideoFrame, path, index: int) -> Orientation | None:
+def display_orientation(frame: av.VideoFrame, path, index: int) -> Orientation | None:
     """``frame``'s display ``Orientation`` (None when it is shown as stored)."""
     matrix = frame.side_data.get("DISPLAYMATRIX")
     if matrix is None:
@@ -345,9 +345,9 @@ def _video_frames_timed(path) -> Iterator[tuple[Fraction, av.VideoFrame, Orienta
             if frame.pts is None:
                 raise DataError(f"{path}: video frame {count} has no timestamp (expected pts on every frame)")
             if start is None:
-                start = _start(stream, frame.pts)
+                start = stream_start(stream, frame.pts)
             if frame.rotation != rotation:  # a matrix turning (a mirror image alone keeps the angle)
-                orientation, rotation = _orientation(frame, path, count), frame.rotation
+                orientation, rotation = display_orientation(frame, path, count), frame.rotation
             count += 1
             yield (frame.pts - start) * stream.time_base, frame, orientation
         if not count:
@@ -364,7 +364,7 @@ def video_frames(path, time_base: TimeBase, num_frames: int | None = None) -> It
     are the displayed height and width.
     """
     n = time_base.frames_in(video_duration(path)) if num_frames is None else num_frames
-    step = _exact_step(time_base)
+    step = exact_step(time_base)
     held, rgb, i = None, None, 1
 
     def to_rgb(decoded):

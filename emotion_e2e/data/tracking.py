@@ -133,11 +133,14 @@ def _box(state) -> Box:
 
 
 class _Live:
-    """A track while it is being built: its rows so far and its motion model."""
+    """A track while it is being built: its rows so far (with ``history``), its motion model,
+    and what an online reader needs of its latest frame: ``box``, ``found_now``, ``held_eyes``
+    (the last detection's eyes), ``num_found`` and ``found_area`` (the sum of its found boxes' areas)."""
 
-    def __init__(self, track_id: int, frame: int, detection: Detection):
-        self.id, self.first = track_id, frame
+    def __init__(self, track_id: int, frame: int, detection: Detection, history: bool = True):
+        self.id, self.first, self.history = track_id, frame, history
         self.boxes, self.found, self.scores, self.eyes = [], [], [], []
+        self.num_found, self.found_area, self.held_eyes = 0, 0.0, None
         self.state = _centre_size(detection.box)  # at the last frame where it was found
         self.velocity = None  # per frame, of (cx, cy, w, h); None until found twice
         self.last_found = frame
@@ -163,16 +166,23 @@ class _Live:
 
     def carry(self, frame: int):
         """Not found in ``frame``: the prediction is its box."""
-        self.boxes.append(tuple(self.predict(frame)))
-        self.found.append(False)
-        self.scores.append(np.nan)
-        self.eyes.append(None)
+        self.box, self.found_now = self.predict(frame), False
+        if self.history:
+            self.boxes.append(tuple(self.box))
+            self.found.append(False)
+            self.scores.append(np.nan)
+            self.eyes.append(None)
 
     def _append(self, d: Detection):
-        self.boxes.append(tuple(d.box))
-        self.found.append(True)
-        self.scores.append(d.score)
-        self.eyes.append(d.eyes)
+        self.box, self.found_now = d.box, True
+        self.num_found += 1
+        self.found_area += float(d.box.w) * d.box.h
+        self.held_eyes = d.eyes if d.eyes is not None else self.held_eyes
+        if self.history:
+            self.boxes.append(tuple(d.box))
+            self.found.append(True)
+            self.scores.append(d.score)
+            self.eyes.append(d.eyes)
 
     def finish(self) -> Track:
         """The ``Track``, its carried rows after the last detection dropped."""
@@ -242,12 +252,17 @@ class Tracker:
 
     ``step(frame, detections, may_start)``: the frame's detections (full-frame pixels); new
     tracks start from unmatched ones only when ``may_start`` (a full-frame detection).
+
+    With ``history=False`` (a live stream, read as it comes) no track keeps its rows: ``finish``
+    is not available, memory stays constant however long it runs, and ``live`` holds what each
+    track is at the latest frame (``online_main``).
     """
 
-    def __init__(self, cfg: TrackConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: TrackConfig, history: bool = True):
+        self.cfg, self.history = cfg, history
         self.live: list[_Live] = []
         self.done: list[Track] = []
+        self.ended = 0  # tracks that have ended
         self.frame = 0
         self._next_id = 1
 
@@ -265,7 +280,9 @@ class Tracker:
             if k in matched:
                 t.update(frame, detections[matched[k]], self.cfg.smoothing)
             elif frame - t.last_found > self.cfg.max_gap:
-                self.done.append(t.finish())
+                self.ended += 1
+                if self.history:
+                    self.done.append(t.finish())
                 continue
             else:
                 t.carry(frame)
@@ -275,11 +292,13 @@ class Tracker:
             taken = set(matched.values())
             for j, d in enumerate(detections):
                 if j not in taken:
-                    self.live.append(_Live(self._next_id, frame, d))
+                    self.live.append(_Live(self._next_id, frame, d, self.history))
                     self._next_id += 1
 
     def finish(self) -> list[Track]:
         """Every track, in id order; the tracker is spent."""
+        if not self.history:
+            raise ValueError("a tracker without history keeps no tracks to finish")
         tracks = self.done + [t.finish() for t in self.live]
         self.live, self.done = [], []
         return sorted(tracks, key=lambda t: t.id)
@@ -296,27 +315,41 @@ def track_faces(open_frames: Callable[[], Iterator[np.ndarray]], detector: FaceD
     ``cfg.align`` "eyes" and a detector whose ``level_on_turned_square`` is set (YuNet), each
     detection's eyes are levelled first (``faces.level_eyes``), so the tracks hold those.
     """
-    track = cfg.track
-    tracker = Tracker(track)
+    tracker = Tracker(cfg.track)
     frames = iter(open_frames())
     full = 0
     try:
         for i, frame in enumerate(frames, start=1):
             check_frame(frame, source, i)
-            whole = (i - 1) % track.detect_every == 0
-            if whole:
-                detections = detector.detect_all(frame)
-                full += 1
-            else:
-                detections = _window_detections(frame, tracker.predicted(i), detector, track.search_scale,
-                                                cfg.detect_max_side)
-            if cfg.align == "eyes" and detector.level_on_turned_square:  # the crops are turned by the eyes
-                detections = [d if d.eyes is None else d._replace(eyes=level_eyes(frame, d.box, d.eyes, detector, cfg))
-                              for d in detections]
-            tracker.step(detections, may_start=whole)
+            full += track_frame(tracker, frame, detector, cfg)
     finally:
         close_frames(frames)
     return Tracking(tracker.finish(), tracker.frame, full)
+
+
+def track_frame(tracker: Tracker, frame: np.ndarray, detector: FaceDetector, cfg: FaceConfig) -> bool:
+    """Steps ``tracker`` on its next ``frame`` as ``track_faces`` does (the whole frame or the
+    windows, eyes levelled for ``align`` "eyes"); whether the whole frame was searched."""
+    i = tracker.frame + 1
+    whole = (i - 1) % cfg.track.detect_every == 0
+    if whole:
+        detections = detector.detect_all(frame)
+    else:
+        detections = _window_detections(frame, tracker.predicted(i), detector, cfg.track.search_scale,
+                                        cfg.detect_max_side)
+    if cfg.align == "eyes" and detector.level_on_turned_square:  # the crops are turned by the eyes
+        detections = [d if d.eyes is None else d._replace(eyes=level_eyes(frame, d.box, d.eyes, detector, cfg))
+                      for d in detections]
+    tracker.step(detections, may_start=whole)
+    return whole
+
+
+def online_main(tracker: Tracker):
+    """The live track a stream read as it comes keeps at the tracker's latest frame: the rule of
+    ``main_track`` over what has been seen so far (found in the most frames, then the larger
+    mean box, then the lower id); None while no face is tracked. Unlike the converter's, the
+    choice can change hands as the stream goes on."""
+    return min(tracker.live, key=lambda t: (-t.num_found, -t.found_area / t.num_found, t.id), default=None)
 
 
 def main_track(tracks: Sequence[Track]) -> Track | None:

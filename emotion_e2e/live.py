@@ -1,0 +1,396 @@
+"""Live sources for ``predict`` (docs/design.md §10): a stream read once, as it comes.
+
+A live source is what FFmpeg opens and reads in one pass without knowing its end: ``-``
+(standard input), a URL (``rtsp://``, ``http://``, ``udp://``, ...), a named pipe (FIFO), a
+character device such as a camera ``/dev/video0``, or ``FORMAT:DEVICE`` for FFmpeg's capture
+devices (``v4l2:/dev/video0``, ``alsa:hw:0``, ``pulse:default``). A file is decoded twice to
+find every face track before cutting any crop; a stream cannot be, so here everything happens
+in one pass over one container:
+
+- the audio and video packets are decoded in the order they arrive, the audio mixed to mono and
+  resampled block by block (``media.StreamingResampler``, the same filter as for files), the
+  pictures put on the 40 ms grid by the rule for files (grid frame i shows the last picture at or
+  before its end), each grid frame released as soon as both its samples and its picture are in;
+- faces are tracked as they come (``tracking.Tracker`` without history, so memory stays
+  constant) and each frame is cut from the box of the track kept so far (``tracking.online_main``:
+  the converter's rule over the frames seen), held after that face is gone; frames before any
+  face are black, ``face_found`` 0;
+- the crops go through the JPEG round trip and the training reader's decoder, and the model's
+  ``stream`` signature runs every ``chunk_seconds``, its state carried.
+
+``predict_live`` appends each chunk's rows to the CSV (flushed) and, with ``print_rows``, to
+standard output as they are produced, and reports how far behind the stream it runs. The end of
+the stream or an interrupt (Ctrl-C, SIGINT) ends it with every row of the frames read written.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import errno
+import os
+import queue
+import signal
+import stat
+import sys
+import threading
+import time
+from typing import Iterator
+
+import av
+import numpy as np
+
+from emotion_e2e.config import TimeBase
+from emotion_e2e.data import faces, media, tracking
+from emotion_e2e.data.convert import ConvertConfig, Frame
+from emotion_e2e.errors import ConfigError, DataError
+
+STDIN = "-"
+URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
+DEVICE_FORMATS = ("v4l2", "alsa", "pulse")  # FORMAT:DEVICE (FFmpeg's capture devices on Linux)
+# FFmpeg reads this many bytes before it names the streams (its default, 5 MB, holds a WAV's first
+# rows until the whole file has come): the least it allows. What is not known yet is read from
+# the decoded frames, as everything here reads it anyway.
+PROBE_BYTES = 32
+# Frames decoded ahead of the model, in chunks: what the source's buffer does not have to hold.
+READ_AHEAD_CHUNKS = 2
+POLL_SECONDS = 0.1  # how often a reader waiting for frames looks for an interrupt
+# A live reader further behind the stream than this warns (once per LAG_REPORT_SECONDS while it is).
+LAG_WARNING_SECONDS = 2.0
+LAG_REPORT_SECONDS = 10.0
+
+
+def device_format(path: str) -> tuple[str, str] | None:
+    """``(format, device)`` of a ``FORMAT:DEVICE`` source, else None."""
+    head, sep, tail = path.partition(":")
+    return (head, tail) if sep and head in DEVICE_FORMATS and tail else None
+
+
+def is_live(path: str) -> bool:
+    """Whether ``path`` names a live source (see the module's docstring) rather than a file."""
+    if path == STDIN or device_format(path) or "://" in path and path.split("://")[0].lower() in URL_SCHEMES:
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
+
+
+def _open_args(path: str) -> tuple[str, str | None]:
+    """What ``av.open`` opens for ``path``: ``(file or URL, format or None)``."""
+    if path == STDIN:
+        return "pipe:0", None
+    device = device_format(path)
+    if device:
+        return device[1], device[0]
+    if os.path.exists(path) and stat.S_ISCHR(os.stat(path).st_mode):
+        return path, "v4l2"  # a camera
+    return path, None
+
+
+def live_frames(path: str, time_base: TimeBase, kinds: tuple[str, ...]) -> Iterator[tuple[np.ndarray | None,
+                                                                                         np.ndarray | None]]:
+    """Per grid frame of the live source ``path``, as soon as it is complete: ``(audio, picture)``,
+    the ``(samples_per_frame,)`` float32 mono samples (None unless "audio" in ``kinds``) and the
+    ``(H, W, 3)`` uint8 RGB picture as displayed (None unless "video" in ``kinds``).
+
+    Audio time 0 is the first sample, video time 0 the video stream's start, as for files. At the
+    end of the stream the frames whose samples and picture have begun are given (the last audio
+    frame zero-padded), up to the shorter of the two. DataError naming ``path`` when it cannot be
+    opened or lacks a stream of ``kinds``.
+    """
+    spf, step = time_base.samples_per_frame, media.exact_step(time_base)
+    file, fmt = _open_args(path)
+    try:
+        container = av.open(file, format=fmt, options={"probesize": str(PROBE_BYTES)})
+    except (av.error.FFmpegError, OSError) as e:
+        raise DataError(f"{path}: cannot open the live source: {type(e).__name__}: {e}") from e
+    with container:
+        streams = {}
+        for kind in kinds:
+            found = getattr(container.streams, kind)
+            if not found:
+                have = ", ".join(s.type for s in container.streams) or "none"
+                raise DataError(f"{path}: expected an {kind} stream, the source has streams: {have}")
+            streams[kind] = found[0]
+        if "video" in streams:
+            streams["video"].thread_type = "AUTO"
+        audio_q, video_q = collections.deque(), collections.deque()
+        state = {"carry": np.zeros(0, np.float32), "resampler": None, "converter": None, "samples": 0,
+                 "start": None, "held": None, "next": 1, "rotation": None, "orientation": None, "last": None}
+
+        def take_audio(frame):
+            if state["converter"] is None:
+                state["converter"] = av.AudioResampler(format="fltp", layout=frame.layout.name, rate=frame.sample_rate)
+                state["rate"] = frame.sample_rate
+                state["resampler"] = media.StreamingResampler(frame.sample_rate, time_base.sample_rate)
+            for out in state["converter"].resample(frame):
+                push_audio(out.to_ndarray())
+
+        def push_audio(block, flush=False):
+            if block is not None:
+                media.check_finite(path, block, state["samples"], state["rate"], time_base)
+                state["samples"] += block.shape[1]
+                state["carry"] = np.concatenate([state["carry"], state["resampler"].push(block.mean(axis=0))])
+            if flush:
+                state["carry"] = np.concatenate([state["carry"], state["resampler"].flush()])
+            carry = state["carry"]
+            whole = len(carry) // spf if not flush else -(-len(carry) // spf)
+            for k in range(whole):
+                audio_q.append(media.pad_frame(carry[k * spf:(k + 1) * spf], spf))
+            state["carry"] = carry[whole * spf:]
+
+        def rgb(frame):
+            if frame.rotation != state["rotation"]:
+                state["orientation"] = media.display_orientation(frame, path, 0)
+                state["rotation"] = frame.rotation
+            arr = frame.to_ndarray(format="rgb24")
+            if state["orientation"] is not None:
+                arr = state["orientation"].apply(arr)
+            arr.flags.writeable = False
+            return arr
+
+        def take_video(frame):
+            if frame.pts is None:
+                raise DataError(f"{path}: a video frame has no timestamp (expected pts on every frame)")
+            stream = streams["video"]
+            if state["start"] is None:
+                state["start"] = media.stream_start(stream, frame.pts)
+            t = (frame.pts - state["start"]) * stream.time_base
+            picture = rgb(frame)
+            while t > step * state["next"]:  # grid frame `next` ends before this picture: the held one is its
+                video_q.append(state["held"] if state["held"] is not None else picture)
+                state["next"] += 1
+            state["held"], state["last"] = picture, t
+
+        def ready():
+            while (audio_q or "audio" not in streams) and (video_q or "video" not in streams):
+                yield (audio_q.popleft() if "audio" in streams else None,
+                       video_q.popleft() if "video" in streams else None)
+
+        try:
+            for packet in container.demux(*streams.values()):
+                for frame in packet.decode():
+                    (take_audio if packet.stream.type == "audio" else take_video)(frame)
+                yield from ready()
+        except (av.error.FFmpegError, OSError) as e:
+            if not (getattr(e, "errno", None) == errno.EIO and "://" in path and (state["next"] > 1 or state["samples"])):
+                raise DataError(f"{path}: the live source failed: {type(e).__name__}: {e}") from e
+            # An HTTP response of unknown length ends with the connection, which FFmpeg reports as an
+            # I/O error: the stream's end.
+            print(f"warning: {path}: the connection closed without an end-of-stream mark ({e.strerror}); "
+                  f"taken as the end of the stream", file=sys.stderr)
+            for stream in streams.values():  # what the decoders hold, as the demuxer's last packets would give
+                for frame in stream.codec_context.decode(None):
+                    (take_audio if stream.type == "audio" else take_video)(frame)
+        # The end: the last picture covers the grid frames it has begun; the audio's tail is padded.
+        if "audio" in streams and state["resampler"] is not None:
+            for out in state["converter"].resample(None):
+                push_audio(out.to_ndarray())
+            push_audio(None, flush=True)
+        if "video" in streams and state["held"] is not None:
+            while step * (state["next"] - 1) <= state["last"]:
+                video_q.append(state["held"])
+                state["next"] += 1
+        yield from ready()
+
+
+class _OnlineCrops:
+    """The face crop of each frame of a stream as it comes (see the module's docstring)."""
+
+    def __init__(self, cfg: ConvertConfig, detector):
+        self.cfg, self.detector = cfg, detector
+        self.tracker = tracking.Tracker(cfg.face.track, history=False)
+        self.held = None  # (box, eyes) of the kept track at its latest frame
+
+    def __call__(self, picture: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
+        faces.check_frame(picture, source, self.tracker.frame + 1)
+        tracking.track_frame(self.tracker, picture, self.detector, self.cfg.face)
+        main = tracking.online_main(self.tracker)
+        if main is not None:
+            self.held = main.box, main.held_eyes
+        if self.held is None:
+            size = self.cfg.face.size
+            return np.zeros((size, size, 3), np.uint8), False
+        box, eyes = self.held
+        crop = faces.crop_face(picture, box, self.cfg.face, eyes if self.cfg.face.align == "eyes" else None)
+        return crop, main is not None and main.found_now
+
+    @property
+    def num_tracks(self) -> int:
+        return self.tracker.ended + len(self.tracker.live)
+
+
+def converter_frames(path: str, cfg: ConvertConfig, modalities, detector) -> Iterator[Frame]:
+    """``live_frames`` of ``path`` as the converter's ``Frame``\\ s: audio samples, the JPEG of the
+    face crop (``_OnlineCrops``), ``face_found`` and the number of face tracks so far."""
+    kinds = tuple(k for m, k in (("audio", "audio"), ("face", "video")) if m in modalities)
+    crops = _OnlineCrops(cfg, detector) if "face" in modalities else None
+    for audio, picture in live_frames(path, cfg.time_base, kinds):
+        if crops is None:
+            yield Frame(audio, None, False, None, None)
+            continue
+        crop, found = crops(picture, path)
+        yield Frame(audio, faces.encode_jpeg(crop, cfg.face.jpeg_quality), found, None, crops.num_tracks)
+
+
+class Lag:
+    """How far a live reader runs behind its stream: the wall seconds since the first frame was
+    read minus the media seconds done; warns on stderr while it exceeds ``LAG_WARNING_SECONDS``."""
+
+    def __init__(self, source: str, frame_step: float, report=None):
+        self.source, self.step = source, frame_step
+        self.report = report or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.start = self.warned = None
+        self.worst = 0.0
+
+    def update(self, frames_done: int) -> float:
+        now = time.perf_counter()
+        if self.start is None:
+            self.start = now - self.step  # the first frame's end arrived now
+        behind = max(0.0, now - self.start - frames_done * self.step)
+        self.worst = max(self.worst, behind)
+        if behind > LAG_WARNING_SECONDS and (self.warned is None or now - self.warned >= LAG_REPORT_SECONDS):
+            self.warned = now
+            self.report(f"warning: {self.source}: {behind:.1f} s behind the stream ({round(behind / self.step)} frames "
+                        f"queued): the model does not keep up, the frames wait in the source's buffer")
+        return behind
+
+
+def check_live(path: str, faces_mode: str) -> None:
+    """ConfigError for what a live source cannot do: every face track needs the whole file."""
+    if faces_mode != "main":
+        raise ConfigError(f"{path} is a live source, read once as it comes: --faces={faces_mode} needs the whole "
+                          f"file (use --faces=main)")
+
+
+class _Reader(threading.Thread):
+    """Reads ``frames`` in a thread of its own into a queue of at most ``ahead`` frames, so the
+    caller waits on the queue, which an interrupt can cut short, and not inside FFmpeg, which
+    retries a read interrupted by a signal and would block on a stalled pipe. ``get`` returns the
+    next frame, None at the end, or raises what reading raised."""
+
+    _END = object()
+
+    def __init__(self, frames, ahead: int):
+        super().__init__(daemon=True)  # left blocked in a read of a stalled source when interrupted
+        self.frames, self.queue, self.stopped = frames, queue.Queue(maxsize=ahead), threading.Event()
+
+    def run(self):
+        try:
+            for frame in self.frames:
+                self._put(frame)
+            self._put(self._END)
+        except BaseException as e:  # noqa: BLE001 - handed to the reading thread
+            self._put(e)
+
+    def _put(self, item):
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=POLL_SECONDS)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, interrupted: threading.Event):
+        """The next frame; None at the end of the stream or once ``interrupted`` is set."""
+        while not interrupted.is_set():
+            try:
+                item = self.queue.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if isinstance(item, BaseException):
+                raise item
+            return None if item is self._END else item
+        return None
+
+
+@contextlib.contextmanager
+def _interrupt_flag():
+    """An Event set by SIGINT (Ctrl-C) instead of KeyboardInterrupt while in the block, so that a
+    chunk the model is running on is finished and written; outside the main thread, where
+    signals cannot be caught, a flag that stays clear."""
+    flag = threading.Event()
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: flag.set())
+    except ValueError:  # not the main thread
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def predict_live(predictor, path: str, csv_path: str, *, chunk_seconds: float, face_detector: str | None = None,
+                 neutral_band: float | None = None, print_rows: bool = False, progress: bool = True,
+                 warn=None) -> dict:
+    """Runs ``predictor`` (a ``predict.Predictor``) on the live source ``path`` until it ends or
+    is interrupted, appending each chunk's rows to ``csv_path`` (written from its header; flushed
+    after every chunk) and, with ``print_rows``, to standard output. Returns what
+    ``predict_file`` puts in ``attrs``: ``frames``, ``seconds`` (media, model, total),
+    ``real_time_factor``, ``face_tracks`` for a face model, and ``behind`` (the most seconds it
+    ran behind the stream) and ``interrupted``. ``warn`` gets the lag warnings (stderr by default).
+    """
+    import pandas as pd  # noqa: PLC0415
+
+    from emotion_e2e import predict  # noqa: PLC0415 - predict runs this module
+    from emotion_e2e.data import sources  # noqa: PLC0415
+
+    if neutral_band is not None:
+        from emotion_e2e import quadrants  # noqa: PLC0415
+    cfg = predictor.convert_config(face_detector)
+    chunk = predict.chunk_frames(chunk_seconds, cfg.time_base)
+    modalities, labels, step = predictor.modalities, predictor.label_names, cfg.time_base.frame_step
+    detector = sources.detector(cfg.face) if "face" in modalities else None
+    reader = _Reader(converter_frames(path, cfg, modalities, detector), READ_AHEAD_CHUNKS * chunk)
+    lag, state = Lag(path, step, warn), predictor.initial_state()
+    seconds = {"media": 0.0, "model": 0.0}
+    done, tracks, ended, start = 0, None, False, time.perf_counter()
+    with (_interrupt_flag() as interrupted, open(csv_path, "w", newline="") as out,
+          predict._progress(None, predict.stem(path), progress) as bar):
+        reader.start()
+        while not ended:
+            block = []
+            t0 = time.perf_counter()
+            while len(block) < chunk:
+                frame = reader.get(interrupted)
+                if frame is None:
+                    ended = True
+                    break
+                block.append(frame)
+            seconds["media"] += time.perf_counter() - t0
+            if not block:
+                break
+            t1 = time.perf_counter()
+            y, state = predictor.stream(predict.model_inputs(block, modalities), state)
+            seconds["model"] += time.perf_counter() - t1
+            times = [round(step * (done + k), predict.TIME_DECIMALS) for k in range(1, len(block) + 1)]
+            table = pd.DataFrame({n: y[n][0] for n in labels}, index=pd.Index(times, name=predict.TIME))
+            if "face" in modalities:
+                table[predict.FACE_FOUND] = np.array([f.face_found for f in block], np.int8)
+                tracks = block[-1].face_tracks
+            if neutral_band is not None:
+                table[predict.QUADRANT] = quadrants.quadrants(table[quadrants.AROUSAL], table[quadrants.VALENCE],
+                                                              neutral_band)
+            text = predict.csv_text(table, header=done == 0)
+            out.write(text)
+            out.flush()
+            if print_rows:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            done += len(block)
+            behind = lag.update(done)
+            bar.update(len(block))
+            bar.set_postfix_str(f"{done * step / (time.perf_counter() - start):.1f}× real time, {behind:.1f} s behind "
+                                f"({round(behind / step)} frames queued)")
+        reader.stopped.set()
+    if not done:
+        raise DataError(f"{path}: the live source ended before one whole frame")
+    wall = time.perf_counter() - start
+    attrs = {"path": path, "frames": done, "seconds": {**seconds, "total": wall},
+             "real_time_factor": done * step / wall, "behind": lag.worst, "interrupted": interrupted.is_set()}
+    if "face" in modalities:
+        attrs["face_tracks"] = tracks
+    return attrs
