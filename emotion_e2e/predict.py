@@ -358,7 +358,7 @@ def _predict_tracks(predictor: Predictor, recording, path: str, cfg: ConvertConf
              else itertools.repeat(None))
     rows = zip(audio, tracking.track_crops(open_frames, result.tracks, n, cfg.face, source, life_only=True))
     traces, done = _TrackTraces(predictor, result.tracks, cfg), 0
-    with _progress(n, predict_inputs.stem(path), progress) as bar:
+    with _progress(n, stem(path), progress) as bar:
         while True:
             t0 = time.perf_counter()
             block = list(itertools.islice(rows, chunk))  # the only crops alive: live tracks' in one chunk
@@ -449,7 +449,7 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
             out = {name: np.zeros(n, np.float32) for name in labels}
             found = np.zeros(n, np.int8)
             state, done, tracks = predictor.initial_state(), 0, None
-            with _progress(n, predict_inputs.stem(path), progress) as bar:
+            with _progress(n, stem(path), progress) as bar:
                 while True:
                     t0 = time.perf_counter()
                     block = list(itertools.islice(frames, chunk))  # the only frames alive
