@@ -105,6 +105,9 @@ def test_a_named_pipe_fed_at_the_streams_pace_gives_the_files_predictions_chunk_
     assert written == [str(out / "feed.csv")]
     table = pd.read_csv(written[0])
     assert_same_rows(table, file_rows(predictors[name], clip[kind]))
+    (summary,) = pd.read_csv(out / "summary.csv").to_dict("records")  # the CSV read back; nothing trimmed
+    assert (summary["file"], summary["frames"], np.isnan(summary["trimmed_s"])) == (str(fifo), len(table), True)
+    assert summary["arousal_mean"] == pytest.approx(table["arousal"].mean(), abs=1e-5)
     # Rows came while the source was still being written, half a second at a time.
     rows_per_chunk = round(CHUNK / 0.04)
     assert [n for _, n in watch.seen][:3] == [rows_per_chunk, 2 * rows_per_chunk, 3 * rows_per_chunk], watch.seen
