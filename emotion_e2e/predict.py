@@ -2,7 +2,7 @@ r"""Predicts arousal and valence every 40 ms for any media file with a trained m
 
   python -m emotion_e2e.predict --model=models/emotion --input=talk.mp4 --output_dir=predictions --plot
   python -m emotion_e2e.predict --model=runs/demo_audio --input=a.wav --input=b.mp4 --output_dir=predictions
-  python -m emotion_e2e.predict --model=models/emotion --input=clips --input='more/**/*.mov' --output_dir=out --keep_going
+  python -m emotion_e2e.predict --model=models/emotion --input=clips --input='a/**/*.mov' --output_dir=out --keep_going
 
 ``--model`` is an export folder (``python -m emotion_e2e.export``: the highest version in it, or
 one version folder) or a training run directory (its checkpoint turned into the same graph in

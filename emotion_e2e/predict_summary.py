@@ -5,8 +5,8 @@ Columns: ``file`` (the input's path), ``duration_s`` (its frames · the frame st
 faces="all" any track's; empty for an audio model), per label dimension ``<label>_mean``,
 ``_q25``, ``_median``, ``_q75`` (over the CSV's rows: with faces="all", every track's),
 ``real_time_factor`` (seconds of media per wall second), ``trimmed_s`` (seconds cut from the
-longer of the audio track and the picture; empty for a live source, read as it comes) and ``error`` (the one-line error of an input that
-failed, its other columns empty; empty when fine).
+longer of the audio track and the picture; empty for a live source, read as it comes) and
+``error`` (the one-line error of an input that failed, its other columns empty; empty when fine).
 
 The table is rewritten whole (atomically) after each input, so a run stopped midway leaves the
 rows of the inputs done so far.

@@ -420,7 +420,8 @@ def test_a_folder_with_no_file_given_as_input_says_so(exported, files, tmp_path)
     (folder / ".cache").mkdir(parents=True)
     shutil.copy(files["voice"], folder / ".cache")  # hidden: not looked at
     r = cli(f"--model={exported('audio')}", f"--input={folder}", f"--output_dir={tmp_path / 'out'}")
-    assert one_line_error(r) == f"error: --input {folder}: no file in that folder (hidden files and folders are not looked at)"
+    assert one_line_error(r) == (f"error: --input {folder}: no file in that folder (hidden files and folders are not "
+                                 f"looked at)")
     assert not (tmp_path / "out").exists()
 
 
