@@ -1,8 +1,10 @@
 """emotion_e2e.render on real files: the rendered MP4 has the input's frames, times, size and sound
 (copied, or re-encoded for a WAV), the point and the box are drawn where the predictions and the
-box say, a file without video gets a plain background, and predict --render writes it."""
+box say, a file without video gets a plain background, a full disk keeps the previous video, and
+predict --render writes it."""
 
 import os
+import re
 from fractions import Fraction
 
 import av
@@ -11,12 +13,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from disk_fixtures import snapshot
 from emotion_e2e import predict, render
 from emotion_e2e.config import TimeBase
 from emotion_e2e.data import media
-from emotion_e2e.errors import ConfigError
-from media_fixtures import write_audio, write_av
+from emotion_e2e.errors import ConfigError, DataError
 from face_fixtures import face_patch, paste
+from media_fixtures import write_audio, write_av
 from test_predict import LABELS, cli, exported, run, tone  # noqa: F401 - the demo run fixtures
 
 SIZE, WIDE = (120, 160), (240, 320)  # height, width
@@ -191,3 +194,16 @@ def test_the_cli_renders_each_input_once_beside_its_csv(exported, tmp_path):
     frame = frames[k].astype(int)
     assert (np.abs(frame[y, x + 3:x + w - 3] - render.PERSON_COLOURS[0]).max(axis=1) <= 60).mean() > 0.8
     assert abs(audio_samples(out / "talk.mp4")[2] - audio_samples(path)[2]) <= AAC_FRAME
+
+
+def test_a_full_disk_is_one_error_and_keeps_the_previous_video(clips, small_disk):
+    out = os.path.join(small_disk.path, "out", "grey.mp4")
+    os.makedirs(os.path.dirname(out))
+    table = predictions(50, lambda i: (0.0, 0.0))
+    render.render(table, clips["grey"], out)
+    before = snapshot(os.path.dirname(out))
+    small_disk.fill(leave=4096)  # less than the video: FFmpeg's writes fail part way
+    with pytest.raises(DataError, match=rf"^cannot write {re.escape(out)}: No space left on device; the previous "
+                                        rf"file is kept$"):
+        render.render(predictions(50, lambda i: (0.5, 0.5)), clips["grey"], out)
+    assert snapshot(os.path.dirname(out)) == before  # the previous video byte for byte, no partial file
