@@ -479,8 +479,8 @@ def write_csv(table, path: str):
 
 
 def label_columns(table) -> list[str]:
-    """The label dimensions among ``table``'s columns (``predict_file``'s): not the face's."""
-    return [c for c in table.columns if c not in (FACE_FOUND, *BOX, CONFIDENCE)]
+    """The label dimensions among ``table``'s columns (``predict_file``'s): its float columns but the face's."""
+    return [c for c in table.columns if c not in (FACE_FOUND, *BOX, CONFIDENCE) and table[c].dtype.kind == "f"]
 
 
 def plot(table, path: str, title: str):

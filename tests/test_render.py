@@ -89,6 +89,27 @@ def test_the_video_keeps_the_input_frames_times_size_and_sound(clips, tmp_path):
     assert os.listdir(tmp_path) == ["grey.mp4"]  # no temporary file left
 
 
+def test_frames_are_decoded_and_drawn_one_at_a_time(clips, tmp_path, monkeypatch):
+    """What keeps memory constant: when frame k is drawn, the decoder has given k frames and no
+    more (the frames before it are encoded and gone)."""
+    decoded, drawn = [0], []
+    original_frames, original_draw = media.displayed_frames, render.Painter.draw
+
+    def counting_frames(path):
+        for item in original_frames(path):
+            decoded[0] += 1
+            yield item
+
+    def draw(self, rgb, frame):
+        drawn.append(decoded[0])
+        return original_draw(self, rgb, frame)
+
+    monkeypatch.setattr(media, "displayed_frames", counting_frames)
+    monkeypatch.setattr(render.Painter, "draw", draw)
+    render.render(predictions(50, lambda i: (0.0, 0.0)), clips["grey"], str(tmp_path / "grey.mp4"))
+    assert drawn == list(range(1, SECONDS * 30 + 1))
+
+
 def point_centre(frame, colour=render.PERSON_COLOURS[0], tolerance=40):
     """The centre ``(x, y)`` of the pixels of ``frame`` within ``tolerance`` of ``colour``."""
     near = np.abs(frame.astype(int) - colour).max(axis=2) <= tolerance
