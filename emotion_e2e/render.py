@@ -271,8 +271,8 @@ def _frame_of(t: Fraction, step: Fraction, count: int) -> int:
 
 
 def _background(path, step: Fraction, cfg: RenderConfig):
-    """``(times, frames)`` of the picture of a file without video: the plain background every
-    ``step`` seconds over its audio."""
+    """The picture of a file without video, as ``media.displayed_frames`` yields a video's:
+    ``(t, (H, W, 3) uint8)``, the plain background every ``step`` seconds over its audio."""
     count = TimeBase(frame_step=float(step)).frames_in(media.audio_duration(path))
     plain = np.empty(cfg.size + (3,), np.uint8)
     plain[:] = cfg.background
@@ -334,9 +334,8 @@ def _write(tmp: str, path: str, table, time_base: TimeBase, cfg: RenderConfig):
         rate = (v.average_rate or v.guessed_rate) if video else 1 / step
         start = (v.start_time or 0) if video else 0
     with av.open(path) as source, av.open(tmp, "w", format="mp4") as dst:
-        first = next(frames, None)
-        if first is None:
-            raise DataError(f"{path}: nothing to render: {'no video frame' if video else 'no audio'} decoded")
+        # at least one: media raises a DataError for a video without frames or audio without samples
+        first = next(frames)
         height, width = first[1].shape[:2]
         out = dst.add_stream(VIDEO_CODEC, rate=rate)
         out.width, out.height = width + width % 2, height + height % 2  # 4:2:0 needs even sides
@@ -347,7 +346,7 @@ def _write(tmp: str, path: str, table, time_base: TimeBase, cfg: RenderConfig):
         pending = next(audio, None)
         paint = painter(table, height, width, time_base, cfg)
         count = max((p.first + len(p.xy) - 1 for p in paint.people), default=0)
-        for t, rgb in _chain(first, frames):
+        for t, rgb in itertools.chain([first], frames):
             while pending is not None and _seconds(pending) <= float(t + start * ticks):
                 dst.mux(pending)
                 pending = next(audio, None)
@@ -361,11 +360,6 @@ def _write(tmp: str, path: str, table, time_base: TimeBase, cfg: RenderConfig):
         while pending is not None:
             dst.mux(pending)
             pending = next(audio, None)
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 def render(table, path: str, output: str, *, time_base: TimeBase = TimeBase(), config: RenderConfig = RenderConfig()):

@@ -18,8 +18,8 @@ from emotion_e2e import predict, render
 from emotion_e2e.config import TimeBase
 from emotion_e2e.data import media
 from emotion_e2e.errors import ConfigError, DataError
-from face_fixtures import face_patch, paste
-from media_fixtures import write_audio, write_av
+from face_fixtures import face_patch, paste, phone_portraits
+from media_fixtures import write_audio, write_av, write_phone_video
 from test_predict import LABELS, cli, exported, run, tone  # noqa: F401 - the demo run fixtures
 
 SIZE, WIDE = (120, 160), (240, 320)  # height, width
@@ -170,6 +170,24 @@ def test_every_track_gets_its_box_and_panel(clips, tmp_path):
             assert shaded == (t > 1), t  # the second track's panel only while it lives
             second_box = np.abs(frame[10, 115:135].astype(int) - render.PERSON_COLOURS[1]).max(axis=1) <= 60
             assert second_box.mean() > 0.9 if t > 1 else not second_box.any()
+
+
+def test_a_phone_video_held_sideways_is_rendered_upright(tmp_path):
+    frames = phone_portraits(25)  # 160 × 120, taller than wide
+    upright = write_av(tmp_path / "upright.mp4", frames, 25)
+    sideways = write_phone_video(tmp_path / "sideways.mp4", frames, 90)  # stored 120 × 160, flagged "rotate 90°"
+    out = tmp_path / "rendered.mp4"
+    table = predictions(25, lambda i: (0.0, 0.0))
+    render.render(table, sideways, str(out))
+    _, rendered, size = decoded_video(out)
+    _, want, _ = decoded_video(upright)
+    assert size == frames[0].shape[:2]
+    _, panel_top, _, _ = render.painter(table, *size).panel(0)
+    def distance(a, b):
+        return np.abs(np.stack(a)[:, :panel_top].astype(int) - np.stack(b)[:, :panel_top]).mean()
+
+    # above the panel: the upright video (both 4:2:0 H.264), not an upside-down one
+    assert distance(rendered, want) < 5 and distance(rendered, [f[::-1, ::-1] for f in want]) > 25
 
 
 def test_an_audio_file_renders_a_plain_background_with_the_panel_and_its_sound(clips, tmp_path):
