@@ -542,7 +542,8 @@ def predict_files(model: str, paths, output_dir: str, *, plot_traces: bool = Fal
     returns the CSV paths.
 
     Before any prediction: ConfigError for two inputs of the same stem, a ``chunk_seconds`` out
-    of range, a bad ``model`` or ``faces`` (``check_faces``), DataError for an output that cannot
+    of range, a bad ``model`` or ``faces`` (``check_faces``), a model with one label dimension to
+    ``render_video`` (``render.plane_axes``), DataError for an output that cannot
     be written (``check_outputs``) or an input that is unreadable or lacks a stream the model
     needs. ``report`` gets one line per file done.
     """
