@@ -22,6 +22,9 @@ from emotion_e2e.config import LABEL_NAMES
 from emotion_e2e.errors import ConfigError
 from emotion_e2e.models import build_model, feature_network
 
+# One worker runs this module's tests (make test: --dist loadgroup): the reference graphs are
+# built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("tf1_reference")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_SCRIPT = os.path.join(REPO, "tests", "tf1ref", "reference_graph.py")
 TOLERANCE = 1e-4
