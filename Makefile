@@ -31,7 +31,7 @@ demo: $(DEMO_DIR)/metadata.json
 	$(BIN)/python -m emotion_e2e.compare runs/demo_audio runs/demo_face runs/demo_multimodal
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2  # two processes: graph building is single-threaded
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup  # two processes: graph building is single-threaded
 
 bench: $(STAMP)
 	$(BIN)/python -m emotion_e2e.benchmark

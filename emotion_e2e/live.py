@@ -14,7 +14,7 @@ in one pass over one container:
 - faces are tracked as they come (``tracking.Tracker`` without history, so memory stays
   constant) and each frame is cut from the box of the track kept so far (``tracking.online_main``:
   the converter's rule over the frames seen), held after that face is gone; frames before any
-  face are black, ``face_found`` 0;
+  face are black, ``face_found`` 0, their box ``NO_BOX``;
 - the crops go through the JPEG round trip and the training reader's decoder, and the model's
   ``stream`` signature runs every ``chunk_seconds``, its state carried.
 
@@ -48,6 +48,7 @@ from emotion_e2e.errors import ConfigError, DataError
 STDIN = "-"
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 DEVICE_FORMATS = ("v4l2", "alsa", "pulse")  # FORMAT:DEVICE (FFmpeg's capture devices on Linux)
+NO_BOX = (0, 0, 0, 0)  # the box column of the frames before the first face
 # FFmpeg reads this many bytes before it names the streams (its default, 5 MB, holds a WAV's first
 # rows until the whole file has come): the least it allows. What is not known yet is read from
 # the decoded frames, as everything here reads it anyway.
@@ -66,8 +67,9 @@ def device_format(path: str) -> tuple[str, str] | None:
     return (head, tail) if sep and head in DEVICE_FORMATS and tail else None
 
 
-def is_live(path: str) -> bool:
+def is_live(path) -> bool:
     """Whether ``path`` names a live source (see the module's docstring) rather than a file."""
+    path = os.fspath(path)
     if path == STDIN or device_format(path) or "://" in path and path.split("://")[0].lower() in URL_SCHEMES:
         return True
     try:
@@ -204,7 +206,7 @@ class _OnlineCrops:
         self.tracker = tracking.Tracker(cfg.face.track, history=False)
         self.held = None  # (box, eyes) of the kept track at its latest frame
 
-    def __call__(self, picture: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
+    def __call__(self, picture: np.ndarray, source: str) -> tuple[np.ndarray, bool, tuple[int, int, int, int]]:
         faces.check_frame(picture, source, self.tracker.frame + 1)
         tracking.track_frame(self.tracker, picture, self.detector, self.cfg.face)
         main = tracking.online_main(self.tracker)
@@ -212,10 +214,10 @@ class _OnlineCrops:
             self.held = main.box, main.held_eyes
         if self.held is None:
             size = self.cfg.face.size
-            return np.zeros((size, size, 3), np.uint8), False
+            return np.zeros((size, size, 3), np.uint8), False, NO_BOX
         box, eyes = self.held
         crop = faces.crop_face(picture, box, self.cfg.face, eyes if self.cfg.face.align == "eyes" else None)
-        return crop, main is not None and main.found_now
+        return crop, main is not None and main.found_now, tuple(box)
 
     @property
     def num_tracks(self) -> int:
@@ -231,8 +233,8 @@ def converter_frames(path: str, cfg: ConvertConfig, modalities, detector) -> Ite
         if crops is None:
             yield Frame(audio, None, False, None, None)
             continue
-        crop, found = crops(picture, path)
-        yield Frame(audio, faces.encode_jpeg(crop, cfg.face.jpeg_quality), found, None, crops.num_tracks)
+        crop, found, box = crops(picture, path)
+        yield Frame(audio, faces.encode_jpeg(crop, cfg.face.jpeg_quality), found, None, crops.num_tracks, box)
 
 
 class Lag:
@@ -258,11 +260,15 @@ class Lag:
         return behind
 
 
-def check_live(path: str, faces_mode: str) -> None:
-    """ConfigError for what a live source cannot do: every face track needs the whole file."""
+def check_live(path: str, faces_mode: str, render_video: bool = False) -> None:
+    """ConfigError for what a live source cannot do: every face track, and a rendered video, need
+    the whole file (a video is drawn on a second decoding)."""
     if faces_mode != "main":
         raise ConfigError(f"{path} is a live source, read once as it comes: --faces={faces_mode} needs the whole "
                           f"file (use --faces=main)")
+    if render_video:
+        raise ConfigError(f"{path} is a live source, read once as it comes: --render draws on the file decoded "
+                          f"again (save the stream to a file and render that)")
 
 
 class _Reader(threading.Thread):
@@ -370,6 +376,7 @@ def predict_live(predictor, path: str, csv_path: str, *, chunk_seconds: float, f
             table = pd.DataFrame({n: y[n][0] for n in labels}, index=pd.Index(times, name=predict.TIME))
             if "face" in modalities:
                 table[predict.FACE_FOUND] = np.array([f.face_found for f in block], np.int8)
+                table[list(predict.BOX)] = np.array([f.face_box for f in block], np.int64)
                 tracks = block[-1].face_tracks
             if neutral_band is not None:
                 table[predict.QUADRANT] = quadrants.quadrants(table[quadrants.AROUSAL], table[quadrants.VALENCE],

@@ -17,8 +17,10 @@ alive.
 
 Writes ``OUTPUT_DIR/<input file stem>.csv``: ``time`` (the end of frame i, frame_step·i),
 one column per label dimension and, for a model that uses faces, ``face_found`` (1 when a face
-was detected in the frame, 0 when the last box was held); with ``--plot`` also
-``OUTPUT_DIR/<stem>.png``. Any stem is kept as it is, but one that is empty or starts with '.'
+was detected in the frame, 0 when the last box was held) and the box ``x, y, w, h`` the face was
+cut from; with ``--plot`` also ``OUTPUT_DIR/<stem>.png``; with ``--render`` also
+``OUTPUT_DIR/<stem>.mp4``, the input with the face boxes and the predictions drawn on it
+(``emotion_e2e.render``). Any stem is kept as it is, but one that is empty or starts with '.'
 is refused before any work: its outputs would be hidden files. A folder or a glob given as
 ``--input`` gives its media files, found by content, their outputs under their path in it
 (``predict_inputs``); ``OUTPUT_DIR/summary.csv`` has a row per input (``predict_summary``), and
@@ -47,7 +49,7 @@ import time
 import numpy as np
 
 from emotion_e2e import config as config_lib
-from emotion_e2e import export, live, predict_inputs, quadrants
+from emotion_e2e import export, live, predict_inputs, quadrants, render
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase
 from emotion_e2e.data import media
@@ -401,7 +403,8 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
     Returns:
       A pandas DataFrame indexed by ``time`` (seconds, the end of frame i: frame_step·i, one row
       per frame: the converter's frame count for the file), a float32 column per label
-      dimension and, for a model that uses faces, ``face_found`` (0/1). ``attrs`` holds the
+      dimension and, for a model that uses faces, ``face_found`` (0/1) and the main track's box
+      ``x, y, w, h`` the face was cut from (pixels of the frame as displayed). ``attrs`` holds the
       file, the wall seconds spent reading the media (decoding, face detection, crops) and in
       the model, ``real_time_factor`` (seconds of media per wall second) and, for a model that
       uses faces, ``face_tracks`` (the file's number of face tracks); ``lengths``, the frames
@@ -448,6 +451,7 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
             frames = recording.frames(cfg, n)
             out = {name: np.zeros(n, np.float32) for name in labels}
             found = np.zeros(n, np.int8)
+            boxes = np.zeros((n, len(BOX)), np.int32)
             state, done, tracks = predictor.initial_state(), 0, None
             with _progress(n, stem(path), progress) as bar:
                 while True:
@@ -464,6 +468,8 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
                     for name in labels:
                         out[name][done:done + len(block)] = y[name][0]
                     found[done:done + len(block)] = [f.face_found for f in block]
+                    if "face" in modalities:
+                        boxes[done:done + len(block)] = [f.face_box for f in block]
                     tracks = block[-1].face_tracks
                     done += len(block)
                     seconds["media"] += t1 - t0
@@ -475,6 +481,7 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
             table = pd.DataFrame(out, index=pd.Index(t, name=TIME))
             if "face" in modalities:
                 table[FACE_FOUND] = found
+                table[list(BOX)] = boxes
                 info = {"face_tracks": tracks}
     except DataError as e:
         if path in str(e):
@@ -491,7 +498,7 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
 
 
 def write_csv(table, path: str):
-    """``table`` (``predict_file``'s) as CSV: ``time``, the label columns, ``face_found`` (with
+    """``table`` (``predict_file``'s) as CSV: ``time``, the label columns, ``face_found``, ``x, y, w, h`` (with
     faces="all": ``track``, ``time``, the labels, ``face_found``, ``x, y, w, h``, ``confidence``); written
     atomically: a reader sees the old file or the whole new one, and a write that fails (a full
     disk) is a DataError naming ``path`` that leaves the old file as it was."""
@@ -505,38 +512,44 @@ def csv_text(table, header: bool = True) -> str:
     return out.to_csv(index=False, header=header, float_format=LABEL_FORMAT)
 
 
+def label_columns(table) -> list[str]:
+    """The label dimensions among ``table``'s columns (``predict_file``'s): its float columns but the face's."""
+    return [c for c in table.columns if c not in (FACE_FOUND, *BOX, CONFIDENCE) and table[c].dtype.kind == "f"]
+
+
 def plot(table, path: str, title: str):
     """A PNG of ``table``'s traces over time, a panel per label dimension; frames where the face
     was not found (its last box held) are shaded. With a ``track`` index (faces="all"), a line per
     track in each panel, not shaded."""
     from emotion_e2e.plots import plot_traces  # noqa: PLC0415
 
+    labels = label_columns(table)
     if TRACK in table.index.names:
-        labels = [c for c in table.columns if c not in (FACE_FOUND, *BOX, CONFIDENCE, QUADRANT)]
         wide = table[labels].unstack(TRACK)  # time × (label, track), NaN outside a track's life
         ids = wide.columns.get_level_values(TRACK).unique()
         plot_traces(path, title, wide.index.to_numpy(), {n: wide[n][ids].to_numpy() for n in labels}, error=DataError,
                     lines=[f"track {i}" for i in ids])
         return
-    names = [c for c in table.columns if c not in (FACE_FOUND, QUADRANT)]
     no_face = table[FACE_FOUND].to_numpy() == 0 if FACE_FOUND in table else None
-    plot_traces(path, title, table.index.to_numpy(), {n: table[n].to_numpy() for n in names}, no_face=no_face,
+    plot_traces(path, title, table.index.to_numpy(), {n: table[n].to_numpy() for n in labels}, no_face=no_face,
                 error=DataError)
 
 
-def output_paths(name: str, output_dir: str, plot_traces: bool) -> list[str]:
-    """What predicting an input writes: ``output_dir/<name>.csv`` (and ``.png``), ``name`` its
-    ``predict_inputs.Input.name`` (the stem, or ``a/b`` for ``DIR/a/b.mp4``)."""
-    return [predict_inputs.output_path(output_dir, name, ext) for ext in ("csv", "png")[:1 + plot_traces]]
+def output_paths(name: str, output_dir: str, plot_traces: bool, render_video: bool = False) -> dict[str, str]:
+    """What predicting an input writes: ``{"csv": output_dir/<name>.csv}`` (and ``"png"`` with
+    ``plot_traces``, ``"mp4"`` with ``render_video``), ``name`` its ``predict_inputs.Input.name``
+    (the stem, or ``a/b`` for ``DIR/a/b.mp4``)."""
+    exts = ("csv",) + ("png",) * plot_traces + ("mp4",) * render_video
+    return {ext: predict_inputs.output_path(output_dir, name, ext) for ext in exts}
 
 
-def check_outputs(inputs, output_dir: str, plot_traces: bool) -> None:
+def check_outputs(inputs, output_dir: str, plot_traces: bool, render_video: bool = False) -> None:
     """DataError when ``output_dir`` is a file or under one, or a file stands where an output's
-    folder goes, or a folder where an output file goes (``<name>.csv``, ``<name>.png``): checked
-    before the model loads or any file decodes."""
+    folder goes, or a folder where an output file goes (``<name>.csv``, ``<name>.png``,
+    ``<name>.mp4``): checked before the model loads or any file decodes."""
     run_lib.check_dir(output_dir, "output directory", DataError)
     for i in inputs:
-        for out in output_paths(i.name, output_dir, plot_traces):
+        for out in output_paths(i.name, output_dir, plot_traces, render_video).values():
             run_lib.check_dir(os.path.dirname(out), "output directory", DataError)
             if os.path.isdir(out):
                 raise DataError(f"{out}, where the predictions of {i.path} go, is a directory: move it away or "
@@ -546,15 +559,17 @@ def check_outputs(inputs, output_dir: str, plot_traces: bool) -> None:
 def predict_files(model: str | Predictor, paths, output_dir: str, *, plot_traces: bool = False, checkpoint: str = "best",
                   chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
                   max_length_mismatch: int | None = None, faces: str = MAIN, progress: bool = True,
-                  neutral_band: float | None = None, print_rows: bool = False, keep_going: bool = False,
-                  report=print):
+                  neutral_band: float | None = None, print_rows: bool = False, report=print,
+                  render_video: bool = False, keep_going: bool = False):
     """``predict_file`` for each of ``paths`` (files, folders, globs: ``predict_inputs``; live
     sources: ``live.predict_live``) with one model, writing ``output_dir/<name>.csv`` (and
-    ``<name>.png`` with ``plot_traces``) and ``output_dir/summary.csv`` (``predict_summary``,
-    rewritten after each input); returns the CSV paths.
+    ``<name>.png`` with ``plot_traces``, ``<name>.mp4`` with ``render_video``: ``render.render``)
+    and ``output_dir/summary.csv`` (``predict_summary``, rewritten after each input); returns the
+    CSV paths.
 
     Before any prediction: ConfigError for two inputs of the same output name, a ``chunk_seconds`` out
-    of range, a bad ``model`` or ``faces`` (``check_faces``), DataError for an output that cannot
+    of range, a bad ``model`` or ``faces`` (``check_faces``), a model with one label dimension to
+    ``render_video`` (``render.plane_axes``), DataError for an output that cannot
     be written (``check_outputs``), a folder or glob without media, or an input that is unreadable
     or lacks a stream the model needs. The first input that fails stops the run (its error is the
     summary's last row); with ``keep_going``, each failure is a summary row and the run goes on,
@@ -566,11 +581,13 @@ def predict_files(model: str | Predictor, paths, output_dir: str, *, plot_traces
     predict_inputs.check_names(inputs)
     check_chunk_seconds(chunk_seconds)
     check_faces(faces)  # the value; the model's modalities once it is loaded
-    check_outputs(inputs, output_dir, plot_traces)
+    check_outputs(inputs, output_dir, plot_traces, render_video)
     predictor = model if isinstance(model, Predictor) else Predictor.load(model, checkpoint)
     check_faces(faces, predictor.modalities)
     if neutral_band is not None:
         quadrants.check(predictor.label_names, neutral_band)
+    if render_video:
+        render.plane_axes(predictor.label_names)
     inputs = predict_inputs.select(inputs, skipped, predictor.modalities)
     for arg, files in skipped.items():
         report(predict_inputs.skipped_note(arg, sum(i.given == arg for i in inputs), files))
@@ -578,7 +595,7 @@ def predict_files(model: str | Predictor, paths, output_dir: str, *, plot_traces
     for i in inputs:
         try:
             if live.is_live(i.path):
-                live.check_live(i.path, faces)
+                live.check_live(i.path, faces, render_video)
             else:
                 check_media(i.path, predictor.modalities)
         except DataError as e:
@@ -589,11 +606,12 @@ def predict_files(model: str | Predictor, paths, output_dir: str, *, plot_traces
     summary = Summary(output_dir, predictor.label_names)
     written = []
     for i in inputs:
-        csv, *png = output_paths(i.name, output_dir, plot_traces)
+        out = output_paths(i.name, output_dir, plot_traces, render_video)
+        csv = out["csv"]
         error = unreadable.get(i.path)
         try:
             if error is None and live.is_live(i.path):
-                table = _predict_live(predictor, i.path, csv, png, chunk_seconds, face_detector, neutral_band,
+                table = _predict_live(predictor, i.path, out, chunk_seconds, face_detector, neutral_band,
                                       print_rows, progress, report)
             elif error is None:
                 table = predict_file(predictor, i.path, chunk_seconds=chunk_seconds, face_detector=face_detector,
@@ -610,8 +628,10 @@ def predict_files(model: str | Predictor, paths, output_dir: str, *, plot_traces
         if not live.is_live(i.path):  # a live source's CSV is written as it comes
             _makedirs(os.path.dirname(csv))
             write_csv(table, csv)
-            if png:
-                plot(table, png[0], os.path.basename(i.path))
+            if "png" in out:
+                plot(table, out["png"], os.path.basename(i.path))
+            if "mp4" in out:
+                render.render(table, i.path, out["mp4"], time_base=predictor.time_base)
             a = table.attrs
             report(f"{i.path}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s)"
                    f"{_tracks_note(a)}{_trimmed_note(a, predictor.time_base)} in {a['seconds']['total']:.1f} s, "
@@ -639,21 +659,20 @@ def _trimmed_note(attrs, time_base: TimeBase) -> str:
     return f", {longer} {attrs['trimmed_frames'] * time_base.frame_step:.2f} s longer, trimmed"
 
 
-def _predict_live(predictor, path, csv, png, chunk_seconds, face_detector, neutral_band, print_rows, progress,
-                  report):
-    """``predict_files`` for one live source: its CSV written as it runs (``live.predict_live``),
-    read back as ``predict_file``'s table (for the plot and the summary)."""
+def _predict_live(predictor, path, out, chunk_seconds, face_detector, neutral_band, print_rows, progress, report):
+    """``predict_files`` for one live source: its CSV (``out["csv"]``, of ``output_paths``) written as
+    it runs (``live.predict_live``), read back as ``predict_file``'s table (for the plot and the summary)."""
     import pandas as pd  # noqa: PLC0415
 
-    a = live.predict_live(predictor, path, csv, chunk_seconds=chunk_seconds, face_detector=face_detector,
+    a = live.predict_live(predictor, path, out["csv"], chunk_seconds=chunk_seconds, face_detector=face_detector,
                           neutral_band=neutral_band, print_rows=print_rows, progress=progress)
-    table = pd.read_csv(csv, index_col=TIME)
+    table = pd.read_csv(out["csv"], index_col=TIME)
     table.attrs.update(a, path=path)
-    if png:
-        plot(table, png[0], path)
+    if "png" in out:
+        plot(table, out["png"], path)
     end = "interrupted" if a["interrupted"] else "the stream ended"
     report(f"{path}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s){_tracks_note(a)} "
-           f"until {end}, {a['real_time_factor']:.1f}× real time, at most {a['behind']:.1f} s behind -> {csv}")
+           f"until {end}, {a['real_time_factor']:.1f}× real time, at most {a['behind']:.1f} s behind -> {out['csv']}")
     return table
 
 
@@ -682,6 +701,9 @@ def define_flags():
     flags.DEFINE_string("output_dir", None, "Where <input stem>.csv (and .png) go, a folder's files under their "
                         "path in it; and summary.csv, a row per input.")
     flags.DEFINE_bool("plot", False, "Also write <input stem>.png, the traces over time.")
+    flags.DEFINE_bool("render", False, "Also write <input stem>.mp4: the input's video (a plain background for "
+                      "audio) with the face boxes and, per person, the valence-arousal point and the last seconds "
+                      "of both traces drawn on it; its sound kept.")
     flags.DEFINE_enum("checkpoint", "best", list(run_lib.CHECKPOINT_FILES), "For a run directory: which checkpoint.")
     flags.DEFINE_float("chunk_seconds", DEFAULT_CHUNK_SECONDS, "Seconds of frames per model call, at most "
                        f"{MAX_CHUNK_SECONDS:g} (memory, not results, depend on it).")
@@ -714,7 +736,8 @@ def main(argv):
                       chunk_seconds=f.chunk_seconds, face_detector=f.face_detector,
                       max_length_mismatch=f.max_length_mismatch, faces=f.faces, keep_going=f.keep_going,
                       neutral_band=f.neutral_band if f.quadrants else None, print_rows=f.print,
-                      report=lambda line: print(line, file=sys.stderr if f.print else sys.stdout))
+                      report=lambda line: print(line, file=sys.stderr if f.print else sys.stdout),
+                      render_video=f.render)
     except (ConfigError, DataError) as e:
         sys.exit(f"error: {e}")
 

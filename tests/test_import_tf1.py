@@ -1,8 +1,10 @@
 """The import of the authors' TF1 checkpoints, against their graph rebuilt in TF1 graph mode with
 TF-slim (tests/tf1ref/reference_graph.py, run once in a subprocess with tf-keras as Keras): the
 imported model computes what the graph computes for the audio, video and multimodal graphs,
-under each generation of TF1's LSTM names; missing, extra and misshapen variables are one error
-naming them, before anything is written; the imported run exports."""
+with the cell state clipped too, under each generation of TF1's LSTM names; trained by
+``compile_model``'s loss and optimizer, it takes the training steps the authors' graph takes;
+missing, extra and misshapen variables are one error naming them, before anything is written;
+the imported runs export, and the export reads uint8 faces as the graph reads them / 255."""
 
 import json
 import os
@@ -14,12 +16,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from emotion_e2e import evaluation, export, import_tf1
+from emotion_e2e import evaluation, export, import_tf1, training
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import LABEL_NAMES
 from emotion_e2e.errors import ConfigError
-from emotion_e2e.models import build_model
+from emotion_e2e.models import build_model, feature_network
 
+# One worker runs this module's tests (make test: --dist loadgroup): the reference graphs are
+# built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("tf1_reference")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE_SCRIPT = os.path.join(REPO, "tests", "tf1ref", "reference_graph.py")
 TOLERANCE = 1e-4
@@ -29,7 +34,47 @@ MIN_OUTPUT_STD = 0.01
 # The authors' --model values, as the reference script names its graphs, and their modalities.
 GRAPHS = {"audio": ("audio",), "video": ("video",), "both": ("audio", "video")}
 CHECKPOINT = "model.ckpt-0"
+INPUT_NAMES = (("audio", "audio"), ("face", "video"))  # (our input, the reference's array)
 NEWEST = "TF >= 1.3"
+# The reference's LSTM variables carry the names of the TF it runs on (>= 1.3). The older
+# generations' names of layer k, as TF's RNN code of those versions created them (dynamic_rnn's
+# scope, MultiRNNCell's per-layer scope, LSTMCell's scope and variables), keyed by the newest
+# leaf. Written out here, not taken from import_tf1.LSTM_GENERATIONS, so that a mistake in that
+# table fails.
+OLD_LSTM_NAMES = {
+    "TF <= 0.12": {"kernel": "RNN/MultiRNNCell/Cell{k}/LSTMCell/W_0",
+                   "bias": "RNN/MultiRNNCell/Cell{k}/LSTMCell/B",
+                   "w_i_diag": "RNN/MultiRNNCell/Cell{k}/LSTMCell/W_I_diag",
+                   "w_f_diag": "RNN/MultiRNNCell/Cell{k}/LSTMCell/W_F_diag",
+                   "w_o_diag": "RNN/MultiRNNCell/Cell{k}/LSTMCell/W_O_diag"},
+    "TF 1.0-1.2": {"kernel": "rnn/multi_rnn_cell/cell_{k}/lstm_cell/weights",
+                   "bias": "rnn/multi_rnn_cell/cell_{k}/lstm_cell/biases",
+                   "w_i_diag": "rnn/multi_rnn_cell/cell_{k}/lstm_cell/w_i_diag",
+                   "w_f_diag": "rnn/multi_rnn_cell/cell_{k}/lstm_cell/w_f_diag",
+                   "w_o_diag": "rnn/multi_rnn_cell/cell_{k}/lstm_cell/w_o_diag"},
+}
+NEWEST_LSTM_NAME = re.compile(r"rnn/multi_rnn_cell/cell_(\d+)/lstm_cell/(\w+)(/Adam(?:_1)?)?")
+CELL_CLIP = 100.0  # the authors' LSTMCell(cell_clip=100)
+# The training steps: the largest difference relative to the reference's largest magnitude,
+# per variable (a gradient, a weight, a moving statistic) and for the loss.
+TRAINING_TOLERANCE = 1e-5
+# Adam's first steps move an element by about lr · g / (|g| + ε): an element whose gradient is
+# near ε (1e-8) moves by a fraction of the learning rate that its gradient's last bits decide.
+# The trained weights may differ by this fraction of the learning rate per step beyond
+# TRAINING_TOLERANCE.
+ADAM_EPSILON_SLACK = 0.02
+# What is compared, (graph, step, kind): everything on the audio graph (its two batch norms in
+# training mode, the input dropout's mask, the weight decay, the LSTMs, the head, the loss,
+# Adam); the moving statistics of the multimodal graph's 55 batch norms after its first step.
+# The face network's gradients are not: in float32, ResNet-50's gradients in training mode on 8
+# faces are not resolved to 1e-5 (docs/design.md §11).
+TRAINING_CHECKS = [("audio", step, kind) for step in (1, 3) for kind in ("grad", "weights", "moving")] + [
+    ("both", 1, "moving")]
+# How many checkpoint variables each kind covers: the audio graph's 22 variables (2 convolutions
+# with 4 batch-norm variables each, 2 LSTMs of 5, the head's 2), of which 4 are moving
+# statistics; 2 per batch norm of the multimodal graph (2 audio, 53 ResNet-50).
+TRAINED_VARIABLES = {("audio", "grad"): 18, ("audio", "weights"): 18, ("audio", "moving"): 4,
+                     ("both", "moving"): 2 * (2 + 53)}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +92,7 @@ def reference_data(reference, graph):
     """``(inputs, outputs)``: the model's inputs keyed by our modality names, and the graph's
     outputs as ``{label: (batch, time)}``."""
     data = np.load(reference / graph / "reference.npz")
-    inputs = {ours: data[theirs] for ours, theirs in (("audio", "audio"), ("face", "video")) if theirs in data}
+    inputs = {ours: data[theirs] for ours, theirs in INPUT_NAMES if theirs in data}
     return inputs, {name: data["outputs"][..., j] for j, name in enumerate(LABEL_NAMES)}
 
 
@@ -71,19 +116,31 @@ def rewrite(src, dst, rename=None, drop=(), add=None):
 
 
 def to_generation(generation):
-    """``rename`` for ``rewrite``: the newest LSTM names → ``generation``'s (Adam's slots too)."""
-    new, old = import_tf1.LSTM_GENERATIONS[NEWEST], import_tf1.LSTM_GENERATIONS[generation]
-    pairs = {new.kernel: old.kernel, new.bias: old.bias, **dict(zip(new.peepholes, old.peepholes))}
+    """``rename`` for ``rewrite``: the newest LSTM names → ``generation``'s (Adam's slots too),
+    from ``OLD_LSTM_NAMES``."""
 
     def rename(name):
-        for k in range(2):
-            prefix = new.cell.format(k=k) + "/"
-            if name.startswith(prefix):
-                leaf, slash, slot = name[len(prefix):].partition("/")
-                return old.cell.format(k=k) + "/" + pairs[leaf] + slash + slot
-        return name
+        match = NEWEST_LSTM_NAME.fullmatch(name)
+        if not match:
+            return name
+        k, leaf, slot = match.groups()
+        return OLD_LSTM_NAMES[generation][leaf].format(k=k) + (slot or "")
 
     return rename
+
+
+@pytest.fixture(scope="module")
+def imported(reference, tmp_path_factory):
+    """``imported(graph)``: the run directory of ``graph``'s reference checkpoint, imported once."""
+    runs = {}
+
+    def run_of(graph):
+        if graph not in runs:
+            runs[graph] = tmp_path_factory.mktemp(f"imported_{graph}") / "run"
+            import_tf1.import_checkpoint(str(reference / graph / CHECKPOINT), GRAPHS[graph], str(runs[graph]))
+        return runs[graph]
+
+    return run_of
 
 
 @pytest.mark.parametrize("graph", GRAPHS)
@@ -110,9 +167,16 @@ def test_imported_model_computes_the_authors_graph(reference, graph, tmp_path):
         assert all(n.endswith(("/Adam", "/Adam_1")) for n in ignored if "/" in n)
 
 
-@pytest.mark.parametrize("generation", [g for g in import_tf1.LSTM_GENERATIONS if g != NEWEST])
+def test_every_generation_of_lstm_names_is_tested():
+    assert set(import_tf1.LSTM_GENERATIONS) == {NEWEST, *OLD_LSTM_NAMES}
+
+
+@pytest.mark.parametrize("generation", OLD_LSTM_NAMES)
 def test_older_lstm_names(reference, generation, tmp_path):
     ckpt = rewrite(reference / "audio" / CHECKPOINT, tmp_path / "old" / CHECKPOINT, rename=to_generation(generation))
+    names = tf.train.load_checkpoint(ckpt).get_variable_to_shape_map()
+    assert OLD_LSTM_NAMES[generation]["kernel"].format(k=1) in names
+    assert OLD_LSTM_NAMES[generation]["w_o_diag"].format(k=0) + "/Adam_1" in names
     summary = import_tf1.import_checkpoint(ckpt, ("audio",), str(tmp_path / "run"))
     assert summary["lstm_names"] == generation
     assert max_difference(tmp_path / "run", reference, "audio") <= TOLERANCE
@@ -228,3 +292,116 @@ def test_cli_import_then_export_reproduces_the_graph(reference, tmp_path):
     got = serve(audio=tf.constant(inputs["audio"]))
     for name in want:
         np.testing.assert_allclose(got[name].numpy(), want[name], rtol=0, atol=TOLERANCE)
+
+
+def test_the_clipped_cell_state_computes_the_authors_graph(reference, tmp_path):
+    """Half the first LSTM's cells pass ±100 within the reference's frames: the clip fires in
+    the graph and changes its outputs, and the imported model computes the clipped ones."""
+    data = np.load(reference / "clip" / "reference.npz")
+    assert np.abs(data["final_c"]).max() == CELL_CLIP
+    assert np.abs(data["outputs"] - data["unclipped"]).max() > 100 * TOLERANCE
+    import_tf1.import_checkpoint(str(reference / "clip" / CHECKPOINT), GRAPHS["audio"], str(tmp_path / "run"))
+    difference = max_difference(tmp_path / "run", reference, "clip")
+    print(f"clip: max |keras - tf1| = {difference:.3g}")
+    assert difference <= TOLERANCE
+
+
+@pytest.mark.parametrize("graph", ["video", "both"])
+def test_the_export_reads_uint8_faces_as_the_graph_reads_them_over_255(reference, imported, graph, tmp_path):
+    version = export.export_run(str(imported(graph)), str(tmp_path / "export"))
+    data = np.load(reference / graph / "reference.npz")
+    assert data["video_uint8"].dtype == np.uint8
+    np.testing.assert_array_equal(data["video"], (data["video_uint8"] / np.float32(255)).astype(np.float32))
+    feed = {"face": tf.constant(data["video_uint8"])}
+    if "audio" in GRAPHS[graph]:
+        feed["audio"] = tf.constant(data["audio"])
+    got = tf.saved_model.load(version).signatures[export.DEFAULT_SIGNATURE](**feed)
+    _, want = reference_data(reference, graph)
+    difference = max(float(np.abs(got[n].numpy() - want[n]).max()) for n in want)
+    print(f"{graph} export, uint8 faces: max |serving - tf1| = {difference:.3g}")
+    assert difference <= TOLERANCE
+
+
+def relative_difference(ours, theirs) -> float:
+    """``max |ours − theirs| / max |theirs|``: the difference on the scale of the tensor."""
+    return float(np.abs(np.asarray(ours) - theirs).max() / max(np.abs(theirs).max(), np.finfo(np.float32).tiny))
+
+
+def train_like_the_reference(run, data) -> dict:
+    """The imported model of ``run`` trained as ``train.py`` trains it (``compile_model``'s loss,
+    weight decay and optimizer; Keras' train step) on the reference's batch ``data``
+    (``<graph>/training.npz``), step by step from the reference's weights.
+
+    The reference feeds audio with one fixed dropout mask already applied and its dropout off:
+    the model's input dropout is set off the same way. Returns ``{'loss': [relative difference
+    per step], (step, kind): {variable: difference}}`` for the steps the reference wrote and
+    kind ``grad`` (the step's gradient, relative), ``moving`` (the moving statistics after the
+    step, relative) and ``weights`` (the trained weights after the step, in learning-rate units
+    beyond ``TRAINING_TOLERANCE`` relative: see ``ADAM_EPSILON_SLACK``)."""
+    cfg = run_lib.load_config(str(run))
+    model = run_lib.load_checkpoint(str(run))
+    feature_network(model, "audio").get_layer("input_dropout").rate = 0.0
+    training.compile_model(model, cfg)
+    x = {ours: data[theirs] for ours, theirs in INPUT_NAMES if ours in cfg.inputs.modalities}
+    y = {n: data["labels"][..., j] for j, n in enumerate(LABEL_NAMES)}
+    mask = {n: np.ones(data["labels"].shape[:2], np.float32) for n in LABEL_NAMES}
+    mapped = import_tf1.variable_mapping(model, cfg, import_tf1.LSTM_GENERATIONS[NEWEST])
+    learning_rate = cfg.optimizer.learning_rate
+    result = {"loss": []}
+    for step in range(1, len(data["loss"]) + 1):
+        statistics = [v.numpy() for v in model.non_trainable_variables]
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x, y, model(x, training=True), mask, training=True)
+        grads = dict(zip((id(v) for v in model.trainable_variables),
+                         tape.gradient(loss, model.trainable_variables)))
+        for v, value in zip(model.non_trainable_variables, statistics):  # the step below moves them once
+            v.assign(value)
+        model.reset_metrics()
+        logs = model.train_on_batch(x, y, mask, return_dict=True)
+        np.testing.assert_allclose(logs["loss"], float(loss), rtol=1e-6)  # fit's loss is the one differentiated
+        result["loss"].append(relative_difference(logs["loss"], data["loss"][step - 1]))
+        if f"after{step}/{mapped[0].name}" not in data:
+            continue
+        for m in mapped:
+            after = m.split(data[f"after{step}/{m.name}"])
+            if "/moving_" in m.name:
+                result.setdefault((step, "moving"), {})[m.name] = max(
+                    relative_difference(w.numpy(), theirs) for w, theirs in zip(m.weights, after))
+                continue
+            result.setdefault((step, "weights"), {})[m.name] = max(
+                max(np.abs(w.numpy() - theirs).max() - TRAINING_TOLERANCE * np.abs(theirs).max(), 0) / learning_rate
+                for w, theirs in zip(m.weights, after))
+            result.setdefault((step, "grad"), {})[m.name] = max(
+                relative_difference(grads[id(w)], theirs)
+                for w, theirs in zip(m.weights, m.split(data[f"grad{step}/{m.name}"])))
+    return result
+
+
+@pytest.fixture(scope="module")
+def training_steps(reference, imported):
+    """``training_steps(graph)``: ``train_like_the_reference`` for ``graph``, run once."""
+    results = {}
+
+    def of(graph):
+        if graph not in results:
+            results[graph] = train_like_the_reference(imported(graph), np.load(reference / graph / "training.npz"))
+        return results[graph]
+
+    return of
+
+
+@pytest.mark.parametrize("graph, steps", [("audio", 3), ("both", 1)])
+def test_training_loss_matches_the_authors_graph(training_steps, graph, steps):
+    differences = training_steps(graph)["loss"]
+    print(f"{graph}: loss, relative difference per step:", ", ".join(f"{d:.3g}" for d in differences))
+    assert max(differences[:steps]) <= TRAINING_TOLERANCE
+
+
+@pytest.mark.parametrize("graph, step, kind", TRAINING_CHECKS)
+def test_training_steps_match_the_authors_graph(training_steps, graph, step, kind):
+    differences = training_steps(graph)[(step, kind)]
+    worst = max(differences, key=differences.get)
+    print(f"{graph}, step {step}, {kind}: {len(differences)} variables, largest difference "
+          f"{differences[worst]:.3g} ({worst})")
+    assert len(differences) == TRAINED_VARIABLES[(graph, kind)]
+    assert differences[worst] <= (ADAM_EPSILON_SLACK * step if kind == "weights" else TRAINING_TOLERANCE)

@@ -208,9 +208,12 @@ def test_an_interrupt_ends_with_every_row_of_the_frames_read(runs, clip, tmp_pat
     assert f"{len(table)} frames" in stdout and "until interrupted" in stdout, stdout
 
 
-def test_every_face_track_needs_the_whole_file(runs, tmp_path):
+def test_every_face_track_and_a_rendered_video_need_the_whole_file(runs, tmp_path):
     with pytest.raises(ConfigError, match="is a live source, read once as it comes: --faces=all needs the whole file"):
         predict.predict_files(runs["multimodal"], ["-"], str(tmp_path / "out"), faces="all")
+    with pytest.raises(ConfigError, match="is a live source, read once as it comes: --render draws on the file"):
+        predict.predict_files(runs["multimodal"], ["-"], str(tmp_path / "out"), render_video=True)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("path, want", [("-", True), ("rtsp://camera.local/stream", True), ("HTTP://x/y.ts", True),

@@ -162,7 +162,7 @@ def test_one_row_per_frame_as_the_converter_cuts_the_file(predictor, files, name
     assert table.index.name == "time"
     np.testing.assert_allclose(table.index, 0.04 * np.arange(1, len(table) + 1), rtol=0, atol=1e-9)
     faces = "face" in MODALITIES[name]
-    assert list(table.columns) == LABELS + (["face_found"] if faces else [])
+    assert list(table.columns) == LABELS + (["face_found", *predict.BOX] if faces else [])
     assert all(table[n].dtype == np.float32 and np.isfinite(table[n]).all() for n in LABELS)
     if faces:
         assert table["face_found"].mean() == pytest.approx(entry["face_found_ratio"])
@@ -368,7 +368,7 @@ def test_the_cli_writes_a_csv_and_a_plot_per_file(exported, predictor, files, tm
                                        "talk_30fps.png"]
     assert r.stdout.count("× real time") == 2, r.stdout
     table = pd.read_csv(out / "talk_30fps.csv")
-    assert list(table.columns) == ["time", *LABELS, "face_found"]
+    assert list(table.columns) == ["time", *LABELS, "face_found", *predict.BOX]
     assert table["time"].head(3).tolist() == [0.04, 0.08, 0.12]
     want = predict.predict_file(predictor("multimodal"), files["talk_30fps"])
     np.testing.assert_allclose(table[LABELS], want[LABELS], rtol=0, atol=TOLERANCE)
@@ -383,7 +383,7 @@ def test_quadrants_name_each_frames_place_on_the_valence_arousal_plane(exported,
             "--quadrants", "--neutral_band=0.05", "--plot")
     assert r.returncode == 0, r.stderr[-3000:]
     table = pd.read_csv(out / "talk_30fps.csv")
-    assert list(table.columns) == ["time", *LABELS, "face_found", "quadrant"]
+    assert list(table.columns) == ["time", *LABELS, "face_found", "x", "y", "w", "h", "quadrant"]
     assert table["quadrant"].tolist() == quadrants.quadrants(table["arousal"], table["valence"], 0.05).tolist()
     api = predict.predict_file(predictor("multimodal"), files["talk_30fps"], neutral_band=0.05, progress=False)
     assert api["quadrant"].tolist() == table["quadrant"].tolist()
@@ -568,6 +568,7 @@ def test_the_all_trace_of_the_main_track_is_the_main_trace(predictor, crowd, fil
         assert trace.index.equals(main.index)
         np.testing.assert_allclose(trace[LABELS], main[LABELS], rtol=0, atol=TOLERANCE)
         assert trace["face_found"].tolist() == main["face_found"].tolist()
+        assert trace[list(predict.BOX)].equals(main[list(predict.BOX)])  # the box main's face was cut from
     assert every.attrs["face_tracks"] == 3
 
 

@@ -61,14 +61,16 @@ class ConvertConfig:
 class Frame(typing.NamedTuple):
     """One 40 ms frame ready to write: audio ``(samples_per_frame,)`` float32 or None,
     the face crop's JPEG bytes or None, whether the face was found in this frame,
-    labels ``(dims,)`` or None for unlabelled recordings, and the number of face tracks
-    in the recording (``tracking``) where faces were tracked, else None."""
+    labels ``(dims,)`` or None for unlabelled recordings, the number of face tracks
+    in the recording (``tracking``) where faces were tracked, else None, and the ``faces.Box``
+    the crop was cut from (the main track's, in pixels of the frame as displayed) or None."""
 
     audio: np.ndarray | None
     face_jpeg: bytes | None
     face_found: bool
     labels: np.ndarray | None
     face_tracks: int | None = None
+    face_box: tuple[int, int, int, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

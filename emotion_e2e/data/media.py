@@ -354,6 +354,19 @@ def _video_frames_timed(path) -> Iterator[tuple[Fraction, av.VideoFrame, Orienta
             raise DataError(f"{path}: the video stream has no decodable frames (expected at least one)")
 
 
+def _displayed(frame: av.VideoFrame, orientation: Orientation | None) -> np.ndarray:
+    """``frame`` as (H, W, 3) uint8 RGB as displayed (turned by its ``orientation``)."""
+    arr = frame.to_ndarray(format="rgb24")
+    return arr if orientation is None else orientation.apply(arr)
+
+
+def displayed_frames(path) -> Iterator[tuple[Fraction, np.ndarray]]:
+    """Every decoded video frame of ``path``, in order, off the grid: ``(seconds since the stream
+    start as an exact Fraction, (H, W, 3) uint8 RGB as displayed)``, a new writable array each."""
+    for t, frame, orientation in _video_frames_timed(path):
+        yield t, _displayed(frame, orientation)
+
+
 def video_frames(path, time_base: TimeBase, num_frames: int | None = None) -> Iterator[np.ndarray]:
     """Yield (H, W, 3) uint8 RGB as displayed: for grid frame i, the last video frame with time <= step·i.
 
@@ -372,9 +385,7 @@ def video_frames(path, time_base: TimeBase, num_frames: int | None = None) -> It
         nonlocal rgb
         frame, orientation = decoded
         if rgb is None or rgb[0] is not frame:
-            arr = frame.to_ndarray(format="rgb24")
-            if orientation is not None:
-                arr = orientation.apply(arr)
+            arr = _displayed(frame, orientation)
             arr.flags.writeable = False
             rgb = (frame, arr)
         return rgb[1]

@@ -108,7 +108,8 @@ class MediaRecording(Recording):
         for i, (a, (crop, found)) in enumerate(zip(audio, crops)):
             jpeg = None if crop is None else faces.encode_jpeg(crop, cfg.face.jpeg_quality)
             yield Frame(a, jpeg, found, None if track is None else track.values[i],
-                        None if face_crops is None else len(face_crops.tracking.tracks))
+                        None if face_crops is None else len(face_crops.tracking.tracks),
+                        None if face_crops is None else face_crops.main.box(i + 1))
 
 
 def _milliseconds_hint(track, lengths: dict[str, int], time_base) -> str:

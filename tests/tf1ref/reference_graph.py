@@ -12,7 +12,20 @@ on the inputs, ``random_statistics``), and writes to ``OUT_DIR/<model>/``:
   holds what a training checkpoint of theirs holds beside the model (``global_step`` and Adam's
   slots and beta powers), which the import ignores.
 - ``reference.npz``: the inputs (``audio`` (batch, time, 640), ``video`` (batch, time, 96, 96, 3)
-  in [0, 1], those the model reads) and ``outputs`` (batch, time, 2): arousal, valence.
+  in [0, 1], those the model reads, drawn as ``video_uint8`` crops divided by 255) and
+  ``outputs`` (batch, time, 2): arousal, valence.
+
+Two more cases:
+
+- ``clip/``: the audio graph on ``CLIP_FRAMES`` frames, half the cells of the first LSTM driven
+  to add ±1 to their state at every frame (``drive_past_clip``), so the state reaches the clip
+  of ±100; ``reference.npz`` also holds ``final_c`` (the first LSTM's last cell state) and
+  ``unclipped`` (the outputs of the same weights with ``cell_clip=None``).
+- ``<graph>/training.npz`` for the audio and multimodal graphs: three training steps from
+  ``<graph>/model.ckpt-0`` on one batch, as the authors' ``emotion_train.py`` builds them
+  (``write_training_reference``): the inputs and ``labels``, ``loss`` (3,), and for the steps
+  of ``TRAINED`` ``grad<k>/<variable>`` (the gradient of step k) and ``after<k>/<variable>``
+  (every variable after step k, the moving statistics too).
 
 The graph, as their code builds it:
 
@@ -52,6 +65,19 @@ KEEP_PROB = 0.5
 UNITS, LAYERS, CELL_CLIP = 256, 2, 100.0
 OUTPUTS = 2  # arousal, valence
 SEED = 7
+# A cell state moves by at most 1 a frame (|i · tanh(j)| <= 1): passing the clip takes more
+# than CELL_CLIP frames.
+CLIP_FRAMES = 120
+# drive_past_clip: the gates' bias that saturates them, and how much of their input weights and
+# peepholes the driven cells keep (the output peephole keeps the clipped state visible).
+SATURATING_BIAS = 8.0
+DRIVEN_INPUT_SCALE, DRIVEN_PEEPHOLE_SCALE, DRIVEN_OUTPUT_PEEPHOLE_SCALE = 0.1, 0.01, 0.2
+# The authors' training: Adam 1e-4 (TF1's epsilon 1e-8), three steps compared after the first
+# and the last.
+LEARNING_RATE = 1e-4
+TRAIN_STEPS = 3
+# The graphs trained and the steps after which the gradients and variables are written.
+TRAINED = {"audio": (1, 3), "both": (1,)}
 
 
 def audio_model(audio, batch, time):
@@ -67,35 +93,44 @@ def audio_model(audio, batch, time):
         return tf.reshape(net, (batch, time, AUDIO_FEATURES))
 
 
-def video_model(video, batch, time):
+def video_model(video, batch, time, training=False):
     """(B, T, 96, 96, 3) → (B, T, 2048)."""
     with tf.variable_scope("video_model"):
         net = tf.reshape(video, (-1, FACE, FACE, 3))
-        net, _ = resnet_v1.resnet_v1_50(net, None, is_training=False)
+        net, _ = resnet_v1.resnet_v1_50(net, None, is_training=training)
         return tf.reshape(net, (batch, time, VIDEO_FEATURES))
 
 
-def build(modalities):
-    """The placeholders ``{modality: tensor}`` and the outputs (B, T, 2)."""
+def build(modalities, training=False, cell_clip=CELL_CLIP):
+    """The placeholders ``{modality: tensor}``, the outputs (B, T, 2) and the first LSTM's last
+    cell state (B, 256).
+
+    ``training``: batch norms on the batch's moments, updating their moving statistics (the
+    update ops in ``UPDATE_OPS``), as the authors train. Their batch norm is TF ≤ 0.12's slim
+    one, which had no fused kernel: its moments are ``nn.moments``', the biased batch variance
+    fed to the moving average too, hence ``fused=False`` (the fused kernel feeds the unbiased
+    one). Dropout stays off: the tests apply one fixed dropout mask to the audio they feed, the
+    same function of the weights as a dropout on the input."""
     inputs = {"audio": tf.placeholder(tf.float32, (None, None, SAMPLES), name="audio"),
               "video": tf.placeholder(tf.float32, (None, None, FACE, FACE, 3), name="video")}
     shape = tf.shape(inputs[modalities[0]])
     features = []
     with slim.arg_scope(resnet_v1.resnet_arg_scope()):
-        with slim.arg_scope([slim.batch_norm, slim.dropout], is_training=False):
+        with slim.arg_scope([slim.batch_norm], is_training=training, fused=False if training else None), \
+                slim.arg_scope([slim.dropout], is_training=False):
             if "audio" in modalities:
                 features.append(audio_model(inputs["audio"], shape[0], shape[1]))
             if "video" in modalities:
-                features.append(video_model(inputs["video"], shape[0], shape[1]))
+                features.append(video_model(inputs["video"], shape[0], shape[1], training))
     net = tf.concat(features, axis=2)
     # LSTMCell's default initializer, Glorot-uniform, but TF's own: it draws from the graph's seed,
     # where tf-keras' default draws an unseeded one and the reference would change from run to run.
-    cell = tf.nn.rnn_cell.MultiRNNCell([tf.nn.rnn_cell.LSTMCell(UNITS, use_peepholes=True, cell_clip=CELL_CLIP,
+    cell = tf.nn.rnn_cell.MultiRNNCell([tf.nn.rnn_cell.LSTMCell(UNITS, use_peepholes=True, cell_clip=cell_clip,
                                                                 initializer=tf.glorot_uniform_initializer())
                                         for _ in range(LAYERS)])
-    net, _ = tf.nn.dynamic_rnn(cell, net, dtype=tf.float32)
+    net, state = tf.nn.dynamic_rnn(cell, net, dtype=tf.float32)
     outputs = slim.layers.linear(net, OUTPUTS)
-    return {m: inputs[m] for m in modalities}, outputs
+    return {m: inputs[m] for m in modalities}, outputs, state[0].c
 
 
 def randomise(sess, rng):
@@ -126,32 +161,144 @@ def random_statistics(sess, feed, rng):
             variables[f"{scope}/{name}"].load(value.astype(np.float32), sess)
 
 
-def write_reference(name, modalities, out_dir, rng):
+def draw_inputs(rng, frames=FRAMES):
+    """``{'audio': (B, T, 640) in [-1, 1], 'video_uint8': (B, T, 96, 96, 3), 'video': the same / 255}``."""
+    video = rng.integers(0, 256, (BATCH, frames, FACE, FACE, 3), dtype=np.uint8)
+    return {"audio": rng.uniform(-1, 1, (BATCH, frames, SAMPLES)).astype(np.float32),
+            "video_uint8": video, "video": (video / np.float32(255)).astype(np.float32)}
+
+
+def lstm_variables(k=0):
+    """``{leaf: variable}`` of the ``k``-th LSTM (kernel, bias, w_i_diag, w_f_diag, w_o_diag)."""
+    prefix = f"rnn/multi_rnn_cell/cell_{k}/lstm_cell/"
+    return {v.op.name[len(prefix):]: v for v in tf.global_variables() if v.op.name.startswith(prefix)}
+
+
+def drive_past_clip(sess):
+    """Drives the first half of the first LSTM's cells to add ±1 to their state at every frame,
+    whatever the input: the input and forget gates open and the candidate saturated by
+    ``SATURATING_BIAS`` (alternating signs), their input weights and input and forget
+    peepholes scaled down; the output peephole scaled down too, so that the output gate still
+    reads the clipped state instead of saturating on it. The other cells keep their weights."""
+    lstm = lstm_variables()
+    driven = np.arange(UNITS // 2)
+    i, j, f, o = (gate * UNITS + driven for gate in range(4))  # TF1's gate order
+    kernel, bias = sess.run(lstm["kernel"]), sess.run(lstm["bias"])
+    kernel[:, np.concatenate([i, j, f])] *= DRIVEN_INPUT_SCALE
+    bias[i], bias[f] = SATURATING_BIAS, SATURATING_BIAS
+    bias[j] = SATURATING_BIAS * np.where(driven % 2, -1.0, 1.0)
+    lstm["kernel"].load(kernel, sess)
+    lstm["bias"].load(bias, sess)
+    for name, scale in (("w_i_diag", DRIVEN_PEEPHOLE_SCALE), ("w_f_diag", DRIVEN_PEEPHOLE_SCALE),
+                        ("w_o_diag", DRIVEN_OUTPUT_PEEPHOLE_SCALE)):
+        value = sess.run(lstm[name])
+        value[driven] *= scale
+        lstm[name].load(value, sess)
+
+
+def write_reference(name, modalities, out_dir, rng, frames=FRAMES, prepare=None):
+    """``out_dir/<name>/``: the checkpoint and ``reference.npz`` of the inference graph of
+    ``modalities`` on ``frames`` frames; ``prepare(sess)`` changes the weights last. Returns the
+    checkpoint's path and the feed."""
     path = os.path.join(out_dir, name)
     os.makedirs(path)
     with tf.Graph().as_default():
         tf.set_random_seed(SEED)
-        placeholders, outputs = build(modalities)
+        placeholders, outputs, final_c = build(modalities)
         if name == "audio":  # what a training checkpoint holds beside the model
             step = tf.train.get_or_create_global_step()
             tf.train.AdamOptimizer().minimize(tf.reduce_mean(outputs), global_step=step)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             randomise(sess, rng)
-            inputs = {"audio": rng.uniform(-1, 1, (BATCH, FRAMES, SAMPLES)).astype(np.float32),
-                      "video": rng.uniform(0, 1, (BATCH, FRAMES, FACE, FACE, 3)).astype(np.float32)}
+            inputs = draw_inputs(rng, frames)
             feed = {placeholders[m]: inputs[m] for m in modalities}
             random_statistics(sess, feed, rng)
-            y = sess.run(outputs, feed)
-            tf.train.Saver().save(sess, os.path.join(path, "model.ckpt"), global_step=0, write_meta_graph=False)
-    np.savez(os.path.join(path, "reference.npz"), outputs=y, **{m: inputs[m] for m in modalities})
+            if prepare:
+                prepare(sess)
+            y, c = sess.run([outputs, final_c], feed)
+            ckpt = tf.train.Saver().save(sess, os.path.join(path, "model.ckpt"), global_step=0,
+                                         write_meta_graph=False)
+    saved = {"outputs": y, "final_c": c, **{m: inputs[m] for m in modalities}}
+    if "video" in modalities:
+        saved["video_uint8"] = inputs["video_uint8"]
+    if prepare:  # the same weights without the clip: what the clip changes
+        saved["unclipped"] = run_restored(ckpt, modalities, {m: inputs[m] for m in modalities}, cell_clip=None)
+    np.savez(os.path.join(path, "reference.npz"), **saved)
+    return ckpt
+
+
+def run_restored(ckpt, modalities, inputs, cell_clip):
+    """The inference graph's outputs with ``cell_clip``, from the weights of ``ckpt``."""
+    with tf.Graph().as_default():
+        placeholders, outputs, _ = build(modalities, cell_clip=cell_clip)
+        with tf.Session() as sess:
+            tf.train.Saver().restore(sess, ckpt)
+            return sess.run(outputs, {placeholders[m]: inputs[m] for m in modalities})
+
+
+def concordance_cc(prediction, ground_truth):
+    """The authors' loss of one dimension, as their losses.py computes it: ``1 − CCC`` with
+    ``tf.nn.moments``' population statistics."""
+    pred_mean, pred_var = tf.nn.moments(prediction, (0,))
+    gt_mean, gt_var = tf.nn.moments(ground_truth, (0,))
+    mean_cent_prod = tf.reduce_mean((prediction - pred_mean) * (ground_truth - gt_mean))
+    return 1 - (2 * mean_cent_prod) / (pred_var + gt_var + tf.square(pred_mean - gt_mean))
+
+
+def write_training_reference(ckpt, modalities, out_dir, rng, compared_steps):
+    """``out_dir/training.npz``: ``TRAIN_STEPS`` training steps from ``ckpt`` on one batch, as
+    the authors' emotion_train.py builds them: batch norms in training mode under
+    ``resnet_arg_scope``, each dimension's ``1 − CCC`` over the batch's values added as a loss
+    divided by the number of dimensions, slim's total loss (with the ``l2_regularizer(1e-4)``
+    of every convolution, which ``resnet_arg_scope`` collects), Adam, and slim's
+    ``create_train_op`` (which runs the moving-average updates with the step). The audio fed
+    is the drawn audio times one dropout mask of keep probability ``KEEP_PROB``, divided by it:
+    their input dropout with that mask."""
+    with tf.Graph().as_default():
+        placeholders, outputs, _ = build(modalities, training=True)
+        labels = tf.placeholder(tf.float32, (None, None, OUTPUTS), name="labels")
+        for i in range(OUTPUTS):
+            loss = concordance_cc(tf.reshape(outputs[:, :, i], (-1,)), tf.reshape(labels[:, :, i], (-1,)))
+            slim.losses.add_loss(loss / OUTPUTS)
+        total_loss = slim.losses.get_total_loss()
+        captured = []
+
+        def capture(grads_and_vars):
+            captured.extend(grads_and_vars)
+            return grads_and_vars
+
+        train_op = slim.training.create_train_op(total_loss, tf.train.AdamOptimizer(LEARNING_RATE),
+                                                 transform_grads_fn=capture)
+        model_variables = [v for v in tf.global_variables() if v.trainable or "/moving_" in v.op.name]
+        inputs = draw_inputs(rng)
+        mask = rng.random(inputs["audio"].shape) < KEEP_PROB
+        inputs["audio"] = (inputs["audio"] * mask / np.float32(KEEP_PROB)).astype(np.float32)
+        inputs.pop("video_uint8")
+        targets = rng.uniform(-1, 1, (BATCH, FRAMES, OUTPUTS)).astype(np.float32)
+        feed = {labels: targets, **{placeholders[m]: inputs[m] for m in modalities}}
+        saved = {"labels": targets, **inputs}
+        losses = []
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver(model_variables).restore(sess, ckpt)
+            for step in range(1, TRAIN_STEPS + 1):
+                loss, grads = sess.run([train_op, [g for g, _ in captured]], feed)
+                losses.append(loss)
+                if step in compared_steps:
+                    saved.update({f"grad{step}/{v.op.name}": g for g, (_, v) in zip(grads, captured)})
+                    saved.update({f"after{step}/{v.op.name}": value
+                                  for v, value in zip(model_variables, sess.run(model_variables))})
+    np.savez(os.path.join(out_dir, "training.npz"), loss=np.array(losses), **saved)
 
 
 def main(out_dir):
     tf.disable_eager_execution()
     rng = np.random.default_rng(SEED)
-    for name, modalities in MODELS.items():
-        write_reference(name, modalities, out_dir, rng)
+    checkpoints = {name: write_reference(name, modalities, out_dir, rng) for name, modalities in MODELS.items()}
+    for name, steps in TRAINED.items():
+        write_training_reference(checkpoints[name], MODELS[name], os.path.join(out_dir, name), rng, steps)
+    write_reference("clip", MODELS["audio"], out_dir, rng, frames=CLIP_FRAMES, prepare=drive_past_clip)
 
 
 if __name__ == "__main__":
