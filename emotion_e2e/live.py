@@ -56,6 +56,7 @@ PROBE_BYTES = 32
 # Frames decoded ahead of the model, in chunks: what the source's buffer does not have to hold.
 READ_AHEAD_CHUNKS = 2
 POLL_SECONDS = 0.1  # how often a reader waiting for frames looks for an interrupt
+STOP_SECONDS = 5.0  # how long an interrupted run waits for its reading thread to close the source
 # A live reader further behind the stream than this warns (once per LAG_REPORT_SECONDS while it is).
 LAG_WARNING_SECONDS = 2.0
 LAG_REPORT_SECONDS = 10.0
@@ -286,18 +287,28 @@ class _Reader(threading.Thread):
     def run(self):
         try:
             for frame in self.frames:
-                self._put(frame)
+                if not self._put(frame):
+                    return  # stopped: the source is closed as the generator ends
             self._put(self._END)
         except BaseException as e:  # noqa: BLE001 - handed to the reading thread
             self._put(e)
 
-    def _put(self, item):
+    def _put(self, item) -> bool:
+        """Queues ``item``; False once ``stopped`` is set."""
         while not self.stopped.is_set():
             try:
                 self.queue.put(item, timeout=POLL_SECONDS)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
+
+    def stop(self):
+        """Stops reading and waits a moment for the thread to close the source: a thread left
+        decoding (in OpenCV, FFmpeg) when the interpreter exits can abort it. A source stalled in
+        a read keeps its thread, blocked in FFmpeg, until the process ends."""
+        self.stopped.set()
+        self.join(timeout=STOP_SECONDS)
 
     def get(self, interrupted: threading.Event):
         """The next frame; None at the end of the stream or once ``interrupted`` is set."""
@@ -310,6 +321,14 @@ class _Reader(threading.Thread):
                 raise item
             return None if item is self._END else item
         return None
+
+
+def _silence_stdout():
+    """Points standard output at /dev/null, so that the interpreter's last flush of rows nobody
+    reads does not fail again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 @contextlib.contextmanager
@@ -357,42 +376,49 @@ def predict_live(predictor, path: str, csv_path: str, *, chunk_seconds: float, f
     with (_interrupt_flag() as interrupted, open(csv_path, "w", newline="") as out,
           predict._progress(None, predict.stem(path), progress) as bar):
         reader.start()
-        while not ended:
-            block = []
-            t0 = time.perf_counter()
-            while len(block) < chunk:
-                frame = reader.get(interrupted)
-                if frame is None:
-                    ended = True
+        try:
+            while not ended:
+                block = []
+                t0 = time.perf_counter()
+                while len(block) < chunk:
+                    frame = reader.get(interrupted)
+                    if frame is None:
+                        ended = True
+                        break
+                    block.append(frame)
+                seconds["media"] += time.perf_counter() - t0
+                if not block:
                     break
-                block.append(frame)
-            seconds["media"] += time.perf_counter() - t0
-            if not block:
-                break
-            t1 = time.perf_counter()
-            y, state = predictor.stream(predict.model_inputs(block, modalities), state)
-            seconds["model"] += time.perf_counter() - t1
-            times = [round(step * (done + k), predict.TIME_DECIMALS) for k in range(1, len(block) + 1)]
-            table = pd.DataFrame({n: y[n][0] for n in labels}, index=pd.Index(times, name=predict.TIME))
-            if "face" in modalities:
-                table[predict.FACE_FOUND] = np.array([f.face_found for f in block], np.int8)
-                table[list(predict.BOX)] = np.array([f.face_box for f in block], np.int64)
-                tracks = block[-1].face_tracks
-            if neutral_band is not None:
-                table[predict.QUADRANT] = quadrants.quadrants(table[quadrants.AROUSAL], table[quadrants.VALENCE],
-                                                              neutral_band)
-            text = predict.csv_text(table, header=done == 0)
-            out.write(text)
-            out.flush()
-            if print_rows:
-                sys.stdout.write(text)
-                sys.stdout.flush()
-            done += len(block)
-            behind = lag.update(done)
-            bar.update(len(block))
-            bar.set_postfix_str(f"{done * step / (time.perf_counter() - start):.1f}× real time, {behind:.1f} s behind "
-                                f"({round(behind / step)} frames queued)")
-        reader.stopped.set()
+                t1 = time.perf_counter()
+                y, state = predictor.stream(predict.model_inputs(block, modalities), state)
+                seconds["model"] += time.perf_counter() - t1
+                times = [round(step * (done + k), predict.TIME_DECIMALS) for k in range(1, len(block) + 1)]
+                table = pd.DataFrame({n: y[n][0] for n in labels}, index=pd.Index(times, name=predict.TIME))
+                if "face" in modalities:
+                    table[predict.FACE_FOUND] = np.array([f.face_found for f in block], np.int8)
+                    table[list(predict.BOX)] = np.array([f.face_box for f in block], np.int64)
+                    tracks = block[-1].face_tracks
+                if neutral_band is not None:
+                    table[predict.QUADRANT] = quadrants.quadrants(table[quadrants.AROUSAL], table[quadrants.VALENCE],
+                                                                  neutral_band)
+                text = predict.csv_text(table, header=done == 0)
+                out.write(text)
+                out.flush()
+                if print_rows:
+                    try:
+                        sys.stdout.write(text)
+                        sys.stdout.flush()
+                    except BrokenPipeError:  # the reader of the rows went away (`| head`): the run ends, as interrupted
+                        _silence_stdout()
+                        print_rows = False
+                        interrupted.set()
+                done += len(block)
+                behind = lag.update(done)
+                bar.update(len(block))
+                bar.set_postfix_str(f"{done * step / (time.perf_counter() - start):.1f}× real time, {behind:.1f} s behind "
+                                    f"({round(behind / step)} frames queued)")
+        finally:
+            reader.stop()
     if not done:
         raise DataError(f"{path}: the live source ended before one whole frame")
     wall = time.perf_counter() - start

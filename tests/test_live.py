@@ -250,3 +250,19 @@ def test_a_tracker_without_history_keeps_no_rows_however_long_it_runs():
     assert track.num_found == 333 and tracking.online_main(tracker) is track and track.found_now
     with pytest.raises(ValueError, match="keeps no tracks"):
         tracker.finish()
+
+
+def test_a_reader_of_the_rows_that_goes_away_ends_the_run_with_every_row_written(runs, clip, tmp_path):
+    """`predict --input=- --print | head`: the pipe closes under it; the CSV keeps what was done."""
+    with open(clip["ts"], "rb") as f:
+        p = cli(f"--model={runs['multimodal']}", "--input=-", f"--output_dir={tmp_path / 'out'}", "--print",
+                f"--chunk_seconds={CHUNK}", stdin=f)
+        first = p.stdout.readline()
+        p.stdout.close()  # as `head -1` does
+        p.wait(timeout=300)
+        stderr = p.stderr.read()
+    assert first.startswith("time,arousal,valence,face_found")
+    assert p.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr and "Fatal" not in stderr and "until interrupted" in stderr, stderr[-3000:]
+    table = pd.read_csv(tmp_path / "out" / "stdin.csv")
+    assert len(table) >= round(CHUNK / 0.04) and table.notna().all().all()
