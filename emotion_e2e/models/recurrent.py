@@ -17,7 +17,9 @@ LSTM (Glorot-uniform / orthogonal / zeros), peepholes Glorot-uniform as TF1's de
 
 The layer computes the input projection ``x·W + b`` of all time steps in one matmul before
 the recurrence (as cuDNN does): the loop only does ``h·U`` and the gates, and the gradient
-of ``W`` is one matmul too, not one outer product per step (docs/design.md §13).
+of ``W`` is one matmul too, not one outer product per step. The recurrence's gradient is
+written by hand (``peephole_recurrence``), and under mixed precision the recurrence runs in
+float32 on the float32 ``recurrent_kernel`` and peepholes (docs/design.md §13).
 ``PeepholeLSTMCell`` is the same step as a Keras RNN cell: models saved before
 ``PeepholeLSTM`` hold ``RNN(PeepholeLSTMCell)`` and still load and compute the same.
 """
@@ -115,7 +117,6 @@ def peephole_recurrence(z_x, h_0, c_0, u, w_ci, w_cf, w_co, cell_clip: float | N
                 d_prev *= tf.concat([tf.ones_like(inside[:1]), inside[:-1]], axis=0)
                 d_c_last *= inside[-1]
             d_gates = tf.concat([d_i, d_j, d_f, d_o], axis=-1)
-            d_hs = tf.concat([d_hs[:-1], d_hs[-1:] + d_h_last[None]], axis=0)
             u_t = tf.transpose(u)
 
             def back(t, dh_next, dc, dzs):
@@ -125,8 +126,8 @@ def peephole_recurrence(z_x, h_0, c_0, u, w_ci, w_cf, w_co, cell_clip: float | N
                 return t - 1, tf.matmul(dz, u_t), dc * d_prev[t], dzs.write(t, dz)
 
             dzs = tf.TensorArray(z_x.dtype, size=steps, element_shape=tf.TensorShape([h_0.shape[0], GATES * units]))
-            _, d_h_0, d_c_0, dzs = tf.while_loop(lambda t, *_: t >= 0, back,
-                                                 (steps - 1, tf.zeros_like(h_0), d_c_last, dzs))
+            # The last step's dh is its output's gradient plus d_h_last: d_h_last starts the carry.
+            _, d_h_0, d_c_0, dzs = tf.while_loop(lambda t, *_: t >= 0, back, (steps - 1, d_h_last, d_c_last, dzs))
             dz = dzs.stack()
             dz_i, _, dz_f, dz_o = tf.split(dz, GATES, axis=-1)
             d_u = tf.matmul(h_flat, tf.reshape(dz, (-1, GATES * units)), transpose_a=True)
@@ -199,6 +200,9 @@ class PeepholeLSTM(keras.layers.Layer):
     """``RNN(PeepholeLSTMCell(...), return_sequences=True)``, the input projection of all time
     steps computed in one matmul: ``(batch, time, input_dim)`` → ``(batch, time, units)``.
     The same weights (same names, order and initialisers) and the same outputs up to rounding.
+
+    Under mixed precision the projection runs in the compute dtype and the recurrence in the
+    weights' (float32); the outputs are in the compute dtype.
 
     Like Keras' RNN layers it can start from ``initial_state=[h, c]`` (each ``(batch, units)``;
     zeros when omitted) and, with ``return_state=True``, also return the state after the last
