@@ -42,7 +42,7 @@ def peephole_update(z, c_prev, w_ci, w_cf, w_co, forget_bias: float, cell_clip: 
     """One peephole LSTM step from the gate pre-activations ``z = x·W + h_prev·U + b``
     ``(batch, 4·units)`` and the previous cell state ``c_prev`` ``(batch, units)``:
     returns ``h, c``, each ``(batch, units)``. The one place the step is written
-    (``PeepholeLSTM`` and ``PeepholeLSTMCell`` both call it)."""
+    (``PeepholeLSTMCell`` calls it, ``PeepholeLSTM``'s loop its ``_peephole_step``)."""
     h, c, _ = _peephole_step(z, c_prev, w_ci, w_cf, w_co, forget_bias, cell_clip)
     return h, c
 
