@@ -874,7 +874,8 @@ def models_suite():
         if "face" not in modalities:
             for p in dtypes:
                 fwd, fwd_bwd = lstm_seconds(models[p][0], batch, frames, _ROUNDS.value * _REPEATS.value)
-                print(f"{p} LSTM stack alone: forward {fwd * 1e3:,.1f} ms, forward and backward {fwd_bwd * 1e3:,.1f} ms")
+                print(f"{p} LSTM stack alone: forward {fwd * 1e3:,.1f} ms, "
+                      f"forward and backward {fwd_bwd * 1e3:,.1f} ms")
         if "bf16" in dtypes:
             ratio = np.array(seconds["fp32", "train step"]) / np.array(seconds["bf16", "train step"])
             print(f"bf16 train step speed-up over fp32: {np.median(ratio):.2f}× (rounds: "

@@ -83,3 +83,19 @@ def test_the_install_size_of_mediapipe_counts_only_what_the_core_install_lacks()
     sizes = dict(benchmark.detector_install_sizes())
     assert sizes["yunet"].startswith("0.22 MB model file")
     assert f"in {len(added)} distributions" in sizes["mediapipe"]
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_lstm_seconds_times_the_models_lstm_stack_forward_and_backward(policy):
+    import keras  # noqa: PLC0415
+
+    from emotion_e2e.config import InputConfig, ModelConfig, RecurrentConfig  # noqa: PLC0415
+    from emotion_e2e.models import build_model  # noqa: PLC0415
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = build_model(ModelConfig(recurrent=RecurrentConfig(layers=2, units=8)), InputConfig(modalities=("audio",)))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    forward, forward_backward = benchmark.lstm_seconds(model, batch=2, frames=5, repeats=2)
+    assert 0 < forward < 1 and 0 < forward_backward < 1
