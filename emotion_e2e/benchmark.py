@@ -8,7 +8,8 @@ ResNet-50, batch 1 × 25 frames) inference and train step in fp32 and bf16, in r
 interleaved with this machine's matmul peak: frames/s, × real time, % of the matmul peak
 measured in the same round counting the model's FLOPs (medians over the rounds), the bf16
 train step's speed-up over fp32, and where each train step's time goes
-(``train_step_breakdown``: kernel time by op type and by layer, forward and backward).
+(``train_step_breakdown``: kernel time by op type and by layer, forward and backward); for the
+audio model, its LSTM stack alone, forward and forward + backward (``lstm_seconds``).
 "inf. opt." is inference
 of ``models.inference.optimize_for_inference(model)`` (batch norms folded into the convolutions,
 LSTM input projections hoisted out of the recurrence; same outputs up to fp32 rounding).
@@ -887,6 +888,11 @@ def time_model(model, inputs, labels, train: bool, repeats: int) -> float:
 
     ``train_on_batch`` and ``predict_on_batch`` run Keras' compiled step functions."""
     call = (lambda: model.train_on_batch(inputs, labels)) if train else (lambda: model.predict_on_batch(inputs))
+    return _median_seconds(call, repeats)
+
+
+def _median_seconds(call, repeats: int) -> float:
+    """Seconds of the median of ``repeats`` calls of ``call`` after a warm-up call."""
     call()
     times = []
     for _ in range(repeats):
@@ -894,6 +900,35 @@ def time_model(model, inputs, labels, train: bool, repeats: int) -> float:
         call()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def lstm_seconds(model, batch: int, frames: int, repeats: int) -> tuple[float, float]:
+    """The model's LSTM stack alone on ``(batch, frames, features)`` inputs in its compute dtype:
+    seconds per forward pass and per forward and backward pass (gradients w.r.t. the input and
+    every weight of the stack), medians of ``repeats`` calls."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from emotion_e2e.models.inference import recurrent_layers  # noqa: PLC0415
+
+    lstms = recurrent_layers(model)
+    x = tf.cast(tf.random.normal((batch, frames, lstms[0].input.shape[-1])), lstms[0].compute_dtype)
+    weights = [w for layer in lstms for w in layer.trainable_weights]
+
+    def forward(x):
+        for layer in lstms:
+            x = layer(x)
+        return x
+
+    @tf.function
+    def forward_backward(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = forward(x)
+        return tape.gradient(y, [x, *weights], output_gradients=tf.ones_like(y))
+
+    forward = tf.function(forward)
+    return (_median_seconds(lambda: forward(x).numpy(), repeats),
+            _median_seconds(lambda: [g.numpy() for g in forward_backward(x)], repeats))
 
 
 def train_step_breakdown(model, inputs, labels, steps: int = 3) -> dict:
@@ -1066,6 +1101,11 @@ def models_suite():
                 print(f"{p} face-network convolutions alone, forward and backward: {gflop / total:,.0f} GFLOP/s, "
                       f"{100 * gflop / total / np.median(peaks[p]):.0f} % of the median peak; the slowest: "
                       + ", ".join(f"{d} ×{n} {g / t:,.0f}" for d, n, g, t in rows[:5]))
+        if "face" not in modalities:
+            for p in dtypes:
+                fwd, fwd_bwd = lstm_seconds(models[p][0], batch, frames, _ROUNDS.value * _REPEATS.value)
+                print(f"{p} LSTM stack alone: forward {fwd * 1e3:,.1f} ms, "
+                      f"forward and backward {fwd_bwd * 1e3:,.1f} ms")
         if "bf16" in dtypes:
             ratio = np.array(seconds["fp32", "train step"]) / np.array(seconds["bf16", "train step"])
             print(f"bf16 train step speed-up over fp32: {np.median(ratio):.2f}× (rounds: "

@@ -92,3 +92,19 @@ def test_tracking_cost_finds_each_person_of_the_talk_and_the_panel_and_counts_fu
     for clip, _, every, ms, share, tracks in rows:
         assert tracks == (1 if clip.startswith("talk") else 3) and ms > 0
         assert share == (1.0 if every == 1 else 5 / 25)  # frames 1, 6, 11, 16, 21 of 25
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_lstm_seconds_times_the_models_lstm_stack_forward_and_backward(policy):
+    import keras  # noqa: PLC0415
+
+    from emotion_e2e.config import InputConfig, ModelConfig, RecurrentConfig  # noqa: PLC0415
+    from emotion_e2e.models import build_model  # noqa: PLC0415
+
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = build_model(ModelConfig(recurrent=RecurrentConfig(layers=2, units=8)), InputConfig(modalities=("audio",)))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    forward, forward_backward = benchmark.lstm_seconds(model, batch=2, frames=5, repeats=2)
+    assert 0 < forward < 1 and 0 < forward_backward < 1

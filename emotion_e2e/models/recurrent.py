@@ -13,11 +13,15 @@ gate, output gate):
 
 The kernels are stored Keras-style (``kernel`` for x, ``recurrent_kernel`` for h, each
 with the four gates side by side in the order i, j, f, o); initialisation follows Keras'
-LSTM (Glorot-uniform / orthogonal / zeros), peepholes Glorot-uniform as TF1's default.
+LSTM (Glorot-uniform / orthogonal / zeros) and the peepholes are Glorot-uniform; TF 0.12's
+LSTMCell, which the authors' code ran on, drew the joint [x, h] matrix and the peepholes from its
+variable scope's default, uniform_unit_scaling (docs/design.md §9).
 
 The layer computes the input projection ``x·W + b`` of all time steps in one matmul before
 the recurrence (as cuDNN does): the loop only does ``h·U`` and the gates, and the gradient
-of ``W`` is one matmul too, not one outer product per step (docs/design.md §13).
+of ``W`` is one matmul too, not one outer product per step. The recurrence's gradient is
+written by hand (``peephole_recurrence``), and under mixed precision the recurrence runs in
+float32 on the float32 ``recurrent_kernel`` and peepholes (docs/design.md §13).
 ``PeepholeLSTMCell`` is the same step as a Keras RNN cell: models saved before
 ``PeepholeLSTM`` hold ``RNN(PeepholeLSTMCell)`` and still load and compute the same.
 """
@@ -25,6 +29,7 @@ of ``W`` is one matmul too, not one outer product per step (docs/design.md §13)
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -39,15 +44,105 @@ def peephole_update(z, c_prev, w_ci, w_cf, w_co, forget_bias: float, cell_clip: 
     """One peephole LSTM step from the gate pre-activations ``z = x·W + h_prev·U + b``
     ``(batch, 4·units)`` and the previous cell state ``c_prev`` ``(batch, units)``:
     returns ``h, c``, each ``(batch, units)``. The one place the step is written
-    (``PeepholeLSTM`` and ``PeepholeLSTMCell`` both call it)."""
+    (``PeepholeLSTMCell`` calls it, ``PeepholeLSTM``'s loop its ``_peephole_step``)."""
+    h, c, _ = _peephole_step(z, c_prev, w_ci, w_cf, w_co, forget_bias, cell_clip)
+    return h, c
+
+
+def _peephole_step(z, c_prev, w_ci, w_cf, w_co, forget_bias: float, cell_clip: float | None):
+    """``peephole_update`` that also returns the cell state before clipping: ``h, c, c_unclipped``."""
     z_i, z_j, z_f, z_o = ops.split(z, GATES, axis=-1)
     i = ops.sigmoid(z_i + w_ci * c_prev)
-    f = ops.sigmoid(z_f + forget_bias + w_cf * c_prev)
-    c = f * c_prev + i * ops.tanh(z_j)
-    if cell_clip is not None:
-        c = ops.clip(c, -cell_clip, cell_clip)
+    if forget_bias:
+        z_f = z_f + forget_bias
+    f = ops.sigmoid(z_f + w_cf * c_prev)
+    c_unclipped = f * c_prev + i * ops.tanh(z_j)
+    c = c_unclipped if cell_clip is None else ops.clip(c_unclipped, -cell_clip, cell_clip)
     o = ops.sigmoid(z_o + w_co * c)  # peeks at the new cell state, as TF1 does
-    return o * ops.tanh(c), c
+    return o * ops.tanh(c), c, c_unclipped
+
+
+def peephole_recurrence(z_x, h_0, c_0, u, w_ci, w_cf, w_co, cell_clip: float | None):
+    """The peephole LSTM over a time-major sequence of input projections ``z_x = x·W + b``
+    ``(time, batch, 4·units)``, the forget bias already added to its ``f`` quarter, from
+    ``h_0, c_0`` ``(batch, units)``: returns ``h`` of every step ``(time, batch, units)`` and
+    the last ``h, c``, all in ``z_x``'s dtype.
+
+    Its gradient is written by hand (docs/design.md §13): autodiff through the loop would
+    save and reload a dozen tensors per step and run ~60 small ops per step backwards. Here
+    the forward loop keeps only ``h`` and the unclipped ``c`` of each step; the backward pass
+    recomputes the gates of all steps at once from them, runs one reverse loop of a handful of
+    ops per step for the gate pre-activation gradients ``dz``, and gets ``dU`` as one matmul
+    over all steps and the peephole gradients as sums. ``dz`` is the gradient of ``z_x``, so
+    ``W`` and ``b`` get theirs from autodiff of the projection. Where ``c`` was clipped the
+    gradient stops, as ``clip``'s does (it passes where ``-cell_clip <= c <= cell_clip``).
+    """
+
+    def clip(c):
+        return c if cell_clip is None else tf.clip_by_value(c, -cell_clip, cell_clip)
+
+    @tf.custom_gradient
+    def recurrence(z_x, h_0, c_0, u, w_ci, w_cf, w_co):
+        steps, units = tf.shape(z_x)[0], u.shape[0]
+
+        def step(t, h, c, hs, cs):
+            h, c, c_unclipped = _peephole_step(z_x[t] + tf.matmul(h, u), c, w_ci, w_cf, w_co, 0.0, cell_clip)
+            return t + 1, h, c, hs.write(t, h), cs.write(t, c_unclipped)
+
+        # Neither loop is differentiated, so neither needs maximum_iterations for XLA.
+        arrays = [tf.TensorArray(z_x.dtype, size=steps, element_shape=h_0.shape) for _ in range(2)]
+        _, h_last, c_last, hs, cs = tf.while_loop(lambda t, *_: t < steps, step, (0, h_0, c_0, *arrays))
+        hs, c_unclipped = hs.stack(), cs.stack()
+
+        def grad(d_hs, d_h_last, d_c_last):
+            d_hs = _zeros_if_none(d_hs, hs)
+            d_h_last, d_c_last = _zeros_if_none(d_h_last, h_0), _zeros_if_none(d_c_last, c_0)
+            # The gates of every step at once, from the states the forward loop kept.
+            c = clip(c_unclipped)
+            h_prev = tf.concat([h_0[None], hs[:-1]], axis=0)
+            c_prev = tf.concat([c_0[None], c[:-1]], axis=0)
+            h_flat = tf.reshape(h_prev, (-1, units))
+            z = z_x + tf.reshape(tf.matmul(h_flat, u), tf.shape(z_x))
+            z_i, z_j, z_f, z_o = tf.split(z, GATES, axis=-1)
+            i, f = tf.sigmoid(z_i + w_ci * c_prev), tf.sigmoid(z_f + w_cf * c_prev)
+            g, o, tanh_c = tf.tanh(z_j), tf.sigmoid(z_o + w_co * c), tf.tanh(c)
+            # The step's derivatives that do not depend on the incoming gradient, all steps at once:
+            # dz_o = dh·d_o; dc_unclipped = (dc + dh·d_c)·inside; dz_{i,j,f} = dc_unclipped·d_{i,j,f};
+            # dc_prev = dc_unclipped·d_prev (d_prev times the previous step's inside, where it was clipped).
+            d_o = tanh_c * o * (1 - o)
+            d_c = o * (1 - tanh_c * tanh_c) + d_o * w_co
+            d_i, d_j, d_f = g * i * (1 - i), i * (1 - g * g), c_prev * f * (1 - f)
+            d_prev = f + d_i * w_ci + d_f * w_cf
+            if cell_clip is not None:
+                inside = tf.cast(tf.abs(c_unclipped) <= cell_clip, z_x.dtype)
+                d_c *= inside
+                d_prev *= tf.concat([tf.ones_like(inside[:1]), inside[:-1]], axis=0)
+                d_c_last *= inside[-1]
+            d_gates = tf.concat([d_i, d_j, d_f, d_o], axis=-1)
+            u_t = tf.transpose(u)
+
+            def back(t, dh_next, dc, dzs):
+                dh = d_hs[t] + dh_next
+                dc = dc + dh * d_c[t]
+                dz = tf.concat([dc, dc, dc, dh], axis=-1) * d_gates[t]
+                return t - 1, tf.matmul(dz, u_t), dc * d_prev[t], dzs.write(t, dz)
+
+            dzs = tf.TensorArray(z_x.dtype, size=steps, element_shape=tf.TensorShape([h_0.shape[0], GATES * units]))
+            # The last step's dh is its output's gradient plus d_h_last: d_h_last starts the carry.
+            _, d_h_0, d_c_0, dzs = tf.while_loop(lambda t, *_: t >= 0, back, (steps - 1, d_h_last, d_c_last, dzs))
+            dz = dzs.stack()
+            dz_i, _, dz_f, dz_o = tf.split(dz, GATES, axis=-1)
+            d_u = tf.matmul(h_flat, tf.reshape(dz, (-1, GATES * units)), transpose_a=True)
+            return (dz, d_h_0, d_c_0, d_u, tf.reduce_sum(dz_i * c_prev, (0, 1)),
+                    tf.reduce_sum(dz_f * c_prev, (0, 1)), tf.reduce_sum(dz_o * c, (0, 1)))
+
+        return (hs, h_last, c_last), grad
+
+    return recurrence(z_x, h_0, c_0, u, w_ci, w_cf, w_co)
+
+
+def _zeros_if_none(gradient, like):
+    return tf.zeros_like(like) if gradient is None else gradient
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -108,6 +203,9 @@ class PeepholeLSTM(keras.layers.Layer):
     steps computed in one matmul: ``(batch, time, input_dim)`` → ``(batch, time, units)``.
     The same weights (same names, order and initialisers) and the same outputs up to rounding.
 
+    Under mixed precision the projection runs in the compute dtype and the recurrence in the
+    weights' (float32); the outputs are in the compute dtype.
+
     Like Keras' RNN layers it can start from ``initial_state=[h, c]`` (each ``(batch, units)``;
     zeros when omitted) and, with ``return_state=True``, also return the state after the last
     frame: ``[sequence, h, c]``. Feeding that state into the call on the next chunk of a
@@ -125,30 +223,26 @@ class PeepholeLSTM(keras.layers.Layer):
         self.return_state = bool(return_state)
 
     def build(self, input_shape):
-        _add_weights(self, input_shape[-1])
+        _add_weights(self, input_shape[-1], autocast_recurrent=False)
 
     def call(self, inputs, initial_state=None, mask=None, training=None):  # noqa: ARG002 - RNN's signature
         z_x = ops.matmul(inputs, self.kernel) + self.bias  # (batch, time, 4·units)
-        u, w_ci, w_cf, w_co = self.recurrent_kernel, self.w_ci, self.w_cf, self.w_co  # read (cast) once
+        # The recurrence runs in the weights' dtype (float32 under mixed precision: faster on a CPU
+        # for these small per-step ops than bfloat16, and without rounding the carried state).
+        dtype = self.recurrent_kernel.dtype
+        forget_bias = np.repeat(np.float32([0, 0, self.forget_bias, 0]), self.units)  # on f of i, j, f, o
+        z_x = ops.cast(z_x, dtype) + ops.convert_to_tensor(forget_bias, dtype)
         if initial_state is None:
-            start = ops.zeros_like(z_x[:, 0, : 2 * self.units])
+            h_0 = c_0 = ops.zeros_like(z_x[:, 0, : self.units])
         else:
-            h_0, c_0 = initial_state
-            start = ops.concatenate([ops.cast(h_0, z_x.dtype), ops.cast(c_0, z_x.dtype)], axis=-1)
-
-        def step(carry, z_t):  # carry: [h, c] side by side, (batch, 2·units)
-            h_prev, c_prev = carry[:, : self.units], carry[:, self.units:]
-            h, c = peephole_update(z_t + ops.matmul(h_prev, u), c_prev, w_ci, w_cf, w_co, self.forget_bias,
-                                   self.cell_clip)
-            return ops.concatenate([h, c], axis=-1)
-
-        # tf.scan bounds its loop by the sequence length, which XLA needs to differentiate it.
-        states = tf.scan(step, ops.transpose(z_x, (1, 0, 2)), initializer=start)  # (time, batch, 2·units)
-        last = states[-1]
-        sequence = ops.transpose(states[:, :, : self.units], (1, 0, 2))
+            h_0, c_0 = (ops.cast(s, dtype) for s in initial_state)
+        weights = (self.recurrent_kernel, self.w_ci, self.w_cf, self.w_co)
+        sequence, h, c = peephole_recurrence(ops.transpose(z_x, (1, 0, 2)), h_0, c_0,
+                                             *(tf.convert_to_tensor(w) for w in weights), self.cell_clip)
+        sequence, h, c = (ops.cast(t, self.compute_dtype) for t in (ops.transpose(sequence, (1, 0, 2)), h, c))
         if not self.return_state:
             return sequence
-        return [sequence, last[:, : self.units], last[:, self.units:]]
+        return [sequence, h, c]
 
     def compute_output_shape(self, input_shape):
         sequence = tuple(input_shape[:-1]) + (self.units,)
@@ -161,15 +255,18 @@ class PeepholeLSTM(keras.layers.Layer):
         return {**super().get_config(), **_config(self), "return_state": self.return_state}
 
 
-def _add_weights(layer, input_dim: int):
-    """The weights of ``PeepholeLSTM`` and ``PeepholeLSTMCell``, in the order both keep."""
+def _add_weights(layer, input_dim: int, autocast_recurrent: bool = True):
+    """The weights of ``PeepholeLSTM`` and ``PeepholeLSTMCell``, in the order both keep.
+    ``autocast_recurrent=False``: ``recurrent_kernel`` and the peepholes are read in their own
+    dtype under mixed precision (not cast to the compute dtype)."""
     n = GATES * layer.units
     layer.kernel = layer.add_weight(shape=(input_dim, n), name="kernel", initializer=layer.kernel_initializer)
     layer.recurrent_kernel = layer.add_weight(shape=(layer.units, n), name="recurrent_kernel",
-                                              initializer=layer.recurrent_initializer)
+                                              initializer=layer.recurrent_initializer, autocast=autocast_recurrent)
     layer.bias = layer.add_weight(shape=(n,), name="bias", initializer=layer.bias_initializer)
     for name in PEEPHOLES:
-        setattr(layer, name, layer.add_weight(shape=(layer.units,), name=name, initializer=layer.peephole_initializer))
+        setattr(layer, name, layer.add_weight(shape=(layer.units,), name=name, initializer=layer.peephole_initializer,
+                                              autocast=autocast_recurrent))
 
 
 def _config(layer) -> dict:

@@ -1,5 +1,8 @@
 """PeepholeLSTM and PeepholeLSTMCell against a NumPy step-by-step reference (TF1 LSTMCell
-semantics), and against each other, gradients included; the stack."""
+semantics), and against each other, gradients included (the layer's gradient is written by
+hand, the cell's is autodiff of the step); mixed precision, XLA; the stack."""
+
+import functools
 
 import keras
 import numpy as np
@@ -16,24 +19,25 @@ def sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
-def reference(x, kernel, recurrent, bias, w_ci, w_cf, w_co, cell_clip, forget_bias):
-    """TF1 LSTMCell(use_peepholes=True): gates i, j, f, o. Returns h sequence, last c, max |c| before clip."""
-    h = np.zeros((x.shape[0], UNITS))
-    c = np.zeros((x.shape[0], UNITS))
-    hs, peak = [], 0.0
+def reference(x, kernel, recurrent, bias, w_ci, w_cf, w_co, cell_clip, forget_bias, h=None, c=None):
+    """TF1 LSTMCell(use_peepholes=True): gates i, j, f, o, from ``h, c`` (zeros by default).
+    Returns h sequence, last c, c before clipping of every step ``(batch, time, units)``."""
+    h = np.zeros((x.shape[0], UNITS)) if h is None else h
+    c = np.zeros((x.shape[0], UNITS)) if c is None else c
+    hs, unclipped = [], []
     for t in range(x.shape[1]):
         z = x[:, t] @ kernel + h @ recurrent + bias
         z_i, z_j, z_f, z_o = np.split(z, 4, axis=-1)
         i = sigmoid(z_i + w_ci * c)
         f = sigmoid(z_f + forget_bias + w_cf * c)
         c = f * c + i * np.tanh(z_j)
-        peak = max(peak, float(np.abs(c).max()))
+        unclipped.append(c)
         if cell_clip is not None:
             c = np.clip(c, -cell_clip, cell_clip)
         o = sigmoid(z_o + w_co * c)
         h = o * np.tanh(c)
         hs.append(h)
-    return np.stack(hs, 1), c, peak
+    return np.stack(hs, 1), c, np.stack(unclipped, 1)
 
 
 WEIGHTS = ["kernel", "recurrent_kernel", "bias", "w_ci", "w_cf", "w_co"]
@@ -64,8 +68,8 @@ def test_matches_numpy_reference(kind, cell_clip):
     for n in names:
         getattr(cell, n).assign(values[n])
     h_seq, h_last, c_last = (np.asarray(t) for t in rnn(x))
-    ref_h, ref_c, peak = reference(x.astype("float64"), *(values[n] for n in names), cell_clip, 1.0)
-    assert peak > 0.5  # the clip value of the clipped case is really reached
+    ref_h, ref_c, unclipped = reference(x.astype("float64"), *(values[n] for n in names), cell_clip, 1.0)
+    assert np.abs(unclipped).max() > 0.5  # the clip value of the clipped case is really reached
     np.testing.assert_allclose(h_seq, ref_h, atol=1e-5)
     np.testing.assert_allclose(h_last, ref_h[:, -1], atol=1e-5)
     np.testing.assert_allclose(c_last, ref_c, atol=1e-5)
@@ -91,6 +95,108 @@ def test_layer_and_cell_have_the_same_gradients_and_initial_state_handling():
         results.append([loss, *tape.gradient(loss, [x, *model.trainable_weights])])
     for name, got, want in zip(["loss", "input", *WEIGHTS], *results):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+CLIP = 0.3  # small enough that some cells of the tests' sequences clip and others do not
+OUTPUTS = ["sequence", "h", "c"]
+
+
+@pytest.fixture(scope="module")
+def clipped_pair():
+    """``(PeepholeLSTM, RNN(PeepholeLSTMCell), x, [h_0, c_0])``: both return ``[sequence, h, c]``,
+    have the same weights and clip at ``CLIP``."""
+    rng = np.random.default_rng(2)
+    (layer, _), (rnn, _) = peephole_layer("layer", CLIP), peephole_layer("cell", CLIP)
+    rnn.set_weights([rng.normal(scale=0.7, size=w.shape) for w in rnn.weights])
+    layer.set_weights(rnn.get_weights())
+    x = rng.normal(size=(BATCH, STEPS, INPUT_DIM)).astype("float32")
+    state = [rng.normal(scale=0.3, size=(BATCH, UNITS)).astype("float32") for _ in range(2)]
+    return layer, rnn, x, state
+
+
+def outputs_and_gradients(model, x, h_0, c_0, state_in_loss: bool):
+    """``[sequence, h, c, d/dx, d/dh_0, d/dc_0, d/dweight...]`` (float32) of a loss of the sequence (and
+    of ``h`` and ``c`` with ``state_in_loss``; otherwise their gradients come in as None)."""
+    with tf.GradientTape() as tape:
+        tape.watch([x, h_0, c_0])
+        sequence, h, c = (tf.cast(t, tf.float32) for t in model(x, initial_state=[h_0, c_0]))
+        loss = tf.reduce_sum(sequence * tf.sin(sequence))
+        if state_in_loss:
+            loss += tf.reduce_sum(h * tf.range(1.0, UNITS + 1)) - tf.reduce_sum(c * tf.cos(tf.range(1.0, UNITS + 1)))
+    return [sequence, h, c, *tape.gradient(loss, [x, h_0, c_0, *model.trainable_weights])]
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_hand_written_gradient_equals_autodiff_of_the_step(clipped_pair, graph):
+    """PeepholeLSTM's outputs and hand-written gradients (w.r.t. the input, the initial state
+    and every weight) equal autodiff through the step of RNN(PeepholeLSTMCell), from a given
+    state and with some cells clipped (where the gradient through ``c`` stops), with and
+    without the returned state in the loss."""
+    layer, rnn, x, (h_0, c_0) = clipped_pair
+    weights = [np.float64(w) for w in rnn.get_weights()]
+    _, _, unclipped = reference(np.float64(x), *weights, CLIP, 1.0, np.float64(h_0), np.float64(c_0))
+    assert 0.2 < np.mean(np.abs(unclipped) > CLIP) < 0.8  # clipping is active on some cells, not all
+    names = [*OUTPUTS, "input", "h_0", "c_0", *WEIGHTS]
+    for state_in_loss in (True, False):
+        results = []
+        for model in (layer, rnn):
+            run = functools.partial(outputs_and_gradients, model, state_in_loss=state_in_loss)
+            results.append((tf.function(run) if graph else run)(*(tf.constant(v) for v in (x, h_0, c_0))))
+        for name, got, want in zip(names, *results):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5,
+                                       err_msg=f"{name}, state in the loss: {state_in_loss}")
+
+
+def test_mixed_bfloat16_runs_the_recurrence_in_float32():
+    """Under mixed_bfloat16 the input projection runs in bf16 and the recurrence in float32 on
+    the float32 recurrent weights: with inputs, kernel and bias exact in bf16 (and so x·W + b),
+    the outputs are the float32 layer's rounded to bf16 (a bf16 recurrence drifts further),
+    and the gradients are float32 and as close to the float32 layer's as bf16 allows."""
+    rng = np.random.default_rng(3)
+    grid = np.float32([-1, -0.5, -0.25, 0, 0.25, 0.5, 1])  # products and sums of these stay exact in bf16
+    fp32, _ = peephole_layer("layer", CLIP)
+    bf16 = PeepholeLSTM(UNITS, cell_clip=CLIP, return_state=True, dtype="mixed_bfloat16")
+    bf16.build((None, None, INPUT_DIM))
+    values = [rng.choice(grid, size=w.shape) if name in ("kernel", "bias") else rng.normal(scale=0.7, size=w.shape)
+              for name, w in zip(WEIGHTS, fp32.weights)]
+    fp32.set_weights(values)
+    bf16.set_weights(values)
+    x, h_0, c_0 = (tf.constant(rng.choice(grid, size=shape)) for shape in
+                   [(BATCH, STEPS, INPUT_DIM), (BATCH, UNITS), (BATCH, UNITS)])
+    want = outputs_and_gradients(fp32, x, h_0, c_0, state_in_loss=True)
+    got = outputs_and_gradients(bf16, x, h_0, c_0, state_in_loss=True)
+    assert [t.dtype for t in bf16(x, initial_state=[h_0, c_0])] == [tf.bfloat16] * 3
+    for name, g, w in zip(OUTPUTS, got, want):
+        np.testing.assert_allclose(g, w, rtol=2**-8, atol=1e-6, err_msg=name)  # one bf16 rounding
+    gradients = dict(zip(["input", "h_0", "c_0", *WEIGHTS], zip(got[3:], want[3:])))
+    for name, (g, w) in gradients.items():
+        assert g.dtype == tf.float32, name
+        np.testing.assert_allclose(g, w, rtol=0.02, atol=0.02 * np.abs(w).max(), err_msg=name)
+
+
+def test_train_step_under_xla_matches_autodiff_of_the_step():
+    """One SGD step of a tiny model compiled with XLA (jit_compile=True) gives the loss and
+    the updated weights of the same model with RNN(PeepholeLSTMCell) and no XLA."""
+    rng = np.random.default_rng(4)
+
+    def tiny(recurrent):
+        x = keras.Input((STEPS, INPUT_DIM))
+        return keras.Model(x, keras.layers.Dense(1)(recurrent(x)))
+
+    ours = tiny(PeepholeLSTM(UNITS, cell_clip=CLIP))
+    autodiff = tiny(keras.layers.RNN(PeepholeLSTMCell(UNITS, cell_clip=CLIP), return_sequences=True))
+    autodiff.set_weights([rng.normal(scale=0.7, size=w.shape) for w in autodiff.weights])
+    ours.set_weights(autodiff.get_weights())
+    x = rng.normal(size=(BATCH, STEPS, INPUT_DIM)).astype("float32")
+    y = rng.normal(size=(BATCH, STEPS, 1)).astype("float32")
+    losses = []
+    for model, jit in ((ours, True), (autodiff, False)):
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse", jit_compile=jit)
+        losses.append(model.train_on_batch(x, y))
+    assert ours.jit_compile
+    np.testing.assert_allclose(*losses, rtol=1e-5)
+    for name, got, want in zip([w.path for w in autodiff.weights], ours.get_weights(), autodiff.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
 def test_forget_bias_is_a_constant_not_a_weight():
