@@ -24,12 +24,17 @@ kernel instead of a square and a sum.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
 from emotion_e2e.models.layers import PACKAGE
 
-FUSED_RANKS = (3, 4)  # (n, steps, c) runs as (n, steps, 1, c); (n, h, w, c) as it is
+FUSED_RANKS = (3, 4)  # (n, steps, c) runs as a 4-D (see FusedBatchNormalization.call); (n, h, w, c) as it is
+# oneDNN's fast bf16 batch-norm kernels work on blocks of this many channels; for other channel
+# counts (the audio network's 40) it runs its reference kernel, measured 4-30× slower than the
+# float32 kernel on the same data, casts included.
+ONEDNN_CHANNEL_BLOCK = 16
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -52,9 +57,11 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if not self._fused(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         x = ops.cast(inputs, self.compute_dtype)
-        shape = tf.shape(x)
-        if len(inputs.shape) == 3:
-            x = tf.expand_dims(x, 2)
+        shape, channels = tf.shape(x), inputs.shape[-1]
+        if x.dtype != tf.float32 and channels % ONEDNN_CHANNEL_BLOCK:
+            x = tf.cast(x, tf.float32)  # oneDNN's bf16 kernel for these channel counts is its slow reference one
+        if len(inputs.shape) == 3:  # (n, steps, c) as (n·steps, 1, 1, c) in float32, (n, steps, 1, c) otherwise
+            x = tf.reshape(x, (-1, 1, 1, channels)) if x.dtype == tf.float32 else tf.expand_dims(x, 2)
         gamma = self.gamma if self.scale else tf.ones_like(self.moving_mean)
         beta = self.beta if self.center else tf.zeros_like(self.moving_mean)
         if training and self.trainable:
@@ -69,6 +76,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             y, _, _ = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, mean=self.moving_mean,
                                                        variance=self.moving_variance, epsilon=self.epsilon,
                                                        is_training=False)
+        y = ops.cast(y, self.compute_dtype)
         return tf.reshape(y, shape) if len(inputs.shape) == 3 else y
 
 
@@ -126,6 +134,67 @@ class MatmulConv2D(keras.layers.Conv2D):
                 and pixels <= MATMUL_FILTER_GRADIENT_PIXELS.get(keras.backend.standardize_dtype(kernel.dtype), 0)):
             return _conv_matmul_filter_gradient(inputs, tf.convert_to_tensor(kernel))  # a value, not the variable
         return super().convolution_op(inputs, kernel)
+
+
+def _phase_kernel(kernel, phases: int):
+    """A Conv1D kernel ``(k, c, f)`` as the kernel of the same convolution on ``phases``
+    consecutive steps at a time: ``(m, phases·c, phases·f)`` with ``m = ⌈(k + phases − 1) / phases⌉``,
+
+        W'[j, p·c + i, r·f + o] = W[phases·j + p − r, i, o]   (zero outside 0 … k−1),
+
+    built as one matmul with a constant 0/1 matrix, so its gradient is one matmul too."""
+    k, c, f = kernel.shape
+    m = -(-(k + phases - 1) // phases)
+    j, p, r = np.meshgrid(np.arange(m), np.arange(phases), np.arange(phases), indexing="ij")
+    tap = (phases * j + p - r).reshape(-1)
+    select = np.zeros((tap.size, k), np.float32)
+    inside = (tap >= 0) & (tap < k)
+    select[np.flatnonzero(inside), tap[inside]] = 1
+    w = tf.matmul(tf.constant(select, kernel.dtype), tf.reshape(kernel, (k, c * f)))
+    w = tf.transpose(tf.reshape(w, (m, phases, phases, c, f)), (0, 1, 3, 2, 4))
+    return tf.reshape(w, (m, phases * c, phases * f))
+
+
+def phase_conv1d(x, kernel, phases: int):
+    """``tf.nn.conv1d(x, kernel, 1, 'SAME')`` for ``x`` ``(n, steps, c)``, ``steps`` a multiple of
+    ``phases``, computed as a 'valid' convolution over blocks of ``phases`` steps: the input is
+    padded as 'SAME' pads it (then to whole blocks) and read as ``(n, blocks, phases·c)``, the
+    output ``(n, steps / phases, phases·f)`` read back as ``(n, steps, f)``. The same sums in
+    another order, with ``phases`` times the channels and ``1/phases`` the steps."""
+    k, _, f = kernel.shape
+    steps, channels = x.shape[1], x.shape[2]
+    w = _phase_kernel(kernel, phases)
+    left = (k - 1) // 2
+    padded = steps + phases * (w.shape[0] - 1)
+    x = tf.pad(x, [[0, 0], [left, padded - steps - left], [0, 0]])
+    y = tf.nn.conv1d(tf.reshape(x, (-1, padded // phases, phases * channels)), w, 1, "VALID")
+    return tf.reshape(y, (-1, steps, f))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PhaseConv1D(keras.layers.Conv1D):
+    """``keras.layers.Conv1D`` whose stride-1 'same' convolution on inputs of a fixed length that
+    ``phases`` divides runs as ``phase_conv1d``: ``phases`` consecutive steps as one, their
+    channels side by side. oneDNN computes a Conv1D as a 2-D convolution of height 1, and with few
+    channels (the audio network's 1 and 40) below its matmul rate; with ``phases`` times the channels
+    it runs faster, forward and backward, though it multiplies by the kernel's zero-padded copy
+    (``(k + phases − 1) / k`` times the work, rounded up to whole blocks). Everything else is Keras'
+    convolution. Same weights as the Keras layer; the config adds ``phases``."""
+
+    def __init__(self, *args, phases: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.phases = int(phases)
+
+    def convolution_op(self, inputs, kernel):
+        steps = inputs.shape[1]
+        if (self.phases == 1 or tuple(self.strides) != (1,) or tuple(self.dilation_rate) != (1,) or self.groups != 1
+                or self.padding != "same" or self.data_format != "channels_last" or steps is None
+                or steps % self.phases):
+            return super().convolution_op(inputs, kernel)
+        return phase_conv1d(inputs, tf.convert_to_tensor(kernel), self.phases)
+
+    def get_config(self):
+        return {**super().get_config(), "phases": self.phases}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
