@@ -1,4 +1,4 @@
-"""Keras' batch norm, 1×1 convolution and Adam, computed with fewer and
+"""Keras' batch norm, convolutions and Adam, computed with fewer and
 larger TF kernels (docs/design.md §13). Each gives the Keras original's results up to
 floating-point rounding, with the same weights, names and config; only the kernels differ.
 
@@ -9,11 +9,19 @@ Where a ResNet-50 train step spent its time on this machine's 2-core CPU before 
   normalisation as a dozen element-wise ops (and their gradients), and under
   ``mixed_bfloat16`` casts its input to float32 and back. TF's fused kernel
   (``FusedBatchNormV3``, oneDNN on CPU) does it in one pass per direction, on bf16 input.
+  The audio network's batch norms (40 channels, 300 × 640 steps a step) need two things more:
+  oneDNN's bf16 kernel for a channel count that is not a multiple of 16 is its reference one,
+  2–30× slower (by layout) than its float32 kernel, casts included (so those compute in float32); and a
+  ``(n, steps, c)`` input runs 2–4× faster as ``(n·steps, 1, 1, c)`` than as ``(n, steps, 1, c)``.
 - ``MatmulConv2D``: a 1×1 convolution is a matrix product over all pixels. oneDNN's
   convolution kernels compute the weight gradient of a 1×1 convolution on small feature
   maps (ResNet-50's last block is 3×3) at a fraction of its matmul rate, 5× slower than a
   matmul in bf16 (AMX), 1.3–1.7× in fp32; the weight gradient of a 3×3 convolution on a
   3×3 or 6×6 map, too, is faster as one matmul of the input's patches.
+- ``PhaseConv1D``: oneDNN computes a Conv1D as a 2-D convolution of height 1; with the audio
+  network's few channels (1 and 40) it runs below its matmul rate. The same convolution on
+  blocks of consecutive steps, their channels side by side (20 → 800 channels for conv1,
+  160 → 160 for conv2), runs faster forward and backward.
 - ``FusedAdam``: Keras' Adam updates a variable with ten element-wise passes over it;
   ``ResourceApplyAdam`` does one. On 23.5 M parameters that is most of the optimizer's time.
 
@@ -184,6 +192,12 @@ class PhaseConv1D(keras.layers.Conv1D):
     def __init__(self, *args, phases: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
         self.phases = int(phases)
+
+    def call(self, inputs):
+        if self.padding == "causal":
+            return super().call(inputs)
+        # Keras' Conv1D.call computes the convolution itself; its base class calls convolution_op.
+        return super(keras.layers.Conv1D, self).call(inputs)
 
     def convolution_op(self, inputs, kernel):
         steps = inputs.shape[1]

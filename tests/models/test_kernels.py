@@ -74,6 +74,14 @@ def test_batch_norm_under_mixed_bfloat16_stays_bf16_and_close_to_fp32(shape):
     np.testing.assert_allclose(fused.moving_variance, ref.moving_variance, rtol=1e-2, atol=1e-3)
 
 
+def assert_conv_equals_keras(ours, conv, x):
+    """Same output shape, output and gradients (input, kernel, bias) as the Keras convolution."""
+    got, want = outputs_and_gradients(ours, x), outputs_and_gradients(conv, x)
+    assert got[0].shape == want[0].shape == ours.compute_output_shape(x.shape)
+    for name, g, w in zip(("y", "dx", "dkernel", "dbias"), got, want):
+        np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL, err_msg=name)
+
+
 # 1×1 as a matmul; 3×3 maps (≤ 9 pixels in fp32): the matmul kernel gradient, odd and even
 # kernels; larger maps and strides: Keras' convolution.
 @pytest.mark.parametrize("kernel, strides, padding, size", [
@@ -84,10 +92,7 @@ def test_conv_equals_keras(kernel, strides, padding, size):
     x = tf.constant(rng.normal(size=(2, size, size, 5)), tf.float32)
     conv, ours = pair(keras.layers.Conv2D(4, kernel, strides=strides, padding=padding),
                       MatmulConv2D(4, kernel, strides=strides, padding=padding), x.shape, rng)
-    got, want = outputs_and_gradients(ours, x), outputs_and_gradients(conv, x)
-    assert got[0].shape == want[0].shape == ours.compute_output_shape(x.shape)
-    for name, g, w in zip(("y", "dx", "dkernel", "dbias"), got, want):
-        np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL, err_msg=name)
+    assert_conv_equals_keras(ours, conv, x)
 
 
 def test_conv_under_mixed_bfloat16_matches_keras_to_bf16_rounding():
@@ -122,10 +127,7 @@ def test_phase_conv1d_equals_keras(kernel, channels, filters, steps, phases):
     x = tf.constant(rng.normal(size=(3, steps, channels)), tf.float32)
     conv, ours = pair(keras.layers.Conv1D(filters, kernel, padding="same"),
                       PhaseConv1D(filters, kernel, padding="same", phases=phases), x.shape, rng)
-    got, want = outputs_and_gradients(ours, x), outputs_and_gradients(conv, x)
-    assert got[0].shape == want[0].shape == ours.compute_output_shape(x.shape)
-    for name, g, w in zip(("y", "dx", "dkernel", "dbias"), got, want):
-        np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL, err_msg=name)
+    assert_conv_equals_keras(ours, conv, x)
 
 
 def test_phase_conv1d_under_mixed_bfloat16_matches_keras_to_bf16_rounding():
