@@ -159,23 +159,26 @@ def _phase_kernel(kernel, phases: int):
     inside = (tap >= 0) & (tap < k)
     select[np.flatnonzero(inside), tap[inside]] = 1
     w = tf.matmul(tf.constant(select, kernel.dtype), tf.reshape(kernel, (k, c * f)))
-    w = tf.transpose(tf.reshape(w, (m, phases, phases, c, f)), (0, 1, 3, 2, 4))
+    w = tf.transpose(tf.reshape(w, (m * phases, phases, c, f)), (0, 2, 1, 3))
     return tf.reshape(w, (m, phases * c, phases * f))
 
 
-def phase_conv1d(x, kernel, phases: int):
-    """``tf.nn.conv1d(x, kernel, 1, 'SAME')`` for ``x`` ``(n, steps, c)``, ``steps`` a multiple of
-    ``phases``, computed as a 'valid' convolution over blocks of ``phases`` steps: the input is
-    padded as 'SAME' pads it (then to whole blocks) and read as ``(n, blocks, phases·c)``, the
-    output ``(n, steps / phases, phases·f)`` read back as ``(n, steps, f)``. The same sums in
-    another order, with ``phases`` times the channels and ``1/phases`` the steps."""
+def phase_conv1d(x, kernel, phases: int, bias=None):
+    """``tf.nn.conv1d(x, kernel, 1, 'SAME') + bias`` for ``x`` ``(n, steps, c)``, ``steps`` a
+    multiple of ``phases``, computed as a 'valid' convolution over blocks of ``phases`` steps: the
+    input is padded as 'SAME' pads it (then to whole blocks) and read as ``(n, 1, blocks, phases·c)``,
+    the output ``(n, 1, steps / phases, phases·f)`` read back as ``(n, steps, f)``. The same sums in
+    another order, with ``phases`` times the channels and ``1/phases`` the steps. The bias is added
+    before the read-back, where oneDNN fuses it into the convolution."""
     k, _, f = kernel.shape
     steps, channels = x.shape[1], x.shape[2]
     w = _phase_kernel(kernel, phases)
     left = (k - 1) // 2
     padded = steps + phases * (w.shape[0] - 1)
     x = tf.pad(x, [[0, 0], [left, padded - steps - left], [0, 0]])
-    y = tf.nn.conv1d(tf.reshape(x, (-1, padded // phases, phases * channels)), w, 1, "VALID")
+    y = tf.nn.conv2d(tf.reshape(x, (-1, 1, padded // phases, phases * channels)), w[None], 1, "VALID")
+    if bias is not None:
+        y = tf.nn.bias_add(y, tf.tile(bias, [phases]))
     return tf.reshape(y, (-1, steps, f))
 
 
@@ -193,19 +196,18 @@ class PhaseConv1D(keras.layers.Conv1D):
         super().__init__(*args, **kwargs)
         self.phases = int(phases)
 
-    def call(self, inputs):
-        if self.padding == "causal":
-            return super().call(inputs)
-        # Keras' Conv1D.call computes the convolution itself; its base class calls convolution_op.
-        return super(keras.layers.Conv1D, self).call(inputs)
-
-    def convolution_op(self, inputs, kernel):
+    def _phased(self, inputs) -> bool:
         steps = inputs.shape[1]
-        if (self.phases == 1 or tuple(self.strides) != (1,) or tuple(self.dilation_rate) != (1,) or self.groups != 1
-                or self.padding != "same" or self.data_format != "channels_last" or steps is None
-                or steps % self.phases):
-            return super().convolution_op(inputs, kernel)
-        return phase_conv1d(inputs, tf.convert_to_tensor(kernel), self.phases)
+        return not (self.phases == 1 or tuple(self.strides) != (1,) or tuple(self.dilation_rate) != (1,)
+                    or self.groups != 1 or self.padding != "same" or self.data_format != "channels_last"
+                    or steps is None or steps % self.phases)
+
+    def call(self, inputs):
+        if not self._phased(inputs):
+            return super().call(inputs)
+        y = phase_conv1d(inputs, tf.convert_to_tensor(self.kernel), self.phases,  # values, not the variables
+                         tf.convert_to_tensor(self.bias) if self.use_bias else None)
+        return y if self.activation is None else self.activation(y)
 
     def get_config(self):
         return {**super().get_config(), "phases": self.phases}
