@@ -84,9 +84,10 @@ def test_l2_is_half_the_sum_of_squares_on_both_kernels(net):
     np.testing.assert_allclose(losses, expected, rtol=1e-5)
 
 
-def keras_layers_copy(net):
-    """``net`` rebuilt from plain ``keras.layers.Conv1D`` and ``BatchNormalization`` (the
-    formulation before ``PhaseConv1D`` and the fused batch norm), with ``net``'s weights."""
+def keras_layers_copy(net, batch_norm=True):
+    """``net`` rebuilt from plain ``keras.layers.Conv1D`` and (with ``batch_norm``)
+    ``BatchNormalization`` (the formulation before ``PhaseConv1D`` and the fused batch norm),
+    with ``net``'s weights."""
     import keras
 
     from emotion_e2e.models.kernels import FusedBatchNormalization, PhaseConv1D
@@ -95,7 +96,7 @@ def keras_layers_copy(net):
         config = layer.get_config()
         if isinstance(layer, PhaseConv1D):
             return keras.layers.Conv1D.from_config({k: v for k, v in config.items() if k != "phases"})
-        if isinstance(layer, FusedBatchNormalization):
+        if batch_norm and isinstance(layer, FusedBatchNormalization):
             return keras.layers.BatchNormalization.from_config(config)
         return layer.__class__.from_config(config)
 
@@ -155,3 +156,18 @@ def test_equals_the_keras_layers(policy):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
         else:  # bf16 activations and kernels (2⁻⁸ per rounding) against Keras' float32 batch-norm arithmetic
             assert np.linalg.norm(g - w) <= 0.03 * np.linalg.norm(w), name
+
+
+def test_a_network_saved_with_keras_conv1d_loads_and_computes_the_same(tmp_path):
+    """A network saved before ``PhaseConv1D`` (Keras' Conv1D, same weights) reloads as it was
+    saved and computes what the network built now computes."""
+    import keras
+
+    keras.utils.set_random_seed(6)
+    net = build_audio_network(CFG, SPF)
+    old = keras_layers_copy(net, batch_norm=False)
+    old.save(tmp_path / "old.keras")
+    loaded = keras.saving.load_model(tmp_path / "old.keras")
+    assert type(loaded.get_layer("conv2_conv")) is keras.layers.Conv1D
+    x = frames(3, seed=7)
+    np.testing.assert_allclose(loaded(x, training=False), net(x, training=False), rtol=1e-5, atol=1e-5)
