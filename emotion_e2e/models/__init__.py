@@ -8,7 +8,7 @@ read a saved ``.keras`` model.
 from emotion_e2e.models.audio import build_audio_network
 from emotion_e2e.models.face import build_backbone, build_face_network, num_features
 from emotion_e2e.models.inference import fold_batch_norms, optimize_for_inference, with_recurrent_state
-from emotion_e2e.models.kernels import FusedAdam, FusedBatchNormalization, MatmulConv2D
+from emotion_e2e.models.kernels import FusedAdam, FusedBatchNormalization, MatmulConv2D, PhaseConv1D
 from emotion_e2e.models.layers import CaffePreprocessing, FoldTime, UnfoldTime
 from emotion_e2e.models.model import apply_per_frame, build_model, copy_feature_weights, feature_network
 from emotion_e2e.models.recurrent import PeepholeLSTM, PeepholeLSTMCell, apply_recurrent
@@ -31,6 +31,7 @@ __all__ = [
     "MatmulConv2D",
     "PeepholeLSTM",
     "PeepholeLSTMCell",
+    "PhaseConv1D",
     "UnfoldTime",
     "apply_per_frame",
     "apply_recurrent",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from emotion_e2e.models.kernels import FusedAdam, FusedBatchNormalization, MatmulConv2D
+from emotion_e2e.models.kernels import FusedAdam, FusedBatchNormalization, MatmulConv2D, PhaseConv1D
 from emotion_e2e.models.layers import HalfL2
 
 RTOL, ATOL = 1e-5, 1e-5
@@ -59,18 +59,27 @@ def test_batch_norm_without_scale_and_center_and_with_a_mask_equals_keras():
                                rtol=RTOL, atol=ATOL)
 
 
-def test_batch_norm_under_mixed_bfloat16_stays_bf16_and_close_to_fp32():
+# Channel counts oneDNN's bf16 kernel does not block (8, 40: computed in float32) and one it does (32).
+@pytest.mark.parametrize("shape", [(4, 6, 6, 8), (3, 20, 40), (3, 20, 32)])
+def test_batch_norm_under_mixed_bfloat16_stays_bf16_and_close_to_fp32(shape):
     rng = np.random.default_rng(2)
-    x = tf.constant(rng.normal(1, 2, (4, 6, 6, 8)), tf.float32)
-    ref = FusedBatchNormalization()
-    ref.build(x.shape)
-    want = ref(x, training=True)
-    fused = FusedBatchNormalization(dtype="mixed_bfloat16")
-    fused.build(x.shape)
-    got = fused(x, training=True)
-    assert got.dtype == tf.bfloat16 and fused.gamma.dtype == "float32"
-    np.testing.assert_allclose(tf.cast(got, tf.float32), want, rtol=0, atol=0.02 * np.abs(want).max())
+    x = tf.constant(rng.normal(1, 2, shape), tf.float32)
+    ref, fused = pair(FusedBatchNormalization(), FusedBatchNormalization(dtype="mixed_bfloat16"), shape, rng)
+    got, want = outputs_and_gradients(fused, x, True), outputs_and_gradients(ref, x, True)
+    assert got[0].dtype == tf.bfloat16 and fused.gamma.dtype == "float32"
+    for name, g, w in zip(("y", "dx", "dgamma", "dbeta"), got, want):
+        w = np.asarray(w)
+        np.testing.assert_allclose(tf.cast(g, tf.float32), w, rtol=0, atol=0.02 * np.abs(w).max(), err_msg=name)
     np.testing.assert_allclose(fused.moving_mean, ref.moving_mean, rtol=1e-2, atol=1e-3)
+    np.testing.assert_allclose(fused.moving_variance, ref.moving_variance, rtol=1e-2, atol=1e-3)
+
+
+def assert_conv_equals_keras(ours, conv, x):
+    """Same output shape, output and gradients (input, kernel, bias) as the Keras convolution."""
+    got, want = outputs_and_gradients(ours, x), outputs_and_gradients(conv, x)
+    assert got[0].shape == want[0].shape == ours.compute_output_shape(x.shape)
+    for name, g, w in zip(("y", "dx", "dkernel", "dbias"), got, want):
+        np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL, err_msg=name)
 
 
 # 1×1 as a matmul; 3×3 maps (≤ 9 pixels in fp32): the matmul kernel gradient, odd and even
@@ -83,10 +92,7 @@ def test_conv_equals_keras(kernel, strides, padding, size):
     x = tf.constant(rng.normal(size=(2, size, size, 5)), tf.float32)
     conv, ours = pair(keras.layers.Conv2D(4, kernel, strides=strides, padding=padding),
                       MatmulConv2D(4, kernel, strides=strides, padding=padding), x.shape, rng)
-    got, want = outputs_and_gradients(ours, x), outputs_and_gradients(conv, x)
-    assert got[0].shape == want[0].shape == ours.compute_output_shape(x.shape)
-    for name, g, w in zip(("y", "dx", "dkernel", "dbias"), got, want):
-        np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL, err_msg=name)
+    assert_conv_equals_keras(ours, conv, x)
 
 
 def test_conv_under_mixed_bfloat16_matches_keras_to_bf16_rounding():
@@ -110,6 +116,41 @@ def test_conv_config_round_trip_and_dynamic_batch():
     x = keras.Input((5, 5, 2))  # batch unknown when traced
     model = keras.Model(x, clone(x))
     assert tuple(model(np.ones((3, 5, 5, 2), "float32")).shape) == (3, 5, 5, 3)
+
+
+# The audio network's two (tiny: steps, channels), odd and even kernels, kernels longer than the
+# input, one phase per step, and lengths the phases do not divide (Keras' convolution).
+@pytest.mark.parametrize("kernel, channels, filters, steps, phases", [
+    (20, 1, 6, 40, 20), (40, 8, 8, 16, 4), (5, 3, 4, 12, 3), (4, 3, 4, 12, 6), (7, 2, 3, 9, 1), (3, 2, 3, 10, 4)])
+def test_phase_conv1d_equals_keras(kernel, channels, filters, steps, phases):
+    rng = np.random.default_rng(7)
+    x = tf.constant(rng.normal(size=(3, steps, channels)), tf.float32)
+    conv, ours = pair(keras.layers.Conv1D(filters, kernel, padding="same"),
+                      PhaseConv1D(filters, kernel, padding="same", phases=phases), x.shape, rng)
+    assert_conv_equals_keras(ours, conv, x)
+
+
+def test_phase_conv1d_under_mixed_bfloat16_matches_keras_to_bf16_rounding():
+    rng = np.random.default_rng(8)
+    x = tf.constant(rng.normal(size=(4, 32, 8)), tf.float32)
+    conv, ours = pair(keras.layers.Conv1D(8, 10, padding="same", use_bias=False, dtype="mixed_bfloat16"),
+                      PhaseConv1D(8, 10, padding="same", use_bias=False, phases=4, dtype="mixed_bfloat16"),
+                      x.shape, rng)
+    for name, g, w in zip(("y", "dx", "dkernel"), outputs_and_gradients(ours, x), outputs_and_gradients(conv, x)):
+        assert g.dtype == w.dtype, name
+        g, w = tf.cast(g, tf.float32), tf.cast(w, tf.float32)
+        np.testing.assert_allclose(g, w, rtol=0, atol=0.02 * float(tf.reduce_max(tf.abs(w))), err_msg=name)
+
+
+def test_phase_conv1d_config_round_trip_and_dynamic_batch():
+    conv = PhaseConv1D(3, 4, padding="same", use_bias=False, phases=2, name="c")
+    config = conv.get_config()
+    clone = keras.layers.deserialize(keras.layers.serialize(conv))
+    assert type(clone) is PhaseConv1D and clone.get_config() == config and clone.phases == 2
+    x = keras.Input((6, 2))  # batch unknown when traced
+    model = keras.Model(x, clone(x))
+    assert tuple(model(np.ones((3, 6, 2), "float32")).shape) == (3, 6, 3)
+    assert [tuple(w.shape) for w in clone.weights] == [(4, 2, 3)]  # Keras' Conv1D kernel, no more
 
 
 def test_half_l2_is_the_authors_weight_decay():
