@@ -5,11 +5,11 @@ import sys
 import numpy as np
 import pytest
 
-from emotion_e2e import benchmark
+from emotion_e2e.benchmark import data, faces, media, models
 
 
 def test_compare_resamplers_reports_figures():
-    report = benchmark.compare_resamplers(seconds=0.5)
+    report = data.compare_resamplers(seconds=0.5)
     for method in ("scipy_resample_poly", "tfio_audio_resample"):
         for pair in ("44100->16000", "48000->16000"):
             fig = report[method][pair]
@@ -21,7 +21,7 @@ def test_compare_resamplers_reports_figures():
 def test_peak_rss_is_the_commands_own_not_its_parents():
     parent = np.ones(400 * 2**20 // 8)  # this process holds 400 MB while the command runs
     child = "import numpy as np; x = np.ones(100 * 2**20 // 8)"
-    peak = benchmark.peak_rss_mb([sys.executable, "-c", child])
+    peak = media.peak_rss_mb([sys.executable, "-c", child])
     assert 100 < peak < 300, peak  # the command's 100 MB and its interpreter, not this process's 400 MB
     del parent
 
@@ -40,7 +40,7 @@ def test_train_step_breakdown_splits_the_kernels_time_by_op_and_layer():
     rng = np.random.default_rng(0)
     x = {"audio": tf.constant(rng.uniform(-0.5, 0.5, (2, 10, 640)), tf.float32)}
     y = {n: tf.constant(rng.uniform(-1, 1, (2, 10)), tf.float32) for n in inputs.label_names}
-    breakdown = benchmark.train_step_breakdown(model, x, y, steps=2)
+    breakdown = models.train_step_breakdown(model, x, y, steps=2)
     ops, layers = dict(breakdown["by_op"]), dict(breakdown["by_layer"])
     assert all(ms > 0 for ms in ops.values()) and sum(ops.values()) == pytest.approx(sum(layers.values()))
     assert any("Conv" in op for op in ops)  # the audio network's convolutions, forward and backward
@@ -59,7 +59,7 @@ def test_convolution_rates_time_every_convolution_of_the_face_network_once_per_s
                         InputConfig(modalities=("face",)))
     convs = [layer for layer in feature_network(model, "face").get_layer("backbone").layers
              if isinstance(layer, keras.layers.Conv2D)]
-    rows = benchmark.convolution_rates(model, frames=2, dtype=tf.float32, repeats=1)
+    rows = models.convolution_rates(model, frames=2, dtype=tf.float32, repeats=1)
     assert sum(count for _, count, _, _ in rows) == len(convs) == 12  # stem, 8 in the blocks, 3 projections
     assert len(rows) < len(convs)  # identical shapes are timed once
     # 3 × the forward FLOPs of every convolution, 2 per multiply-add
@@ -73,20 +73,20 @@ def test_convolution_rates_time_every_convolution_of_the_face_network_once_per_s
 def test_the_install_size_of_mediapipe_counts_only_what_the_core_install_lacks():
     import importlib.metadata  # noqa: PLC0415
 
-    core = benchmark.dependency_tree(["emotion_e2e"])
+    core = faces.dependency_tree(["emotion_e2e"])
     assert {"tensorflow", "numpy", "opencv-python-headless", "protobuf"} <= core  # protobuf: TensorFlow's
     assert not {"mediapipe", "jax", "pytest"} & core  # extras are not followed
-    added = benchmark.dependency_tree(["mediapipe"]) - core
+    added = faces.dependency_tree(["mediapipe"]) - core
     assert {"mediapipe", "jax", "jaxlib", "opencv-contrib-python"} <= added and "numpy" not in added
     files = importlib.metadata.distribution("jax").files
-    assert benchmark.installed_bytes(["jax"]) == sum(f.locate().stat().st_size for f in files if f.locate().is_file())
-    sizes = dict(benchmark.detector_install_sizes())
+    assert faces.installed_bytes(["jax"]) == sum(f.locate().stat().st_size for f in files if f.locate().is_file())
+    sizes = dict(faces.detector_install_sizes())
     assert sizes["yunet"].startswith("0.22 MB model file")
     assert f"in {len(added)} distributions" in sizes["mediapipe"]
 
 
 def test_tracking_cost_finds_each_person_of_the_talk_and_the_panel_and_counts_full_detections(tmp_path):
-    rows = benchmark.tracking_cost(1.0, str(tmp_path), detect_every=(1, 5))
+    rows = faces.tracking_cost(1.0, str(tmp_path), detect_every=(1, 5))
     assert [(clip, every) for clip, _, every, *_ in rows] == [(c, e) for c in ("talk, 1 face", "panel, 3 faces")
                                                               for _ in ("yunet", "haar") for e in (1, 5)]
     for clip, _, every, ms, share, tracks in rows:
@@ -106,5 +106,5 @@ def test_lstm_seconds_times_the_models_lstm_stack_forward_and_backward(policy):
         model = build_model(ModelConfig(recurrent=RecurrentConfig(layers=2, units=8)), InputConfig(modalities=("audio",)))
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    forward, forward_backward = benchmark.lstm_seconds(model, batch=2, frames=5, repeats=2)
+    forward, forward_backward = models.lstm_seconds(model, batch=2, frames=5, repeats=2)
     assert 0 < forward < 1 and 0 < forward_backward < 1

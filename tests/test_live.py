@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from emotion_e2e import config as C
-from emotion_e2e import benchmark, live, predict
+from emotion_e2e import live, predict
+from emotion_e2e.benchmark import live as live_bench
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.data import tracking
 from emotion_e2e.errors import ConfigError
@@ -72,7 +73,7 @@ def clip(tmp_path_factory):
     tone = 0.4 * np.sin(2 * np.pi * (300 * t + 150 * t ** 2))
     mp4 = write_av(d / "talk.mp4", [talk_frame(k) for k in range(SECONDS * 30)], Fraction(30), audio=tone,
                    audio_rate=rate)
-    return {"mp4": mp4, "ts": benchmark.remux_ts(mp4, str(d / "talk.ts")), "wav": write_audio(d / "voice.wav", tone, rate)}
+    return {"mp4": mp4, "ts": live_bench.remux_ts(mp4, str(d / "talk.ts")), "wav": write_audio(d / "voice.wav", tone, rate)}
 
 
 def file_rows(predictor, path):
@@ -95,7 +96,7 @@ def test_a_named_pipe_fed_at_the_streams_pace_gives_the_files_predictions_chunk_
         predictors, clip, tmp_path, name, kind):
     fifo, out = tmp_path / f"feed.{kind}", tmp_path / "out"
     os.mkfifo(fifo)
-    feeder, watch = benchmark.PacedFeed(clip[kind], fifo), benchmark.RowWatch(out / "feed.csv")
+    feeder, watch = live_bench.PacedFeed(clip[kind], fifo), live_bench.RowWatch(out / "feed.csv")
     feeder.start()
     watch.start()
     written = predict.predict_files(predictors[name], [str(fifo)], str(out), chunk_seconds=CHUNK, progress=False,
@@ -112,7 +113,7 @@ def test_a_named_pipe_fed_at_the_streams_pace_gives_the_files_predictions_chunk_
     rows_per_chunk = round(CHUNK / 0.04)
     assert [n for _, n in watch.seen][:3] == [rows_per_chunk, 2 * rows_per_chunk, 3 * rows_per_chunk], watch.seen
     assert watch.seen[0][0] < feeder.end  # the first rows came before the stream was over
-    lag = benchmark.chunk_delays(feeder.written, watch.seen, rows_per_chunk)
+    lag = live_bench.chunk_delays(feeder.written, watch.seen, rows_per_chunk)
     assert len(lag) >= SECONDS / CHUNK - 1 and all(d > 0 for d in lag), lag
     print(f"\n{name} from a named pipe, {CHUNK} s chunks: delay from a chunk's last frame entering the pipe to "
           f"its rows, p50 {np.median(lag) * 1e3:.0f} ms, max {max(lag) * 1e3:.0f} ms")
@@ -147,7 +148,7 @@ def test_an_http_stream_gives_the_same_rows_as_the_file(predictors, clip, tmp_pa
             if ending == "chunked":
                 self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            benchmark.PacedFeed(clip["ts"], Chunked(self.wfile) if ending == "chunked" else self.wfile).run()  # at its pace
+            live_bench.PacedFeed(clip["ts"], Chunked(self.wfile) if ending == "chunked" else self.wfile).run()  # at its pace
 
         def log_message(self, *args):
             pass
@@ -188,10 +189,10 @@ def test_standard_input_prints_each_chunks_rows_as_they_come_and_writes_them(run
 def test_an_interrupt_ends_with_every_row_of_the_frames_read(runs, clip, tmp_path):
     fifo, out = tmp_path / "feed.ts", tmp_path / "out"
     os.mkfifo(fifo)
-    feeder = benchmark.PacedFeed(clip["ts"], fifo, stop_after=2.0)  # 2 s, then the source stalls, its pipe still open
+    feeder = live_bench.PacedFeed(clip["ts"], fifo, stop_after=2.0)  # 2 s, then the source stalls, its pipe still open
     feeder.start()
     p = cli(f"--model={runs['multimodal']}", f"--input={fifo}", f"--output_dir={out}", f"--chunk_seconds={CHUNK}")
-    watch = benchmark.RowWatch(out / "feed.csv")
+    watch = live_bench.RowWatch(out / "feed.csv")
     watch.start()
     deadline = time.time() + 240
     while not any(n >= 25 for _, n in watch.seen) and time.time() < deadline:

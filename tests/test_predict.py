@@ -21,7 +21,8 @@ import pytest
 
 from disk_fixtures import one_line_error, snapshot
 from emotion_e2e import config as C
-from emotion_e2e import benchmark, evaluation, export, predict, quadrants, training
+from emotion_e2e import evaluation, export, predict, quadrants, training
+from emotion_e2e.benchmark import media as bench_media
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.config import InputConfig, ReaderConfig
 from emotion_e2e.data import convert, media, schema, sources
@@ -477,7 +478,7 @@ def write_talk(path, seconds, size=(240, 320), fps=30, rate=44100):
 
     audio, block = tone(rate, seconds).astype(np.float32), 1024
     blocks = (audio[None, i:i + block] for i in range(0, len(audio), block))
-    return benchmark.write_h264(str(path), frames(), fps, size, crf=23, audio_blocks=blocks, audio_rate=rate)
+    return bench_media.write_h264(str(path), frames(), fps, size, crf=23, audio_blocks=blocks, audio_rate=rate)
 
 
 def test_peak_memory_does_not_grow_with_the_file_length(exported, tmp_path):
@@ -488,12 +489,12 @@ def test_peak_memory_does_not_grow_with_the_file_length(exported, tmp_path):
     the 5× ratio on 320×240 files of 6 and 30 s in chunks of 1 s, so that the short file is
     several chunks long as a 1-minute one is in the default 2 s chunks: TensorFlow's allocations
     settle after the first few chunks. Holding the decoded frames of the 30 s file (200 MB) or
-    running it in one call would break the bound. ``benchmark.peak_rss_mb`` measures from a
+    running it in one call would break the bound. ``benchmark.media.peak_rss_mb`` measures from a
     small launcher: a child of this process would inherit this process's peak."""
     peaks = {}
     for seconds in (6, 30):
         path = write_talk(tmp_path / f"talk_{seconds}s.mp4", seconds)
-        peaks[seconds] = benchmark.peak_rss_mb(
+        peaks[seconds] = bench_media.peak_rss_mb(
             [sys.executable, "-m", "emotion_e2e.predict", f"--model={exported('multimodal')}", f"--input={path}",
              f"--output_dir={tmp_path / 'out'}", "--chunk_seconds=1"],
             cwd=REPO, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CI="true"))
