@@ -12,19 +12,21 @@ import numpy as np
 ASTRONAUT_WINDOW = (60, 0, 300)
 
 
+def encode(container, stream, items):
+    """Encodes and muxes ``items`` (PyAV frames) into ``stream``, then flushes the encoder."""
+    for item in items:
+        for packet in stream.encode(item):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
+
+
 def write_h264(path: str, frames, fps, size, crf: int, audio_blocks=None, audio_rate: int = 48000,
                audio_layout: str = "mono") -> str:
     """Encodes a recording frame by frame, never holding it whole: ``frames`` yields RGB uint8
     ``size + (3,)`` arrays (H.264, 4:2:0, ultrafast preset at ``crf``, ``fps`` frames/s);
     ``audio_blocks`` optionally yields float32 ``(channels, n)`` blocks for an AAC track."""
     import av  # noqa: PLC0415
-
-    def encode(container, stream, items):
-        for item in items:
-            for packet in stream.encode(item):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
 
     def video_frames():
         for k, img in enumerate(frames):

@@ -8,15 +8,9 @@ from fractions import Fraction
 import av
 import numpy as np
 
-STEP = Fraction(1, 25)  # the default 40 ms grid
+from emotion_e2e.benchmark.media import encode as _encode
 
-def _encode(container, stream, frames):
-    """Encodes and muxes ``frames`` into ``stream``, then flushes the encoder."""
-    for f in frames:
-        for p in stream.encode(f):
-            container.mux(p)
-    for p in stream.encode(None):
-        container.mux(p)
+STEP = Fraction(1, 25)  # the default 40 ms grid
 
 
 def write_audio(path, x, rate, codec="pcm_s16le", fmt="s16"):
