@@ -56,8 +56,11 @@ OLD_LSTM_NAMES = {
 NEWEST_LSTM_NAME = re.compile(r"rnn/multi_rnn_cell/cell_(\d+)/lstm_cell/(\w+)(/Adam(?:_1)?)?")
 CELL_CLIP = 100.0  # the authors' LSTMCell(cell_clip=100)
 # The training steps: the largest difference relative to the reference's largest magnitude,
-# per variable (a gradient, a weight, a moving statistic) and for the loss.
-TRAINING_TOLERANCE = 1e-5
+# per variable (a gradient, a weight, a moving statistic) and for the loss. float32 sums in
+# another order: the output bias's gradient, a sum over every frame of the CCC loss's gradient
+# (itself a difference of means), measured 1.0e-5 after the LSTMs' hand-written backward pass
+# (2.6e-6 with autodiff through every step); every other variable stays under 7e-6.
+TRAINING_TOLERANCE = 2e-5
 # Adam's first steps move an element by about lr · g / (|g| + ε): an element whose gradient is
 # near ε (1e-8) moves by a fraction of the learning rate that its gradient's last bits decide.
 # The trained weights may differ by this fraction of the learning rate per step beyond
