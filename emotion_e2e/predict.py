@@ -603,7 +603,7 @@ def predict_files(model: str | Predictor, paths, output_dir: str, *, plot_traces
                 raise
             unreadable[i.path] = e
     _makedirs(output_dir)
-    summary = Summary(output_dir, predictor.label_names)
+    summary = Summary(output_dir, predictor.label_names, quadrant_shares=neutral_band is not None)
     written = []
     for i in inputs:
         out = output_paths(i.name, output_dir, plot_traces, render_video)

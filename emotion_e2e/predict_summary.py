@@ -3,7 +3,8 @@
 Columns: ``file`` (the input's path), ``duration_s`` (its frames · the frame step), ``frames``,
 ``face_coverage`` (the share of frames in which a face was found: the main track's, or with
 faces="all" any track's; empty for an audio model), per label dimension ``<label>_mean``,
-``_q25``, ``_median``, ``_q75`` (over the CSV's rows: with faces="all", every track's),
+``_q25``, ``_median``, ``_q75`` (over the CSV's rows: with faces="all", every track's), with
+``--quadrants`` ``share_<quadrant>`` for each of ``quadrants.QUADRANTS`` (the share of the rows in it),
 ``real_time_factor`` (seconds of media per wall second), ``trimmed_s`` (seconds cut from the
 longer of the audio track and the picture; empty for a live source, read as it comes) and
 ``error`` (the one-line error of an input that failed, its other columns empty; empty when fine).
@@ -18,19 +19,22 @@ import os
 
 import numpy as np
 
+from emotion_e2e import quadrants
 from emotion_e2e import run_dir as run_lib
 from emotion_e2e.errors import DataError
-from emotion_e2e.predict import FACE_FOUND, LABEL_FORMAT, TIME
+from emotion_e2e.predict import FACE_FOUND, LABEL_FORMAT, QUADRANT, TIME
 from emotion_e2e.predict_inputs import SUMMARY_NAME
 
 SUMMARY = f"{SUMMARY_NAME}.csv"
 QUARTILES = {"q25": 0.25, "median": 0.5, "q75": 0.75}
 
 
-def columns(label_names) -> list[str]:
-    """The summary's columns for a model with ``label_names``."""
+def columns(label_names, quadrant_shares: bool = False) -> list[str]:
+    """The summary's columns for a model with ``label_names`` (with ``quadrant_shares``, the share
+    of the frames in each quadrant, ``share_<quadrant>``)."""
     stats = [f"{label}_{stat}" for label in label_names for stat in ("mean", *QUARTILES)]
-    return ["file", "duration_s", "frames", "face_coverage", *stats, "real_time_factor", "trimmed_s", "error"]
+    shares = [f"share_{q}" for q in quadrants.QUADRANTS] if quadrant_shares else []
+    return ["file", "duration_s", "frames", "face_coverage", *stats, *shares, "real_time_factor", "trimmed_s", "error"]
 
 
 def face_coverage(table) -> float:
@@ -53,6 +57,8 @@ def row(table, label_names, frame_step: float) -> dict:
         values = table[label].to_numpy(np.float64)
         out[f"{label}_mean"] = values.mean()
         out.update({f"{label}_{stat}": np.quantile(values, q) for stat, q in QUARTILES.items()})
+    if QUADRANT in table:
+        out.update({f"share_{q}": share for q, share in quadrants.shares(table[QUADRANT].to_numpy()).items()})
     out.update(real_time_factor=a["real_time_factor"], trimmed_s=a.get("trimmed_frames", np.nan) * frame_step,
                error="")
     return out
@@ -61,9 +67,9 @@ def row(table, label_names, frame_step: float) -> dict:
 class Summary:
     """The run's table in ``output_dir/summary.csv``, rewritten atomically after each ``add``."""
 
-    def __init__(self, output_dir: str, label_names):
+    def __init__(self, output_dir: str, label_names, quadrant_shares: bool = False):
         self.path = os.path.join(output_dir, SUMMARY)
-        self.columns = columns(label_names)
+        self.columns = columns(label_names, quadrant_shares)
         self.rows = []
 
     def add(self, values: dict):

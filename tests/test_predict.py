@@ -386,6 +386,9 @@ def test_quadrants_name_each_frames_place_on_the_valence_arousal_plane(exported,
     table = pd.read_csv(out / "talk_30fps.csv")
     assert list(table.columns) == ["time", *LABELS, "face_found", "x", "y", "w", "h", "quadrant"]
     assert table["quadrant"].tolist() == quadrants.quadrants(table["arousal"], table["valence"], 0.05).tolist()
+    (summary,) = pd.read_csv(out / "summary.csv").to_dict("records")  # the share of the time in each quadrant
+    for q in quadrants.QUADRANTS:
+        assert summary[f"share_{q}"] == pytest.approx((table["quadrant"] == q).mean(), abs=1e-6)
     api = predict.predict_file(predictor("multimodal"), files["talk_30fps"], neutral_band=0.05, progress=False)
     assert api["quadrant"].tolist() == table["quadrant"].tolist()
     r = cli(f"--model={exported('multimodal')}", f"--input={files['talk_30fps']}", f"--output_dir={out}",
