@@ -35,7 +35,7 @@ import stat
 import sys
 import threading
 import time
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import av
 import numpy as np
@@ -238,6 +238,102 @@ def converter_frames(path: str, cfg: ConvertConfig, modalities, detector) -> Ite
         yield Frame(audio, faces.encode_jpeg(crop, cfg.face.jpeg_quality), found, None, crops.num_tracks, box)
 
 
+class TrackCrop(NamedTuple):
+    """One live track in one frame (``faces="all"``): its id, the JPEG of its crop, whether its face
+    was found there, its box and the detector's score (NaN where carried)."""
+
+    id: int
+    face_jpeg: bytes
+    face_found: bool
+    face_box: tuple[int, int, int, int]
+    score: float
+
+
+class TracksFrame(NamedTuple):
+    """One frame of a live source for ``faces="all"``: its audio (None without) and every track alive in it."""
+
+    audio: np.ndarray | None
+    tracks: tuple[TrackCrop, ...]
+    face_tracks: int  # tracks started so far
+
+
+def track_frames(path: str, cfg: ConvertConfig, modalities, detector) -> Iterator[TracksFrame]:
+    """``live_frames`` of ``path`` with a crop for every track alive in each frame: from its first
+    detection to its end (``max_gap`` frames after its last one, its box carried meanwhile)."""
+    kinds = tuple(k for m, k in (("audio", "audio"), ("face", "video")) if m in modalities)
+    tracker = tracking.Tracker(cfg.face.track, history=False)
+    for audio, picture in live_frames(path, cfg.time_base, kinds):
+        faces.check_frame(picture, path, tracker.frame + 1)
+        tracking.track_frame(tracker, picture, detector, cfg.face)
+        crops = tuple(
+            TrackCrop(t.id, faces.encode_jpeg(faces.crop_face(picture, t.box, cfg.face,
+                                                              t.held_eyes if cfg.face.align == "eyes" else None),
+                                              cfg.face.jpeg_quality), t.found_now, tuple(t.box), float(t.score_now))
+            for t in tracker.live)
+        yield TracksFrame(audio, crops, tracker.ended + len(tracker.live))
+
+
+class _MainChunks:
+    """``faces="main"``: a chunk of ``converter_frames`` → its table, one LSTM state carried."""
+
+    def __init__(self, predictor):
+        self.predictor, self.state = predictor, predictor.initial_state()
+
+    def table(self, block, first: int, step: float):
+        import pandas as pd  # noqa: PLC0415
+
+        from emotion_e2e import predict  # noqa: PLC0415
+
+        p = self.predictor
+        y, self.state = p.stream(predict.model_inputs(block, p.modalities), self.state)
+        times = [round(step * (first + k), predict.TIME_DECIMALS) for k in range(len(block))]
+        table = pd.DataFrame({n: y[n][0] for n in p.label_names}, index=pd.Index(times, name=predict.TIME))
+        if "face" in p.modalities:
+            table[predict.FACE_FOUND] = np.array([f.face_found for f in block], np.int8)
+            table[list(predict.BOX)] = np.array([f.face_box for f in block], np.int64)
+        return table
+
+
+class _TrackChunks:
+    """``faces="all"``: a chunk of ``track_frames`` → its table indexed by (track, time), each
+    track through the model on its frames of the chunk with its own LSTM state (dropped when the
+    track ends), the room's audio shared, as ``predict_file(faces="all")`` does."""
+
+    def __init__(self, predictor):
+        self.predictor, self.states = predictor, {}
+
+    def table(self, block, first: int, step: float):
+        import pandas as pd  # noqa: PLC0415
+
+        from emotion_e2e import predict  # noqa: PLC0415
+        from emotion_e2e.data import reader  # noqa: PLC0415
+
+        p, parts = self.predictor, []
+        ids = list(dict.fromkeys(c.id for f in block for c in f.tracks))  # in order of appearance
+        for track in ids:
+            rows = [(k, next(c for c in f.tracks if c.id == track)) for k, f in enumerate(block)
+                    if any(c.id == track for c in f.tracks)]
+            x = {"face": np.stack([reader.decode_face_jpeg(c.face_jpeg).numpy() for _, c in rows])[None]}
+            if "audio" in p.modalities:
+                x["audio"] = np.stack([block[k].audio for k, _ in rows])[None]
+            y, self.states[track] = p.stream(x, self.states.get(track) or p.initial_state())
+            index = pd.MultiIndex.from_arrays(
+                [[track] * len(rows), [round(step * (first + k), predict.TIME_DECIMALS) for k, _ in rows]],
+                names=[predict.TRACK, predict.TIME])
+            part = pd.DataFrame({n: y[n][0] for n in p.label_names}, index=index)
+            part[predict.FACE_FOUND] = np.array([c.face_found for _, c in rows], np.int8)
+            part[list(predict.BOX)] = np.array([c.face_box for _, c in rows], np.int64)
+            part[predict.CONFIDENCE] = np.array([c.score for _, c in rows], np.float32)
+            parts.append(part)
+        alive = {c.id for c in block[-1].tracks}
+        self.states = {t: s for t, s in self.states.items() if t in alive}
+        if parts:
+            return pd.concat(parts)
+        columns = [*p.label_names, predict.FACE_FOUND, *predict.BOX, predict.CONFIDENCE]
+        return pd.DataFrame(columns=columns, index=pd.MultiIndex.from_arrays([[], []], names=[predict.TRACK,
+                                                                                            predict.TIME]))
+
+
 class Lag:
     """How far a live reader runs behind its stream: the wall seconds since the first frame was
     read minus the media seconds done; warns on stderr while it exceeds ``LAG_WARNING_SECONDS``."""
@@ -261,12 +357,9 @@ class Lag:
         return behind
 
 
-def check_live(path: str, faces_mode: str, render_video: bool = False) -> None:
-    """ConfigError for what a live source cannot do: every face track, and a rendered video, need
-    the whole file (a video is drawn on a second decoding)."""
-    if faces_mode != "main":
-        raise ConfigError(f"{path} is a live source, read once as it comes: --faces={faces_mode} needs the whole "
-                          f"file (use --faces=main)")
+def check_live(path: str, render_video: bool = False) -> None:
+    """ConfigError for what a live source cannot do: a rendered video needs the whole file (it is
+    drawn on a second decoding)."""
     if render_video:
         raise ConfigError(f"{path} is a live source, read once as it comes: --render draws on the file decoded "
                           f"again (save the stream to a file and render that)")
@@ -350,16 +443,20 @@ def _interrupt_flag():
 
 def predict_live(predictor, path: str, csv_path: str, *, chunk_seconds: float, face_detector: str | None = None,
                  neutral_band: float | None = None, print_rows: bool = False, progress: bool = True,
-                 warn=None) -> dict:
+                 faces_mode: str = "main", warn=None) -> dict:
     """Runs ``predictor`` (a ``predict.Predictor``) on the live source ``path`` until it ends or
     is interrupted, appending each chunk's rows to ``csv_path`` (written from its header; flushed
     after every chunk) and, with ``print_rows``, to standard output. Returns what
     ``predict_file`` puts in ``attrs``: ``frames``, ``seconds`` (media, model, total),
     ``real_time_factor``, ``face_tracks`` for a face model, and ``behind`` (the most seconds it
     ran behind the stream) and ``interrupted``. ``warn`` gets the lag warnings (stderr by default).
-    """
-    import pandas as pd  # noqa: PLC0415
 
+    ``faces_mode`` "all": a trace per face track, rows indexed by (track, time) with the box and
+    the detector's confidence, as ``predict_file(faces="all")`` writes them, but in the order they
+    come: per chunk, track by track. A track's rows run from its first detection to its end
+    (``max_gap`` frames after its last detection, the carried frames included, ``face_found`` 0):
+    read as it comes, a stream cannot know that a track has ended until then.
+    """
     from emotion_e2e import predict  # noqa: PLC0415 - predict runs this module
     from emotion_e2e.data import sources  # noqa: PLC0415
 
@@ -367,10 +464,12 @@ def predict_live(predictor, path: str, csv_path: str, *, chunk_seconds: float, f
         from emotion_e2e import quadrants  # noqa: PLC0415
     cfg = predictor.convert_config(face_detector)
     chunk = predict.chunk_frames(chunk_seconds, cfg.time_base)
-    modalities, labels, step = predictor.modalities, predictor.label_names, cfg.time_base.frame_step
+    modalities, step = predictor.modalities, cfg.time_base.frame_step
     detector = sources.detector(cfg.face) if "face" in modalities else None
-    reader = _Reader(converter_frames(path, cfg, modalities, detector), READ_AHEAD_CHUNKS * chunk)
-    lag, state = Lag(path, step, warn), predictor.initial_state()
+    frames = (track_frames if faces_mode == "all" else converter_frames)(path, cfg, modalities, detector)
+    reader = _Reader(frames, READ_AHEAD_CHUNKS * chunk)
+    chunks = (_TrackChunks if faces_mode == "all" else _MainChunks)(predictor)
+    lag = Lag(path, step, warn)
     seconds = {"media": 0.0, "model": 0.0}
     done, tracks, ended, start = 0, None, False, time.perf_counter()
     with (_interrupt_flag() as interrupted, open(csv_path, "w", newline="") as out,
@@ -390,13 +489,9 @@ def predict_live(predictor, path: str, csv_path: str, *, chunk_seconds: float, f
                 if not block:
                     break
                 t1 = time.perf_counter()
-                y, state = predictor.stream(predict.model_inputs(block, modalities), state)
+                table = chunks.table(block, done + 1, step)
                 seconds["model"] += time.perf_counter() - t1
-                times = [round(step * (done + k), predict.TIME_DECIMALS) for k in range(1, len(block) + 1)]
-                table = pd.DataFrame({n: y[n][0] for n in labels}, index=pd.Index(times, name=predict.TIME))
                 if "face" in modalities:
-                    table[predict.FACE_FOUND] = np.array([f.face_found for f in block], np.int8)
-                    table[list(predict.BOX)] = np.array([f.face_box for f in block], np.int64)
                     tracks = block[-1].face_tracks
                 if neutral_band is not None:
                     table[predict.QUADRANT] = quadrants.quadrants(table[quadrants.AROUSAL], table[quadrants.VALENCE],

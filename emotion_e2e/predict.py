@@ -595,7 +595,7 @@ def predict_files(model: str | Predictor, paths, output_dir: str, *, plot_traces
     for i in inputs:
         try:
             if live.is_live(i.path):
-                live.check_live(i.path, faces, render_video)
+                live.check_live(i.path, render_video)
             else:
                 check_media(i.path, predictor.modalities)
         except DataError as e:
@@ -612,7 +612,7 @@ def predict_files(model: str | Predictor, paths, output_dir: str, *, plot_traces
         try:
             if error is None and live.is_live(i.path):
                 table = _predict_live(predictor, i.path, out, chunk_seconds, face_detector, neutral_band,
-                                      print_rows, progress, report)
+                                      print_rows, progress, report, faces)
             elif error is None:
                 table = predict_file(predictor, i.path, chunk_seconds=chunk_seconds, face_detector=face_detector,
                                      max_length_mismatch=max_length_mismatch, faces=faces, progress=progress,
@@ -659,14 +659,15 @@ def _trimmed_note(attrs, time_base: TimeBase) -> str:
     return f", {longer} {attrs['trimmed_frames'] * time_base.frame_step:.2f} s longer, trimmed"
 
 
-def _predict_live(predictor, path, out, chunk_seconds, face_detector, neutral_band, print_rows, progress, report):
+def _predict_live(predictor, path, out, chunk_seconds, face_detector, neutral_band, print_rows, progress, report,
+                  faces):
     """``predict_files`` for one live source: its CSV (``out["csv"]``, of ``output_paths``) written as
     it runs (``live.predict_live``), read back as ``predict_file``'s table (for the plot and the summary)."""
     import pandas as pd  # noqa: PLC0415
 
     a = live.predict_live(predictor, path, out["csv"], chunk_seconds=chunk_seconds, face_detector=face_detector,
-                          neutral_band=neutral_band, print_rows=print_rows, progress=progress)
-    table = pd.read_csv(out["csv"], index_col=TIME)
+                          neutral_band=neutral_band, print_rows=print_rows, progress=progress, faces_mode=faces)
+    table = pd.read_csv(out["csv"], index_col=[TRACK, TIME] if faces == ALL else TIME)
     table.attrs.update(a, path=path)
     if "png" in out:
         plot(table, out["png"], path)

@@ -63,6 +63,14 @@ def talk_frame(k):
     return paste(frame, face_patch(), 40 + (k % 20) * 2, 10)
 
 
+def pair_frame(k):
+    """Two faces side by side, the second mirrored and bluer, both drifting."""
+    frame = np.full((360, 720, 3), 40, np.uint8)
+    face = face_patch()
+    other = np.clip(face[:, ::-1] * np.array([0.9, 0.9, 1.25]), 0, 255).astype(np.uint8)
+    return paste(paste(frame, face, 20 + k % 15, 30), other, 400 - k % 15, 40)
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """``{kind: path}``: a talk with a face and a voice-like tone as MP4, its MPEG-TS remux (a
@@ -73,7 +81,10 @@ def clip(tmp_path_factory):
     tone = 0.4 * np.sin(2 * np.pi * (300 * t + 150 * t ** 2))
     mp4 = write_av(d / "talk.mp4", [talk_frame(k) for k in range(SECONDS * 30)], Fraction(30), audio=tone,
                    audio_rate=rate)
-    return {"mp4": mp4, "ts": live_bench.remux_ts(mp4, str(d / "talk.ts")), "wav": write_audio(d / "voice.wav", tone, rate)}
+    pair = write_av(d / "pair.mp4", [pair_frame(k) for k in range(SECONDS * 30)], Fraction(30), audio=tone,
+                    audio_rate=rate)
+    return {"mp4": mp4, "ts": live_bench.remux_ts(mp4, str(d / "talk.ts")),
+            "pair_ts": live_bench.remux_ts(pair, str(d / "pair.ts")), "wav": write_audio(d / "voice.wav", tone, rate)}
 
 
 def file_rows(predictor, path):
@@ -209,9 +220,33 @@ def test_an_interrupt_ends_with_every_row_of_the_frames_read(runs, clip, tmp_pat
     assert f"{len(table)} frames" in stdout and "until interrupted" in stdout, stdout
 
 
-def test_every_face_track_and_a_rendered_video_need_the_whole_file(runs, tmp_path):
-    with pytest.raises(ConfigError, match="is a live source, read once as it comes: --faces=all needs the whole file"):
-        predict.predict_files(runs["multimodal"], ["-"], str(tmp_path / "out"), faces="all")
+def test_every_face_of_a_stream_gets_its_own_trace_as_it_comes(predictors, clip, tmp_path):
+    """--faces=all on a stream: a trace per track, each with its own state, the rows of the file's
+    traces (same crops, same states) plus, for a track that outlives its last detection, the
+    frames carried until the stream ends."""
+    fifo, out = tmp_path / "pair.ts", tmp_path / "out"
+    os.mkfifo(fifo)
+    feeder = live_bench.PacedFeed(clip["pair_ts"], fifo)
+    feeder.start()
+    (written,) = predict.predict_files(predictors["multimodal"], [str(fifo)], str(out), chunk_seconds=CHUNK,
+                                       faces="all", progress=False, report=lambda line: None)
+    feeder.join()
+    streamed = pd.read_csv(written, index_col=["track", "time"]).sort_index()
+    whole = predict.predict_file(predictors["multimodal"], clip["pair_ts"], faces="all", progress=False,
+                                 max_length_mismatch=2)
+    assert sorted(streamed.index.unique("track")) == sorted(whole.index.unique("track")) == [1, 2]
+    assert list(streamed.columns) == list(whole.columns)
+    for track in (1, 2):
+        s, w = streamed.loc[track], whole.loc[track]
+        n = min(len(s), len(w))
+        assert len(s) >= len(w) - 1 and s.index[0] == w.index[0]
+        np.testing.assert_allclose(s[["arousal", "valence"]].iloc[:n], w[["arousal", "valence"]].iloc[:n], rtol=0,
+                                   atol=TOLERANCE)
+        assert (s[["face_found", "x", "y", "w", "h"]].iloc[:n].to_numpy() ==
+                w[["face_found", "x", "y", "w", "h"]].iloc[:n].to_numpy()).all()
+
+
+def test_a_rendered_video_needs_the_whole_file(runs, tmp_path):
     with pytest.raises(ConfigError, match="is a live source, read once as it comes: --render draws on the file"):
         predict.predict_files(runs["multimodal"], ["-"], str(tmp_path / "out"), render_video=True)
     assert not (tmp_path / "out").exists()

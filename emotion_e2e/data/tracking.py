@@ -134,7 +134,7 @@ def _box(state) -> Box:
 
 class _Live:
     """A track while it is being built: its rows so far (with ``history``), its motion model,
-    and what an online reader needs of its latest frame: ``box``, ``found_now``, ``held_eyes``
+    and what an online reader needs of its latest frame: ``box``, ``found_now``, ``score_now``, ``held_eyes``
     (the last detection's eyes), ``num_found`` and ``found_area`` (the sum of its found boxes' areas)."""
 
     def __init__(self, track_id: int, frame: int, detection: Detection, history: bool = True):
@@ -166,7 +166,7 @@ class _Live:
 
     def carry(self, frame: int):
         """Not found in ``frame``: the prediction is its box."""
-        self.box, self.found_now = self.predict(frame), False
+        self.box, self.found_now, self.score_now = self.predict(frame), False, np.nan
         if self.history:
             self.boxes.append(tuple(self.box))
             self.found.append(False)
@@ -174,7 +174,7 @@ class _Live:
             self.eyes.append(None)
 
     def _append(self, d: Detection):
-        self.box, self.found_now = d.box, True
+        self.box, self.found_now, self.score_now = d.box, True, d.score
         self.num_found += 1
         self.found_area += float(d.box.w) * d.box.h
         self.held_eyes = d.eyes if d.eyes is not None else self.held_eyes
