@@ -3,7 +3,8 @@
 A live source is what FFmpeg opens and reads in one pass without knowing its end: ``-``
 (standard input), a URL (``rtsp://``, ``http://``, ``udp://``, ...), a named pipe (FIFO), a
 character device such as a camera ``/dev/video0``, or ``FORMAT:DEVICE`` for FFmpeg's capture
-devices (``v4l2:/dev/video0``, ``alsa:hw:0``, ``pulse:default``). A file is decoded twice to
+devices (``v4l2:/dev/video0``, ``alsa:hw:0``, ``pulse:default``); or two of them as
+``VIDEO+AUDIO`` (a camera and a microphone), read side by side. A file is decoded twice to
 find every face track before cutting any crop; a stream cannot be, so here everything happens
 in one pass over one container:
 
@@ -68,9 +69,24 @@ def device_format(path: str) -> tuple[str, str] | None:
     return (head, tail) if sep and head in DEVICE_FORMATS and tail else None
 
 
+def split_pair(path: str) -> tuple[str, str] | None:
+    """``(video source, audio source)`` of ``VIDEO+AUDIO``, two live sources read together (a
+    camera and a microphone: ``v4l2:/dev/video0+alsa:hw:0``), split at the last ``+`` whose two
+    sides are live sources; None for one source."""
+    for k in range(len(path) - 1, 0, -1):
+        if path[k] == "+" and _is_one_live(path[:k]) and _is_one_live(path[k + 1:]):
+            return path[:k], path[k + 1:]
+    return None
+
+
 def is_live(path) -> bool:
-    """Whether ``path`` names a live source (see the module's docstring) rather than a file."""
+    """Whether ``path`` names a live source (see the module's docstring), or ``VIDEO+AUDIO`` two
+    of them (``split_pair``), rather than a file."""
     path = os.fspath(path)
+    return _is_one_live(path) or split_pair(path) is not None
+
+
+def _is_one_live(path: str) -> bool:
     if path == STDIN or device_format(path) or "://" in path and path.split("://")[0].lower() in URL_SCHEMES:
         return True
     try:
@@ -225,12 +241,31 @@ class _OnlineCrops:
         return self.tracker.ended + len(self.tracker.live)
 
 
+def source_frames(path: str, time_base: TimeBase, kinds: tuple[str, ...]):
+    """``live_frames`` of one source, or of ``VIDEO+AUDIO`` (``split_pair``): the two read side by
+    side, each frame's picture from the first and its samples from the second, each on its own
+    time (its first picture, its first sample: time 0), to the end of the shorter."""
+    pair = split_pair(path)
+    if pair is None or len(kinds) < 2:
+        if pair is not None:  # one modality: the source that has it
+            path = pair[0] if kinds == ("video",) else pair[1]
+        yield from live_frames(path, time_base, kinds)
+        return
+    pictures, sounds = live_frames(pair[0], time_base, ("video",)), live_frames(pair[1], time_base, ("audio",))
+    try:
+        for (_, picture), (audio, _) in zip(pictures, sounds):
+            yield audio, picture
+    finally:
+        pictures.close()
+        sounds.close()
+
+
 def converter_frames(path: str, cfg: ConvertConfig, modalities, detector) -> Iterator[Frame]:
     """``live_frames`` of ``path`` as the converter's ``Frame``\\ s: audio samples, the JPEG of the
     face crop (``_OnlineCrops``), ``face_found`` and the number of face tracks so far."""
     kinds = tuple(k for m, k in (("audio", "audio"), ("face", "video")) if m in modalities)
     crops = _OnlineCrops(cfg, detector) if "face" in modalities else None
-    for audio, picture in live_frames(path, cfg.time_base, kinds):
+    for audio, picture in source_frames(path, cfg.time_base, kinds):
         if crops is None:
             yield Frame(audio, None, False, None, None)
             continue
@@ -262,7 +297,7 @@ def track_frames(path: str, cfg: ConvertConfig, modalities, detector) -> Iterato
     detection to its end (``max_gap`` frames after its last one, its box carried meanwhile)."""
     kinds = tuple(k for m, k in (("audio", "audio"), ("face", "video")) if m in modalities)
     tracker = tracking.Tracker(cfg.face.track, history=False)
-    for audio, picture in live_frames(path, cfg.time_base, kinds):
+    for audio, picture in source_frames(path, cfg.time_base, kinds):
         faces.check_frame(picture, path, tracker.frame + 1)
         tracking.track_frame(tracker, picture, detector, cfg.face)
         crops = tuple(

@@ -64,6 +64,9 @@ def stem(path: str) -> str:
     """The output name of an input given by name: its file name without the extension ("stdin" for
     ``-``; for a URL or a capture device the last part of its path)."""
     path = os.fspath(path)
+    pair = live.split_pair(path)
+    if pair is not None:  # VIDEO+AUDIO: named after the video source
+        path = pair[0]
     if path == live.STDIN:
         return STDIN_STEM
     return os.path.splitext(os.path.basename(path.split("?")[0].rstrip("/") if "://" in path else path))[0]

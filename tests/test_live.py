@@ -246,6 +246,29 @@ def test_every_face_of_a_stream_gets_its_own_trace_as_it_comes(predictors, clip,
                 w[["face_found", "x", "y", "w", "h"]].iloc[:n].to_numpy()).all()
 
 
+def test_a_camera_and_a_microphone_read_together_give_the_files_predictions(predictors, clip, tmp_path):
+    """VIDEO+AUDIO: the picture from one live source, the sound from another (here two named pipes
+    fed at their pace: the talk's video as MPEG-TS and its decoded sound as a float WAV)."""
+    import av  # noqa: PLC0415
+
+    with av.open(clip["mp4"]) as c:
+        sound = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])
+    wav = write_audio(tmp_path / "sound.wav", sound, 44100, codec="pcm_f32le", fmt="flt")
+    video = live_bench.remux_ts(clip["mp4"], str(tmp_path / "picture.ts"), kinds=("video",))
+    camera, microphone = tmp_path / "camera.ts", tmp_path / "microphone.wav"
+    os.mkfifo(camera)
+    os.mkfifo(microphone)
+    feeds = [live_bench.PacedFeed(video, camera), live_bench.PacedFeed(wav, microphone)]
+    for feed in feeds:
+        feed.start()
+    (written,) = predict.predict_files(predictors["multimodal"], [f"{camera}+{microphone}"], str(tmp_path / "out"),
+                                       chunk_seconds=CHUNK, progress=False, report=lambda line: None)
+    for feed in feeds:
+        feed.join()
+    assert written == str(tmp_path / "out" / "camera.csv")
+    assert_same_rows(pd.read_csv(written), file_rows(predictors["multimodal"], clip["mp4"]))
+
+
 def test_a_rendered_video_needs_the_whole_file(runs, tmp_path):
     with pytest.raises(ConfigError, match="is a live source, read once as it comes: --render draws on the file"):
         predict.predict_files(runs["multimodal"], ["-"], str(tmp_path / "out"), render_video=True)
@@ -254,14 +277,17 @@ def test_a_rendered_video_needs_the_whole_file(runs, tmp_path):
 
 @pytest.mark.parametrize("path, want", [("-", True), ("rtsp://camera.local/stream", True), ("HTTP://x/y.ts", True),
                                         ("v4l2:/dev/video0", True), ("alsa:hw:0", True), ("pulse:default", True),
+                                        ("v4l2:/dev/video0+alsa:hw:0", True), ("rtsp://h/a+b+pulse:default", True),
+                                        ("a.mp4+alsa:hw:0", False),
                                         ("talk.mp4", False), ("s3://bucket/talk.mp4", False), ("x:y.mp4", False)])
 def test_what_is_a_live_source(path, want):
     assert live.is_live(path) == want
 
 
 def test_live_names_are_the_streams(runs):
-    assert [predict.stem(p) for p in ("-", "http://127.0.0.1:8080/cam/feed.ts?token=1", "v4l2:/dev/video0")] == [
-        "stdin", "feed", "video0"]
+    assert [predict.stem(p) for p in ("-", "http://127.0.0.1:8080/cam/feed.ts?token=1", "v4l2:/dev/video0",
+                                      "v4l2:/dev/video1+alsa:hw:0")] == ["stdin", "feed", "video0", "video1"]
+    assert live.split_pair("rtsp://h/a+b+pulse:default") == ("rtsp://h/a+b", "pulse:default")
 
 
 def test_a_reader_behind_the_stream_says_so_once_per_report_interval():

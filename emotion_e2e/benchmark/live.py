@@ -110,14 +110,16 @@ def chunk_delays(written, seen, rows_per_chunk: int, step: float = 0.04) -> list
     return out
 
 
-def remux_ts(path: str, out: str) -> str:
-    """``path``'s packets copied into an MPEG-TS file ``out`` (a broadcast stream: no index,
-    readable from any point on), as a camera or an encoder would stream them."""
+def remux_ts(path: str, out: str, kinds=("audio", "video")) -> str:
+    """``path``'s packets of its streams of ``kinds`` copied into an MPEG-TS file ``out`` (a
+    broadcast stream: no index, readable from any point on), as a camera or an encoder would
+    stream them."""
     import av  # noqa: PLC0415
 
     with av.open(path) as src, av.open(out, "w", format="mpegts") as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
-        for packet in src.demux():
+        kept = [s for s in src.streams if s.type in kinds]
+        streams = {s.index: dst.add_stream_from_template(s) for s in kept}
+        for packet in src.demux(*kept):
             if packet.dts is not None:
                 packet.stream = streams[packet.stream.index]
                 dst.mux(packet)
