@@ -137,7 +137,7 @@ def live_frames(path: str, time_base: TimeBase, kinds: tuple[str, ...]) -> Itera
             streams["video"].thread_type = "AUTO"
         audio_q, video_q = collections.deque(), collections.deque()
         state = {"carry": np.zeros(0, np.float32), "resampler": None, "converter": None, "samples": 0,
-                 "start": None, "held": None, "next": 1, "rotation": None, "orientation": None, "last": None}
+                 "start": None, "held": None, "next": 1, "last": None}
 
         def take_audio(frame):
             if state["converter"] is None:
@@ -160,13 +160,10 @@ def live_frames(path: str, time_base: TimeBase, kinds: tuple[str, ...]) -> Itera
                 audio_q.append(media.pad_frame(carry[k * spf:(k + 1) * spf], spf))
             state["carry"] = carry[whole * spf:]
 
+        orient = media.FrameOrientation(path)
+
         def rgb(frame):
-            if frame.rotation != state["rotation"]:
-                state["orientation"] = media.display_orientation(frame, path, 0)
-                state["rotation"] = frame.rotation
-            arr = frame.to_ndarray(format="rgb24")
-            if state["orientation"] is not None:
-                arr = state["orientation"].apply(arr)
+            arr = media.displayed(frame, orient(frame))
             arr.flags.writeable = False
             return arr
 
@@ -194,7 +191,8 @@ def live_frames(path: str, time_base: TimeBase, kinds: tuple[str, ...]) -> Itera
                     (take_audio if packet.stream.type == "audio" else take_video)(frame)
                 yield from ready()
         except (av.error.FFmpegError, OSError) as e:
-            if not (getattr(e, "errno", None) == errno.EIO and "://" in path and (state["next"] > 1 or state["samples"])):
+            begun = state["next"] > 1 or state["samples"]
+            if not (getattr(e, "errno", None) == errno.EIO and "://" in path and begun):
                 raise DataError(f"{path}: the live source failed: {type(e).__name__}: {e}") from e
             # An HTTP response of unknown length ends with the connection, which FFmpeg reports as an
             # I/O error: the stream's end.
@@ -224,8 +222,7 @@ class _OnlineCrops:
         self.held = None  # (box, eyes) of the kept track at its latest frame
 
     def __call__(self, picture: np.ndarray, source: str) -> tuple[np.ndarray, bool, tuple[int, int, int, int]]:
-        faces.check_frame(picture, source, self.tracker.frame + 1)
-        tracking.track_frame(self.tracker, picture, self.detector, self.cfg.face)
+        tracking.track_frame(self.tracker, picture, self.detector, self.cfg.face, source)
         main = tracking.online_main(self.tracker)
         if main is not None:
             self.held = main.box, main.held_eyes
@@ -298,8 +295,7 @@ def track_frames(path: str, cfg: ConvertConfig, modalities, detector) -> Iterato
     kinds = tuple(k for m, k in (("audio", "audio"), ("face", "video")) if m in modalities)
     tracker = tracking.Tracker(cfg.face.track, history=False)
     for audio, picture in source_frames(path, cfg.time_base, kinds):
-        faces.check_frame(picture, path, tracker.frame + 1)
-        tracking.track_frame(tracker, picture, detector, cfg.face)
+        tracking.track_frame(tracker, picture, detector, cfg.face, path)
         crops = tuple(
             TrackCrop(t.id, faces.encode_jpeg(faces.crop_face(picture, t.box, cfg.face,
                                                               t.held_eyes if cfg.face.align == "eyes" else None),
@@ -320,7 +316,8 @@ class _MainChunks:
         from emotion_e2e import predict  # noqa: PLC0415
 
         p = self.predictor
-        y, self.state = p.stream(predict.model_inputs(block, p.modalities), self.state)
+        x = predict.model_inputs(p.modalities, [f.audio for f in block], [f.face_jpeg for f in block])
+        y, self.state = p.stream(x, self.state)
         times = [round(step * (first + k), predict.TIME_DECIMALS) for k in range(len(block))]
         table = pd.DataFrame({n: y[n][0] for n in p.label_names}, index=pd.Index(times, name=predict.TIME))
         if "face" in p.modalities:
@@ -341,16 +338,14 @@ class _TrackChunks:
         import pandas as pd  # noqa: PLC0415
 
         from emotion_e2e import predict  # noqa: PLC0415
-        from emotion_e2e.data import reader  # noqa: PLC0415
 
         p, parts = self.predictor, []
         ids = list(dict.fromkeys(c.id for f in block for c in f.tracks))  # in order of appearance
         for track in ids:
             rows = [(k, next(c for c in f.tracks if c.id == track)) for k, f in enumerate(block)
                     if any(c.id == track for c in f.tracks)]
-            x = {"face": np.stack([reader.decode_face_jpeg(c.face_jpeg).numpy() for _, c in rows])[None]}
-            if "audio" in p.modalities:
-                x["audio"] = np.stack([block[k].audio for k, _ in rows])[None]
+            x = predict.model_inputs(p.modalities, [block[k].audio for k, _ in rows],
+                                     [c.face_jpeg for _, c in rows])
             y, self.states[track] = p.stream(x, self.states.get(track) or p.initial_state())
             index = pd.MultiIndex.from_arrays(
                 [[track] * len(rows), [round(step * (first + k), predict.TIME_DECIMALS) for k, _ in rows]],
@@ -545,8 +540,8 @@ def predict_live(predictor, path: str, csv_path: str, *, chunk_seconds: float, f
                 done += len(block)
                 behind = lag.update(done)
                 bar.update(len(block))
-                bar.set_postfix_str(f"{done * step / (time.perf_counter() - start):.1f}× real time, {behind:.1f} s behind "
-                                    f"({round(behind / step)} frames queued)")
+                bar.set_postfix_str(f"{done * step / (time.perf_counter() - start):.1f}× real time, "
+                                    f"{behind:.1f} s behind ({round(behind / step)} frames queued)")
         finally:
             reader.stop()
     if not done:

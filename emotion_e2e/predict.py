@@ -9,8 +9,8 @@ one version folder) or a training run directory (its checkpoint turned into the 
 memory; nothing is written). Each input is any video (with or without an audio track, any frame
 rate, variable rate) or audio file; it is read by the converter's own code
 (``sources.MediaRecording.open``: the same decoding, resampling, frame grid, face detection,
-face tracks (the main track's crops), hold and JPEG round trip as the training data, the JPEG decoded by the training reader's
-decoder) with the time base and face crop settings the model was trained with, and fed to the
+face tracks (the main track's crops), hold and JPEG round trip as the training data, the JPEG
+decoded by the training reader's decoder) with the time base and face crop settings the model was trained with, and fed to the
 model's ``stream`` signature in chunks of ``--chunk_seconds``, the LSTM state carried from one
 chunk to the next. Memory does not grow with the file's length: at most one chunk of frames is
 alive.
@@ -261,17 +261,17 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, unit="frame", desc=desc, dynamic_ncols=True, disable=not show)
 
 
-def model_inputs(frames, modalities) -> dict[str, np.ndarray]:
-    """``{modality: (1, time, ...)}`` of a chunk of converter ``Frame``s: the samples, and the
-    faces decoded from the JPEG the converter wrote by the training reader's decoder, so the
-    model sees the pixels it saw in training."""
+def model_inputs(modalities, audio, face_jpegs) -> dict[str, np.ndarray]:
+    """``{modality: (1, time, ...)}`` of a chunk of frames, for the modalities the model uses:
+    their ``audio`` samples, and their faces decoded from ``face_jpegs`` (the JPEG the converter
+    writes) by the training reader's decoder, so the model sees the pixels it saw in training."""
     from emotion_e2e.data import reader  # noqa: PLC0415
 
     x = {}
     if "audio" in modalities:
-        x["audio"] = np.stack([f.audio for f in frames])[None]
+        x["audio"] = np.stack(list(audio))[None]
     if "face" in modalities:
-        x["face"] = np.stack([reader.decode_face_jpeg(f.face_jpeg).numpy() for f in frames])[None]
+        x["face"] = np.stack([reader.decode_face_jpeg(j).numpy() for j in face_jpegs])[None]
     return x
 
 
@@ -298,7 +298,7 @@ class _TrackTraces:
         """Runs every track alive in ``block``, the frames ``start..`` (1-based) as
         ``(audio or None, per track (crop or None, found))``: one ``stream`` call per track on
         its contiguous frames, from the state its previous call ended in."""
-        from emotion_e2e.data import faces, reader  # noqa: PLC0415
+        from emotion_e2e.data import faces  # noqa: PLC0415
 
         end = start + len(block) - 1
         for k, t in enumerate(self.tracks):
@@ -307,10 +307,8 @@ class _TrackTraces:
                 continue
             t0 = time.perf_counter()
             rows = block[a - start:b - start + 1]
-            x = {"face": np.stack([reader.decode_face_jpeg(faces.encode_jpeg(crops[k][0], self.cfg.face.jpeg_quality))
-                                   .numpy() for _, crops in rows])[None]}
-            if "audio" in self.predictor.modalities:
-                x["audio"] = np.stack([audio for audio, _ in rows])[None]
+            x = model_inputs(self.predictor.modalities, [audio for audio, _ in rows],
+                             [faces.encode_jpeg(crops[k][0], self.cfg.face.jpeg_quality) for _, crops in rows])
             t1 = time.perf_counter()
             y, state = self.predictor.stream(x, self.states.get(k) or self.predictor.initial_state())
             seconds["media"] += t1 - t0
@@ -461,7 +459,7 @@ def predict_file(model: str | Predictor, path: str, *, checkpoint: str = "best",
                         break
                     if done + len(block) > n:
                         raise DataError(f"{path}: the converter gave more than the {n} frames it announced")
-                    x = model_inputs(block, modalities)
+                    x = model_inputs(modalities, [f.audio for f in block], [f.face_jpeg for f in block])
                     t1 = time.perf_counter()
                     y, state = predictor.stream(x, state)
                     t2 = time.perf_counter()
@@ -556,8 +554,9 @@ def check_outputs(inputs, output_dir: str, plot_traces: bool, render_video: bool
                                 f"choose another --output_dir")
 
 
-def predict_files(model: str | Predictor, paths, output_dir: str, *, plot_traces: bool = False, checkpoint: str = "best",
-                  chunk_seconds: float = DEFAULT_CHUNK_SECONDS, face_detector: str | None = None,
+def predict_files(model: str | Predictor, paths, output_dir: str, *, plot_traces: bool = False,
+                  checkpoint: str = "best", chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+                  face_detector: str | None = None,
                   max_length_mismatch: int | None = None, faces: str = MAIN, progress: bool = True,
                   neutral_band: float | None = None, print_rows: bool = False, report=print,
                   render_video: bool = False, keep_going: bool = False):

@@ -6,6 +6,7 @@ with the cell state clipped too, under each generation of TF1's LSTM names; trai
 missing, extra and misshapen variables are one error naming them, before anything is written;
 the imported runs export, and the export reads uint8 faces as the graph reads them / 255."""
 
+import functools
 import json
 import os
 import re
@@ -383,14 +384,8 @@ def train_like_the_reference(run, data) -> dict:
 @pytest.fixture(scope="module")
 def training_steps(reference, imported):
     """``training_steps(graph)``: ``train_like_the_reference`` for ``graph``, run once."""
-    results = {}
-
-    def of(graph):
-        if graph not in results:
-            results[graph] = train_like_the_reference(imported(graph), np.load(reference / graph / "training.npz"))
-        return results[graph]
-
-    return of
+    return functools.cache(lambda graph: train_like_the_reference(imported(graph),
+                                                                  np.load(reference / graph / "training.npz")))
 
 
 @pytest.mark.parametrize("graph, steps", [("audio", 3), ("both", 1)])

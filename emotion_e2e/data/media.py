@@ -328,33 +328,45 @@ def display_orientation(frame: av.VideoFrame, path, index: int) -> Orientation |
         raise DataError(f"{path}: video frame {index} has an unsupported display matrix: {e}") from None
 
 
-def _video_frames_timed(path) -> Iterator[tuple[Fraction, av.VideoFrame, Orientation | None]]:
-    """(seconds since stream start as an exact Fraction, undecoded-to-RGB frame, its display
-    ``Orientation`` or None).
+class FrameOrientation:
+    """The display ``Orientation`` (or None) of each of a stream's frames, called on them in order.
 
     The display matrix is read whole (``frame.side_data``) from the first frame and again only
-    where a frame's rotation angle (``frame.rotation``) differs from the last one read: PyAV's
-    side data and its frame refer to each other, so every frame whose side data is read lives
-    until Python's cyclic garbage collector runs, which in a process holding TensorFlow is
-    rarely (a converter's memory grew by ~25 KB a frame, 140 MB in 5 minutes of 720p).
+    where a frame's rotation angle (``frame.rotation``) differs from the last one read (a mirror
+    image alone keeps the angle): PyAV's side data and its frame refer to each other, so every
+    frame whose side data is read lives until Python's cyclic garbage collector runs, which in a
+    process holding TensorFlow is rarely (a converter's memory grew by ~25 KB a frame, 140 MB in
+    5 minutes of 720p).
     """
+
+    def __init__(self, path):
+        self.path, self.index, self.rotation, self.orientation = path, 0, None, None
+
+    def __call__(self, frame: av.VideoFrame) -> Orientation | None:
+        if frame.rotation != self.rotation:
+            self.orientation, self.rotation = display_orientation(frame, self.path, self.index), frame.rotation
+        self.index += 1
+        return self.orientation
+
+
+def _video_frames_timed(path) -> Iterator[tuple[Fraction, av.VideoFrame, Orientation | None]]:
+    """(seconds since stream start as an exact Fraction, undecoded-to-RGB frame, its display
+    ``Orientation`` or None)."""
     with _open(path, "video") as (container, stream):
         stream.thread_type = "AUTO"
-        start, count, orientation, rotation = None, 0, None, None
+        start, count, orient = None, 0, FrameOrientation(path)
         for frame in container.decode(stream):
             if frame.pts is None:
                 raise DataError(f"{path}: video frame {count} has no timestamp (expected pts on every frame)")
             if start is None:
                 start = stream_start(stream, frame.pts)
-            if frame.rotation != rotation:  # a matrix turning (a mirror image alone keeps the angle)
-                orientation, rotation = display_orientation(frame, path, count), frame.rotation
             count += 1
-            yield (frame.pts - start) * stream.time_base, frame, orientation
+            yield (frame.pts - start) * stream.time_base, frame, orient(frame)
         if not count:
             raise DataError(f"{path}: the video stream has no decodable frames (expected at least one)")
 
 
-def _displayed(frame: av.VideoFrame, orientation: Orientation | None) -> np.ndarray:
+def displayed(frame: av.VideoFrame, orientation: Orientation | None) -> np.ndarray:
     """``frame`` as (H, W, 3) uint8 RGB as displayed (turned by its ``orientation``)."""
     arr = frame.to_ndarray(format="rgb24")
     return arr if orientation is None else orientation.apply(arr)
@@ -364,7 +376,7 @@ def displayed_frames(path) -> Iterator[tuple[Fraction, np.ndarray]]:
     """Every decoded video frame of ``path``, in order, off the grid: ``(seconds since the stream
     start as an exact Fraction, (H, W, 3) uint8 RGB as displayed)``, a new writable array each."""
     for t, frame, orientation in _video_frames_timed(path):
-        yield t, _displayed(frame, orientation)
+        yield t, displayed(frame, orientation)
 
 
 def video_frames(path, time_base: TimeBase, num_frames: int | None = None) -> Iterator[np.ndarray]:
@@ -385,7 +397,7 @@ def video_frames(path, time_base: TimeBase, num_frames: int | None = None) -> It
         nonlocal rgb
         frame, orientation = decoded
         if rgb is None or rgb[0] is not frame:
-            arr = _displayed(frame, orientation)
+            arr = displayed(frame, orientation)
             arr.flags.writeable = False
             rgb = (frame, arr)
         return rgb[1]

@@ -319,18 +319,19 @@ def track_faces(open_frames: Callable[[], Iterator[np.ndarray]], detector: FaceD
     frames = iter(open_frames())
     full = 0
     try:
-        for i, frame in enumerate(frames, start=1):
-            check_frame(frame, source, i)
-            full += track_frame(tracker, frame, detector, cfg)
+        for frame in frames:
+            full += track_frame(tracker, frame, detector, cfg, source)
     finally:
         close_frames(frames)
     return Tracking(tracker.finish(), tracker.frame, full)
 
 
-def track_frame(tracker: Tracker, frame: np.ndarray, detector: FaceDetector, cfg: FaceConfig) -> bool:
+def track_frame(tracker: Tracker, frame: np.ndarray, detector: FaceDetector, cfg: FaceConfig, source: str) -> bool:
     """Steps ``tracker`` on its next ``frame`` as ``track_faces`` does (the whole frame or the
-    windows, eyes levelled for ``align`` "eyes"); whether the whole frame was searched."""
+    windows, eyes levelled for ``align`` "eyes"); whether the whole frame was searched. DataError
+    naming ``source`` and the frame for a frame that is not RGB."""
     i = tracker.frame + 1
+    check_frame(frame, source, i)
     whole = (i - 1) % cfg.track.detect_every == 0
     if whole:
         detections = detector.detect_all(frame)
