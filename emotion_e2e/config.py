@@ -16,6 +16,8 @@ import typing
 # The two modalities, named as the records and the model's inputs name them: "audio" is the
 # raw waveform, "face" the face crop cut from the video.
 MODALITIES = ("audio", "face")
+# The kind of media stream each modality is read from: an audio track, a video.
+STREAM_KIND = {"audio": "audio", "face": "video"}
 LABEL_NAMES = ("arousal", "valence")
 
 

@@ -41,7 +41,7 @@ from typing import Iterator, NamedTuple
 import av
 import numpy as np
 
-from emotion_e2e.config import TimeBase
+from emotion_e2e.config import MODALITIES, STREAM_KIND, TimeBase
 from emotion_e2e.data import faces, media, tracking
 from emotion_e2e.data.convert import ConvertConfig, Frame
 from emotion_e2e.errors import ConfigError, DataError
@@ -260,7 +260,7 @@ def source_frames(path: str, time_base: TimeBase, kinds: tuple[str, ...]):
 def converter_frames(path: str, cfg: ConvertConfig, modalities, detector) -> Iterator[Frame]:
     """``live_frames`` of ``path`` as the converter's ``Frame``\\ s: audio samples, the JPEG of the
     face crop (``_OnlineCrops``), ``face_found`` and the number of face tracks so far."""
-    kinds = tuple(k for m, k in (("audio", "audio"), ("face", "video")) if m in modalities)
+    kinds = tuple(STREAM_KIND[m] for m in MODALITIES if m in modalities)
     crops = _OnlineCrops(cfg, detector) if "face" in modalities else None
     for audio, picture in source_frames(path, cfg.time_base, kinds):
         if crops is None:
@@ -292,7 +292,7 @@ class TracksFrame(NamedTuple):
 def track_frames(path: str, cfg: ConvertConfig, modalities, detector) -> Iterator[TracksFrame]:
     """``live_frames`` of ``path`` with a crop for every track alive in each frame: from its first
     detection to its end (``max_gap`` frames after its last one, its box carried meanwhile)."""
-    kinds = tuple(k for m, k in (("audio", "audio"), ("face", "video")) if m in modalities)
+    kinds = tuple(STREAM_KIND[m] for m in MODALITIES if m in modalities)
     tracker = tracking.Tracker(cfg.face.track, history=False)
     for audio, picture in source_frames(path, cfg.time_base, kinds):
         tracking.track_frame(tracker, picture, detector, cfg.face, path)

@@ -51,7 +51,7 @@ import numpy as np
 from emotion_e2e import config as config_lib
 from emotion_e2e import export, live, predict_inputs, quadrants, render
 from emotion_e2e import run_dir as run_lib
-from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase
+from emotion_e2e.config import FACE_DETECTORS, STREAM_KIND, FaceConfig, TimeBase
 from emotion_e2e.data import media
 from emotion_e2e.data.convert import ConvertConfig
 from emotion_e2e.errors import ConfigError, DataError
@@ -226,7 +226,7 @@ def check_media(path: str, modalities) -> None:
     model's ``modalities`` need (an audio track for audio, a video for faces)."""
     kinds = media.stream_types(path)
     for modality in modalities:
-        kind = predict_inputs.STREAM_KIND[modality]
+        kind = STREAM_KIND[modality]
         if kind not in kinds:
             have = ", ".join(kinds) or "none"
             raise DataError(f"{path} has no {kind} stream (it has: {have}), but the model needs {NEEDS[modality]} "

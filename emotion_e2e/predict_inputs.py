@@ -21,6 +21,7 @@ import itertools
 import os
 
 from emotion_e2e import live
+from emotion_e2e.config import STREAM_KIND
 from emotion_e2e.data import media, names
 from emotion_e2e.errors import ConfigError, DataError
 
@@ -30,8 +31,6 @@ NOT_RECORDINGS = ("tty", "image2")
 NOT_RECORDING_SUFFIX = "_pipe"
 # Where the run's table goes in the output folder: an input may not write an output of that name.
 SUMMARY_NAME = "summary"
-# What each modality needs in the file: an audio track, a video stream.
-STREAM_KIND = {"audio": "audio", "face": "video"}
 SHOWN_SKIPPED = 3  # skipped files named in the report line
 STDIN_STEM = "stdin"  # the output name of standard input (--input=-)
 
