@@ -39,6 +39,7 @@ from keras import ops
 from emotion_e2e.models.layers import PACKAGE
 
 FUSED_RANKS = (3, 4)  # (n, steps, c) runs as a 4-D (see FusedBatchNormalization.call); (n, h, w, c) as it is
+FUSED_DTYPES = ("float32", "bfloat16", "float16")  # TF's fused batch norm has no float64 kernel
 # oneDNN's fast bf16 batch-norm kernels work on blocks of this many channels; for other channel
 # counts (the audio network's 40) it runs its reference kernel, measured 4-30× slower than the
 # float32 kernel on the same data, casts included.
@@ -51,12 +52,14 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     The same weights, config, outputs and moving statistics (the biased batch variance, as
     Keras averages) as the Keras layer. Runs fused for channels-last inputs of rank 3 or 4
-    without a mask; otherwise, and for a synchronized batch norm under more than one replica
-    (whose moments are all-reduced across replicas), it is the Keras layer.
+    without a mask, computed in a dtype the kernel has (``FUSED_DTYPES``); otherwise, and for a
+    synchronized batch norm under more than one replica (whose moments are all-reduced across
+    replicas), it is the Keras layer.
     """
 
     def _fused(self, inputs, mask) -> bool:
-        if mask is not None or len(inputs.shape) not in FUSED_RANKS or self.axis not in (-1, len(inputs.shape) - 1):
+        if (mask is not None or len(inputs.shape) not in FUSED_RANKS or self.axis not in (-1, len(inputs.shape) - 1)
+                or self.compute_dtype not in FUSED_DTYPES):
             return False
         replica = tf.distribute.get_replica_context()
         return not (self.synchronized and replica is not None and replica.num_replicas_in_sync > 1)
@@ -227,11 +230,13 @@ class FusedAdam(keras.optimizers.Adam):
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
         step = ops.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = ops.cast(self.beta_1, dtype), ops.cast(self.beta_2, dtype)
+        # Numbers converted in the variable's dtype: ops.cast rounds a Python float through float32.
+        beta_1, beta_2, epsilon = (ops.cast(x, dtype) if tf.is_tensor(x) else ops.convert_to_tensor(x, dtype)
+                                   for x in (self.beta_1, self.beta_2, self.epsilon))
         index = self._get_variable_index(variable)
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
             beta1_power=ops.power(beta_1, step), beta2_power=ops.power(beta_2, step),
-            lr=ops.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=ops.cast(self.epsilon, dtype),
+            lr=ops.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=epsilon,
             grad=ops.cast(gradient, dtype))
         return None

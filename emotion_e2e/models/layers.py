@@ -31,7 +31,7 @@ class HalfL2(keras.regularizers.Regularizer):
         self.l2 = float(l2)
 
     def __call__(self, x):
-        return ops.cast(self.l2, x.dtype) * tf.nn.l2_loss(x)
+        return ops.convert_to_tensor(self.l2, x.dtype) * tf.nn.l2_loss(x)  # ops.cast would round it through float32
 
     def get_config(self):
         return {"l2": self.l2}

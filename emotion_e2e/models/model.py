@@ -25,7 +25,6 @@ FEATURE_NETWORKS = {m: f"{m}_network" for m in MODALITIES}
 FEATURE_NAMES = {m: f"{m}_features" for m in MODALITIES}
 FUSION_NAME = "fusion"
 HEAD_UNITS = 1  # one linear output per label dimension and frame
-HEAD_DTYPE = "float32"
 
 
 def apply_per_frame(x, network: keras.Model, name: str):
@@ -39,11 +38,12 @@ def apply_head(x, label_names, name: str = "head") -> dict:
     """A linear unit per label at every time step: ``(batch, time, features)`` →
     ``{label: (batch, time) float32}``; the output layers are named after the labels.
 
-    The head computes in float32 under any mixed-precision policy, so the loss sees float32."""
-    outputs = {}
+    The head computes in the policy's variable dtype: float32 under a mixed-precision policy,
+    so the loss sees float32 (float64 under the float64 policy)."""
+    outputs, dtype = {}, keras.config.dtype_policy().variable_dtype
     for label in label_names:
-        y = keras.layers.Dense(HEAD_UNITS, dtype=HEAD_DTYPE, name=f"{name}_{label}")(x)
-        outputs[label] = keras.layers.Reshape((-1,), dtype=HEAD_DTYPE, name=label)(y)
+        y = keras.layers.Dense(HEAD_UNITS, dtype=dtype, name=f"{name}_{label}")(x)
+        outputs[label] = keras.layers.Reshape((-1,), dtype=dtype, name=label)(y)
     return outputs
 
 

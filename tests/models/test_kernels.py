@@ -59,6 +59,19 @@ def test_batch_norm_without_scale_and_center_and_with_a_mask_equals_keras():
                                rtol=RTOL, atol=ATOL)
 
 
+def test_batch_norm_in_float64_is_keras_in_float64():
+    """TF's fused kernel has no float64 version: in float64 the layer is Keras' own, in float64."""
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.normal(2, 3, (4, 5, 5, 6)), tf.float64)
+    bn, fused = pair(keras.layers.BatchNormalization(epsilon=1e-5, dtype="float64"),
+                     FusedBatchNormalization(epsilon=1e-5, dtype="float64"), x.shape, rng)
+    for got, want in zip(outputs_and_gradients(fused, x, True), outputs_and_gradients(bn, x, True)):
+        assert got.dtype == tf.float64
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
+    for got, want in zip(fused.non_trainable_weights, bn.non_trainable_weights):
+        np.testing.assert_allclose(got, want, rtol=1e-13, err_msg=got.path)
+
+
 # Channel counts oneDNN's bf16 kernel does not block (8, 40: computed in float32) and one it does (32).
 @pytest.mark.parametrize("shape", [(4, 6, 6, 8), (3, 20, 40), (3, 20, 32)])
 def test_batch_norm_under_mixed_bfloat16_stays_bf16_and_close_to_fp32(shape):
@@ -157,6 +170,26 @@ def test_half_l2_is_the_authors_weight_decay():
     w = np.random.default_rng(4).normal(size=(3, 3, 2, 4)).astype("float32")
     np.testing.assert_allclose(float(HalfL2(1e-4)(tf.constant(w))), 1e-4 * np.sum(w.astype("float64") ** 2) / 2,
                                rtol=1e-6)
+
+
+def test_half_l2_in_float64_takes_l2_exactly():
+    w = np.random.default_rng(4).normal(size=(3, 3, 2, 4))
+    np.testing.assert_allclose(float(HalfL2(1e-4)(tf.constant(w))), 1e-4 * np.sum(w ** 2) / 2, rtol=1e-14)
+
+
+def test_adam_in_float64_is_adams_formula_in_float64():
+    """β₁, β₂ and ε enter in float64, not rounded through float32 (1 − 0.999f = 0.00100005). The
+    learning rate is one float32 holds exactly: Keras keeps it in floatx."""
+    rng, lr = np.random.default_rng(7), 2.0 ** -7
+    w = rng.normal(size=(5, 3))
+    variable, adam = keras.Variable(w, dtype="float64"), FusedAdam(lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for t in range(1, 4):
+        g = rng.normal(size=w.shape) * 10.0 ** rng.integers(-9, 0, w.shape)  # some near ε
+        adam.apply([tf.constant(g)], [variable])
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g ** 2
+        w = w - lr * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m / (np.sqrt(v) + 1e-7)
+    np.testing.assert_allclose(variable.numpy(), w, rtol=1e-14, atol=1e-14)
 
 
 @pytest.mark.parametrize("amsgrad", [False, True])

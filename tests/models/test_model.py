@@ -164,12 +164,16 @@ def test_one_training_step():
     assert not np.allclose(before, model.get_layer("head_arousal").kernel)
 
 
-def test_outputs_stay_float32_under_mixed_precision():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+@pytest.mark.parametrize("policy, compute, outputs", [("mixed_bfloat16", "bfloat16", "float32"),
+                                                     ("float64", "float64", "float64")])
+def test_outputs_are_in_the_policys_variable_dtype(policy, compute, outputs):
+    """float32 under mixed precision, so the loss sees float32; float64 throughout under float64."""
+    keras.mixed_precision.set_global_policy(policy)
     try:
         model = with_rnn(AUDIO_CFG, RecurrentConfig(layers=1, units=4)).build()
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    assert feature_network(model, "audio").get_layer("conv1_conv").compute_dtype == "bfloat16"
+    assert feature_network(model, "audio").get_layer("conv1_conv").compute_dtype == compute
+    assert {w.dtype for w in model.weights} == {"float32" if policy == "mixed_bfloat16" else "float64"}
     out = predict(model, batch(AUDIO_CFG, t=3))
-    assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in out.values())
+    assert all(v.dtype == outputs and np.isfinite(v).all() for v in out.values())

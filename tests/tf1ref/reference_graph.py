@@ -21,11 +21,14 @@ Two more cases:
   to add ±1 to their state at every frame (``drive_past_clip``), so the state reaches the clip
   of ±100; ``reference.npz`` also holds ``final_c`` (the first LSTM's last cell state) and
   ``unclipped`` (the outputs of the same weights with ``cell_clip=None``).
-- ``<graph>/training.npz`` for the audio and multimodal graphs: three training steps from
-  ``<graph>/model.ckpt-0`` on one batch, as the authors' ``emotion_train.py`` builds them
-  (``write_training_reference``): the inputs and ``labels``, ``loss`` (3,), and for the steps
-  of ``TRAINED`` ``grad<k>/<variable>`` (the gradient of step k) and ``after<k>/<variable>``
-  (every variable after step k, the moving statistics too).
+- ``<graph>/training_<dtype>.npz`` for each ``(graph, dtype)`` of ``TRAINED``: up to three
+  training steps from the weights of ``<graph>/model.ckpt-0`` on one batch, as the authors'
+  ``emotion_train.py`` builds them, in that dtype (``write_training_reference``): the inputs and
+  ``labels``, ``loss`` (one per step), and for the steps ``TRAINED`` lists by kind
+  ``grad<k>/<variable>`` (the gradient of step k), ``weights<k>/<variable>`` (each trained
+  variable after step k) and ``moving<k>/<variable>`` (each moving statistic after step k). In float64 the graph is the same
+  function without float32's rounding: ResNet-50's gradients in training mode are not resolved in
+  float32 (docs/design.md §11).
 
 The graph, as their code builds it:
 
@@ -72,12 +75,17 @@ CLIP_FRAMES = 120
 # peepholes the driven cells keep (the output peephole keeps the clipped state visible).
 SATURATING_BIAS = 8.0
 DRIVEN_INPUT_SCALE, DRIVEN_PEEPHOLE_SCALE, DRIVEN_OUTPUT_PEEPHOLE_SCALE = 0.1, 0.01, 0.2
-# The authors' training: Adam 1e-4 (TF1's epsilon 1e-8), three steps compared after the first
-# and the last.
+# The authors' training: Adam 1e-4 (TF1's epsilon 1e-8).
 LEARNING_RATE = 1e-4
-TRAIN_STEPS = 3
-# The graphs trained and the steps after which the gradients and variables are written.
-TRAINED = {"audio": (1, 3), "both": (1,)}
+ADAM_DEFAULTS = (0.9, 0.999, 1e-8)  # TF1's AdamOptimizer's β₁, β₂ and ε, which their code keeps
+# The training references, (graph, dtype): {kind: the steps after which it is written}; each
+# runs up to the last of them. Kinds: "grad" (every gradient), "weights" (every trained
+# variable), "moving" (every moving statistic). float32 is what training runs in; in float64
+# every gradient of the multimodal graph is compared. ResNet-50's variables are large (23.5 M):
+# the multimodal graph writes what its test compares.
+TRAINED = {("audio", "float32"): {"grad": (1, 3), "weights": (1, 3), "moving": (1, 3)},
+           ("both", "float32"): {"moving": (1,)},
+           ("both", "float64"): {"grad": (1,), "weights": (3,), "moving": (3,)}}
 
 
 def audio_model(audio, batch, time):
@@ -101,7 +109,7 @@ def video_model(video, batch, time, training=False):
         return tf.reshape(net, (batch, time, VIDEO_FEATURES))
 
 
-def build(modalities, training=False, cell_clip=CELL_CLIP):
+def build(modalities, training=False, cell_clip=CELL_CLIP, dtype=tf.float32):
     """The placeholders ``{modality: tensor}``, the outputs (B, T, 2) and the first LSTM's last
     cell state (B, 256).
 
@@ -110,9 +118,10 @@ def build(modalities, training=False, cell_clip=CELL_CLIP):
     one, which had no fused kernel: its moments are ``nn.moments``', the biased batch variance
     fed to the moving average too, hence ``fused=False`` (the fused kernel feeds the unbiased
     one). Dropout stays off: the tests apply one fixed dropout mask to the audio they feed, the
-    same function of the weights as a dropout on the input."""
-    inputs = {"audio": tf.placeholder(tf.float32, (None, None, SAMPLES), name="audio"),
-              "video": tf.placeholder(tf.float32, (None, None, FACE, FACE, 3), name="video")}
+    same function of the weights as a dropout on the input. ``dtype``: of the inputs, every
+    variable and every computation (slim's layers and the LSTMs take their inputs')."""
+    inputs = {"audio": tf.placeholder(dtype, (None, None, SAMPLES), name="audio"),
+              "video": tf.placeholder(dtype, (None, None, FACE, FACE, 3), name="video")}
     shape = tf.shape(inputs[modalities[0]])
     features = []
     with slim.arg_scope(resnet_v1.resnet_arg_scope()):
@@ -126,9 +135,9 @@ def build(modalities, training=False, cell_clip=CELL_CLIP):
     # LSTMCell's default initializer, Glorot-uniform, but TF's own: it draws from the graph's seed,
     # where tf-keras' default draws an unseeded one and the reference would change from run to run.
     cell = tf.nn.rnn_cell.MultiRNNCell([tf.nn.rnn_cell.LSTMCell(UNITS, use_peepholes=True, cell_clip=cell_clip,
-                                                                initializer=tf.glorot_uniform_initializer())
+                                                                initializer=tf.glorot_uniform_initializer(dtype=dtype))
                                         for _ in range(LAYERS)])
-    net, state = tf.nn.dynamic_rnn(cell, net, dtype=tf.float32)
+    net, state = tf.nn.dynamic_rnn(cell, net, dtype=dtype)
     outputs = slim.layers.linear(net, OUTPUTS)
     return {m: inputs[m] for m in modalities}, outputs, state[0].c
 
@@ -246,18 +255,19 @@ def concordance_cc(prediction, ground_truth):
     return 1 - (2 * mean_cent_prod) / (pred_var + gt_var + tf.square(pred_mean - gt_mean))
 
 
-def write_training_reference(ckpt, modalities, out_dir, rng, compared_steps):
-    """``out_dir/training.npz``: ``TRAIN_STEPS`` training steps from ``ckpt`` on one batch, as
-    the authors' emotion_train.py builds them: batch norms in training mode under
+def write_training_reference(ckpt, modalities, path, rng, written, dtype):
+    """``path``: training steps in ``dtype`` from the weights of ``ckpt`` on one
+    batch, as the authors' emotion_train.py builds them: batch norms in training mode under
     ``resnet_arg_scope``, each dimension's ``1 − CCC`` over the batch's values added as a loss
     divided by the number of dimensions, slim's total loss (with the ``l2_regularizer(1e-4)``
     of every convolution, which ``resnet_arg_scope`` collects), Adam, and slim's
     ``create_train_op`` (which runs the moving-average updates with the step). The audio fed
     is the drawn audio times one dropout mask of keep probability ``KEEP_PROB``, divided by it:
-    their input dropout with that mask."""
+    their input dropout with that mask. ``written``: ``{kind: steps}``, what is written after
+    which step (``TRAINED``)."""
     with tf.Graph().as_default():
-        placeholders, outputs, _ = build(modalities, training=True)
-        labels = tf.placeholder(tf.float32, (None, None, OUTPUTS), name="labels")
+        placeholders, outputs, _ = build(modalities, training=True, dtype=tf.as_dtype(dtype))
+        labels = tf.placeholder(dtype, (None, None, OUTPUTS), name="labels")
         for i in range(OUTPUTS):
             loss = concordance_cc(tf.reshape(outputs[:, :, i], (-1,)), tf.reshape(labels[:, :, i], (-1,)))
             slim.losses.add_loss(loss / OUTPUTS)
@@ -268,36 +278,44 @@ def write_training_reference(ckpt, modalities, out_dir, rng, compared_steps):
             captured.extend(grads_and_vars)
             return grads_and_vars
 
-        train_op = slim.training.create_train_op(total_loss, tf.train.AdamOptimizer(LEARNING_RATE),
-                                                 transform_grads_fn=capture)
-        model_variables = [v for v in tf.global_variables() if v.trainable or "/moving_" in v.op.name]
+        # Given as tensors of ``dtype``: given as numbers, TF1's Adam keeps them and its β powers in
+        # float32 whatever the variables' dtype.
+        optimizer = tf.train.AdamOptimizer(*(tf.constant(x, dtype) for x in (LEARNING_RATE, *ADAM_DEFAULTS)))
+        train_op = slim.training.create_train_op(total_loss, optimizer, transform_grads_fn=capture)
+        model_variables = {"weights": tf.trainable_variables(),
+                           "moving": [v for v in tf.global_variables() if "/moving_" in v.op.name]}
         inputs = draw_inputs(rng)
         mask = rng.random(inputs["audio"].shape) < KEEP_PROB
-        inputs["audio"] = (inputs["audio"] * mask / np.float32(KEEP_PROB)).astype(np.float32)
-        inputs.pop("video_uint8")
-        targets = rng.uniform(-1, 1, (BATCH, FRAMES, OUTPUTS)).astype(np.float32)
+        inputs["audio"] = inputs["audio"] * mask / np.float32(KEEP_PROB)
+        inputs = {m: inputs[m].astype(dtype) for m in ("audio", "video")}
+        targets = rng.uniform(-1, 1, (BATCH, FRAMES, OUTPUTS)).astype(dtype)
         feed = {labels: targets, **{placeholders[m]: inputs[m] for m in modalities}}
         saved = {"labels": targets, **inputs}
         losses = []
+        reader = tf.train.load_checkpoint(ckpt)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            tf.train.Saver(model_variables).restore(sess, ckpt)
-            for step in range(1, TRAIN_STEPS + 1):
+            for v in model_variables["weights"] + model_variables["moving"]:  # in dtype: not Saver.restore
+                v.load(reader.get_tensor(v.op.name).astype(dtype), sess)
+            for step in range(1, max(max(steps) for steps in written.values()) + 1):
                 loss, grads = sess.run([train_op, [g for g, _ in captured]], feed)
                 losses.append(loss)
-                if step in compared_steps:
+                if step in written.get("grad", ()):
                     saved.update({f"grad{step}/{v.op.name}": g for g, (_, v) in zip(grads, captured)})
-                    saved.update({f"after{step}/{v.op.name}": value
-                                  for v, value in zip(model_variables, sess.run(model_variables))})
-    np.savez(os.path.join(out_dir, "training.npz"), loss=np.array(losses), **saved)
+                for kind in ("weights", "moving"):
+                    if step in written.get(kind, ()):
+                        values = sess.run(model_variables[kind])
+                        saved.update({f"{kind}{step}/{v.op.name}": x for v, x in zip(model_variables[kind], values)})
+    np.savez(path, loss=np.array(losses), **saved)
 
 
 def main(out_dir):
     tf.disable_eager_execution()
     rng = np.random.default_rng(SEED)
     checkpoints = {name: write_reference(name, modalities, out_dir, rng) for name, modalities in MODELS.items()}
-    for name, steps in TRAINED.items():
-        write_training_reference(checkpoints[name], MODELS[name], os.path.join(out_dir, name), rng, steps)
+    for (name, dtype), written in TRAINED.items():
+        write_training_reference(checkpoints[name], MODELS[name], os.path.join(out_dir, name, f"training_{dtype}.npz"),
+                                 rng, written, dtype)
     write_reference("clip", MODELS["audio"], out_dir, rng, frames=CLIP_FRAMES, prepare=drive_past_clip)
 
 
