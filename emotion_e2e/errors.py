@@ -5,6 +5,7 @@ recording and, where it applies, the frame; and what was expected vs. received.
 """
 
 import os
+import re
 
 
 class DataError(ValueError):
@@ -21,9 +22,10 @@ def io_reason(e: Exception) -> str:
     ``No space left on device``, ``Not a directory``...
 
     An errno gives its standard text (h5py's OSError carries errno 28 inside a page of detail);
-    a TensorFlow ``OpError`` says ``PATH; REASON``, of which the reason is kept.
+    a TensorFlow ``OpError`` says ``PATH; REASON``, of which the reason is kept (without the
+    ``[Op:NAME]`` an eager op adds).
     """
     if isinstance(e, OSError) and e.errno:
         return os.strerror(e.errno)
     message = (getattr(e, "message", None) or str(e) or type(e).__name__).splitlines()[0]
-    return message.rsplit("; ", 1)[-1]
+    return re.sub(r" \[Op:\w+\]$", "", message.rsplit("; ", 1)[-1])

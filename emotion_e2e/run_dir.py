@@ -290,14 +290,20 @@ def atomic_dir(target: str, partial: str):
     """Creates the folder ``partial`` for the ``with`` block to fill, then renames it to ``target``
     (atomic: a reader sees all of it or nothing; an empty ``target`` is replaced, one with files
     is refused with a ConfigError). ``partial`` is removed when anything fails; only a killed
-    process leaves it behind."""
-    os.mkdir(partial)
+    process leaves it behind. A write that fails (a full disk: ``OSError``, h5py's or TF's) is a
+    ConfigError naming ``target`` and the reason."""
     try:
+        os.mkdir(partial)
         yield partial
         try:
             os.rename(partial, target)
         except OSError as e:
             raise ConfigError(f"{target} appeared while it was being written (another process?): {e}") from e
+    except (OSError, tf.errors.OpError) as e:
+        reason = io_reason(e)
+        _release(e)
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ConfigError(f"cannot write {target}: {reason}; nothing was written there") from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -449,10 +449,21 @@ def test_a_failed_export_leaves_nothing_and_the_next_one_works(run, tmp_path, mo
 
     with monkeypatch.context() as m:
         m.setattr(export, "warmup_requests", fail)
-        with pytest.raises(OSError, match="disk full"):
+        with pytest.raises(ConfigError, match=f"^cannot write {base}/1: disk full; nothing was written there$"):
             export.export_run(run("audio"), base)
     assert os.listdir(base) == []
     assert export.export_run(run("audio"), base) == os.path.join(base, "1")
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_versions_there(run, small_disk):
+    base = os.path.join(small_disk.path, "models")
+    export.export_run(run("audio"), base)
+    before = snapshot(base)
+    small_disk.fill(leave=64 * 1024)  # less than a version: the SavedModel's writes fail part way
+    r = tool("-m", "emotion_e2e.export", f"--run_dir={run('audio')}", f"--export_dir={base}", cwd=REPO)
+    line = one_line_error(r)
+    assert line == f"error: cannot write {base}/2: No space left on device; nothing was written there"
+    assert snapshot(base) == before  # version 1 byte for byte, no .partial-* folder left
 
 
 def test_a_killed_export_leaves_no_version_and_the_next_one_works(run, tmp_path):
