@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from emotion_e2e.config import FaceConfig
-from emotion_e2e.errors import DataError
+from emotion_e2e.errors import ConfigError, DataError
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 # detectMultiScale: 10 % pyramid steps and 5 overlapping hits are OpenCV's usual
@@ -158,12 +158,12 @@ class HaarDetector(FaceDetector):
         root = getattr(getattr(cv2, "data", None), "haarcascades", None)
         path = os.path.join(root, HAAR_CASCADE) if root else None
         if not path or not os.path.isfile(path):
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"OpenCV {cv2.__version__} ships no Haar cascade {HAAR_CASCADE} (looked at {path}); "
                 f"install opencv-python-headless==4.11.0.86 (OpenCV 5.x ships none) or use detector='mediapipe'")
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
-            raise FileNotFoundError(f"OpenCV could not load the Haar cascade {path}")
+            raise ConfigError(f"OpenCV could not load the Haar cascade {path}")
 
     def detect_all(self, rgb):
         _check_rgb(rgb)
@@ -199,10 +199,10 @@ class MediaPipeDetector(FaceDetector):
         try:
             import mediapipe as mp
         except ImportError as e:
-            raise ImportError(f"detector='mediapipe' needs mediapipe: {MEDIAPIPE_INSTALL_HINT} ({e})") from e
+            raise ConfigError(f"detector='mediapipe' needs mediapipe: {MEDIAPIPE_INSTALL_HINT} ({e})") from e
         face_detection = getattr(getattr(mp, "solutions", None), "face_detection", None)
         if face_detection is None:  # newer releases dropped the legacy API that ships its model
-            raise ImportError(f"mediapipe {getattr(mp, '__version__', '?')} has no mediapipe.solutions."
+            raise ConfigError(f"mediapipe {getattr(mp, '__version__', '?')} has no mediapipe.solutions."
                               f"face_detection; {MEDIAPIPE_INSTALL_HINT} installs mediapipe==0.10.21")
         self.cfg = cfg
         self._mp = face_detection.FaceDetection(model_selection=model_selection,
@@ -267,11 +267,11 @@ class YuNetDetector(FaceDetector):
         try:
             data = path.read_bytes()
         except OSError as e:
-            raise FileNotFoundError(f"the YuNet model {YUNET_MODEL} is missing from the installed package "
+            raise ConfigError(f"the YuNet model {YUNET_MODEL} is missing from the installed package "
                                     f"({path}: {e}); reinstall emotion_e2e") from e
         digest = hashlib.sha256(data).hexdigest()
         if digest != YUNET_SHA256:
-            raise FileNotFoundError(f"{path} is not the YuNet 2023mar model: sha256 {digest} ({len(data)} bytes), "
+            raise ConfigError(f"{path} is not the YuNet 2023mar model: sha256 {digest} ({len(data)} bytes), "
                                     f"expected {YUNET_SHA256}; reinstall emotion_e2e")
         self._size = None  # (w, h) the network is set up for; set on the first frame
         self._net = cv2.FaceDetectorYN.create("onnx", np.frombuffer(data, np.uint8), np.empty(0, np.uint8), (0, 0),

@@ -20,7 +20,7 @@ import pytest
 from emotion_e2e.config import FACE_DETECTORS, FaceConfig, TimeBase, TrackConfig
 from emotion_e2e.data import faces, media
 from emotion_e2e.data.faces import Box, Detection, FaceDetector, HaarDetector, crop_face, face_crops
-from emotion_e2e.errors import DataError
+from emotion_e2e.errors import ConfigError, DataError
 from face_fixtures import (ASTRONAUT_FACE, DARK_BACKGROUND, PATCH_FACE, astronaut, face_patch, iou, noise_frame,
                            paste, portrait, shift)
 from media_fixtures import write_av
@@ -83,7 +83,7 @@ def test_detector_rejects_non_rgb_frames(haar):
 
 def test_haar_without_a_bundled_cascade_fails_clearly(monkeypatch, tmp_path):
     monkeypatch.setattr(cv2.data, "haarcascades", str(tmp_path) + "/")
-    with pytest.raises(FileNotFoundError, match="ships no Haar cascade.*opencv-python-headless"):
+    with pytest.raises(ConfigError, match="ships no Haar cascade.*opencv-python-headless"):
         HaarDetector(CFG)
 
 
@@ -119,10 +119,10 @@ def test_yunet_model_and_its_licence_are_package_data(tmp_path):
 def test_yunet_refuses_a_model_file_that_is_not_the_2023mar_one(monkeypatch, tmp_path):
     (tmp_path / faces.YUNET_MODEL).write_bytes(b"truncated")
     monkeypatch.setattr(faces, "model_file", lambda name: tmp_path / name)
-    with pytest.raises(FileNotFoundError, match=r"is not the YuNet 2023mar model: sha256 .* \(9 bytes\)"):
+    with pytest.raises(ConfigError, match=r"is not the YuNet 2023mar model: sha256 .* \(9 bytes\)"):
         faces.YuNetDetector(CFG)
     monkeypatch.setattr(faces, "model_file", lambda name: tmp_path / "gone" / name)
-    with pytest.raises(FileNotFoundError, match="missing from the installed package"):
+    with pytest.raises(ConfigError, match="missing from the installed package"):
         faces.YuNetDetector(CFG)
 
 
@@ -161,7 +161,7 @@ def test_mediapipe_missing_names_the_extra(monkeypatch):
     # Runs whether or not mediapipe is installed: a None entry makes any import of it fail.
     for name in [m for m in sys.modules if m == "mediapipe" or m.startswith("mediapipe.")] + ["mediapipe"]:
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(ImportError, match=r"pip install 'emotion_e2e\[mediapipe\]'"):
+    with pytest.raises(ConfigError, match=r"pip install 'emotion_e2e\[mediapipe\]'"):
         faces.make_detector(FaceConfig(detector="mediapipe"))
 
 
