@@ -222,9 +222,13 @@ class Predictor:
 
 
 def check_media(path: str, modalities) -> None:
-    """DataError naming ``path`` when it is not a readable media file or lacks a stream the
-    model's ``modalities`` need (an audio track for audio, a video for faces)."""
-    kinds = media.stream_types(path)
+    """DataError naming ``path`` when it is not a readable recording (a text file or a still image
+    that FFmpeg would read as a picture, too) or lacks a stream the model's ``modalities`` need (an
+    audio track for audio, a video for faces)."""
+    fmt, kinds = media.probe(path)
+    if not media.is_recording(fmt):
+        raise DataError(f"{path} is not a recording: FFmpeg reads it with its {fmt!r} demuxer "
+                        f"({'a text file shown as a picture' if fmt == 'tty' else 'a still image'})")
     for modality in modalities:
         kind = STREAM_KIND[modality]
         if kind not in kinds:

@@ -25,10 +25,6 @@ from emotion_e2e.config import STREAM_KIND
 from emotion_e2e.data import media, names
 from emotion_e2e.errors import ConfigError, DataError
 
-# FFmpeg demuxers that open files which are not recordings: 'tty' shows any '.txt' as ANSI art,
-# the image demuxers ('image2', 'png_pipe', 'jpeg_pipe', ...) a photo as one frame.
-NOT_RECORDINGS = ("tty", "image2")
-NOT_RECORDING_SUFFIX = "_pipe"
 # Where the run's table goes in the output folder: an input may not write an output of that name.
 SUMMARY_NAME = "summary"
 SHOWN_SKIPPED = 3  # skipped files named in the report line
@@ -91,9 +87,7 @@ def _recording(path: str) -> tuple[str, ...] | None:
         fmt, kinds = media.probe(path)
     except DataError:
         return None
-    if fmt in NOT_RECORDINGS or fmt.endswith(NOT_RECORDING_SUFFIX):
-        return None
-    return kinds
+    return kinds if media.is_recording(fmt) else None
 
 
 def find(args) -> tuple[list[Input], dict[str, list[str]]]:

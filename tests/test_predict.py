@@ -136,6 +136,10 @@ def files(tmp_path_factory):
     out["notes"] = str(d / "notes.mp4")
     with open(out["notes"], "w") as f:
         f.write("this is not a video\n" * 50)
+    out["notes_txt"] = str(d / "notes.txt")  # FFmpeg opens any .txt, as ANSI art: its 'tty' demuxer
+    shutil.copy(out["notes"], out["notes_txt"])
+    out["photo"] = str(d / "photo.png")
+    cv2.imwrite(out["photo"], face_patch())
     return out
 
 
@@ -399,6 +403,10 @@ def test_quadrants_name_each_frames_place_on_the_valence_arousal_plane(exported,
 
 @pytest.mark.parametrize("name,file,message", [
     pytest.param("audio", "notes", "notes.mp4: cannot read media", id="unreadable"),
+    pytest.param("face", "notes_txt", r"notes.txt is not a recording: FFmpeg reads it with its 'tty' demuxer \(a text "
+                 r"file shown as a picture\)$", id="text-file-to-face-model"),
+    pytest.param("face", "photo", r"photo.png is not a recording: FFmpeg reads it with its '\w+' demuxer \(a still "
+                 r"image\)$", id="photo-to-face-model"),
     pytest.param("face", "voice", r"voice.wav has no video stream \(it has: audio\), but the model needs faces",
                  id="wav-to-face-model"),
     pytest.param("audio", "silent_vfr", r"silent_vfr.mp4 has no audio stream \(it has: video\), but the model "

@@ -143,6 +143,18 @@ def _open(path, kind: str | None = None):
                         f"{type(e).__name__}: {e}") from e
 
 
+# FFmpeg demuxers that open files which are not recordings: 'tty' shows any text file as ANSI art,
+# the image demuxers ('image2', 'png_pipe', 'jpeg_pipe', ...) a photo as one frame.
+NOT_RECORDINGS = ("tty", "image2")
+NOT_RECORDING_SUFFIX = "_pipe"
+
+
+def is_recording(container_format: str) -> bool:
+    """Whether FFmpeg's demuxer ``container_format`` (``probe``'s) reads a recording, not a text
+    file or a still image."""
+    return container_format not in NOT_RECORDINGS and not container_format.endswith(NOT_RECORDING_SUFFIX)
+
+
 def probe(path) -> tuple[str, tuple[str, ...]]:
     """``(container format, stream kinds)`` of ``path``: FFmpeg's demuxer name (``'mov,mp4,...'``,
     ``'wav'``) and its streams' kinds in container order (``'audio'``, ``'video'``, ...), read from
