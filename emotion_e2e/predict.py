@@ -638,7 +638,7 @@ def predict_files(model: str | Predictor, paths, output_dir: str, *, plot_traces
             a = table.attrs
             report(f"{i.path}: {a['frames']} frames ({a['frames'] * predictor.time_base.frame_step:.2f} s)"
                    f"{_tracks_note(a)}{_trimmed_note(a, predictor.time_base)} in {a['seconds']['total']:.1f} s, "
-                   f"{a['real_time_factor']:.1f}× real time -> {csv}")
+                   f"{a['real_time_factor']:.1f}× real time -> {', '.join(out.values())}")
         summary.add(row(table, predictor.label_names, predictor.time_base.frame_step))
         written.append(csv)
     if summary.failed:

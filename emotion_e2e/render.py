@@ -7,7 +7,7 @@ track's with faces="main", every live track's with faces="all", its track id whe
 several) and, per person, a panel: the current (valence, arousal) as a point on the
 valence-arousal plane and the last ``RenderConfig.history_seconds`` of both traces. The input's
 audio is copied packet for packet when MP4 holds its codec (AAC, MP3, Opus, ...), else
-re-encoded to AAC (a WAV's PCM); the picture is H.264 (libx264, yuv420p).
+re-encoded to AAC (a WAV's PCM; at the nearest higher rate AAC takes, for one it does not); the picture is H.264 (libx264, yuv420p).
 
 Which prediction a frame shows: prediction frame i covers the times (step·(i-1), step·i] (its
 row's ``time`` is step·i), and a video frame shown at time t (seconds since the video stream's
@@ -279,6 +279,14 @@ def _background(path, step: Fraction, cfg: RenderConfig):
     return ((k * step, plain.copy()) for k in range(count))
 
 
+def encoder_rate(rate: int) -> int:
+    """The sample rate the audio encoder is given for sound at ``rate``: ``rate`` when it takes it,
+    else the nearest higher one it takes (the highest, above them all). PyAV's encoder resamples
+    the decoded frames to it."""
+    rates = av.codec.Codec(AUDIO_CODEC, "w").audio_rates or (rate,)
+    return min((r for r in rates if r >= rate), default=max(rates))
+
+
 def _audio_packets(source, dst, path):
     """The output's audio stream in ``dst`` for ``source``'s first audio stream (None without one)
     and a generator of its packets, ready to mux: copied for ``REMUX_CODECS``, else encoded."""
@@ -297,8 +305,8 @@ def _audio_packets(source, dst, path):
 
         return out, copied()
     # the channels' default layout: a WAV without a channel mask has an unnamed one the encoder refuses
-    out = dst.add_stream(AUDIO_CODEC, rate=stream.rate, layout=av.AudioLayout(f"{stream.channels}c").name,
-                         format=AUDIO_FORMAT)
+    out = dst.add_stream(AUDIO_CODEC, rate=encoder_rate(stream.rate),
+                         layout=av.AudioLayout(f"{stream.channels}c").name, format=AUDIO_FORMAT)
 
     def encoded():
         for frame in source.decode(stream):

@@ -208,6 +208,17 @@ def test_an_audio_file_renders_a_plain_background_with_the_panel_and_its_sound(c
     assert abs(samples - SECONDS * 48000) <= AAC_FRAME
 
 
+@pytest.mark.parametrize("rate, encoded", [(37800, 44100), (6000, 7350), (192000, 96000)])
+def test_sound_at_a_rate_aac_does_not_take_is_resampled_to_the_nearest_higher_one(tmp_path, rate, encoded):
+    assert render.encoder_rate(rate) == encoded
+    voice = write_audio(tmp_path / "voice.wav", tone(rate, SECONDS), rate)
+    out = tmp_path / "voice.mp4"
+    render.render(predictions(50, lambda i: (0.5, 0.5)), voice, str(out))
+    codec, got, samples = audio_samples(out)
+    assert (codec, got) == ("aac", encoded)
+    assert abs(samples - SECONDS * encoded) <= 2 * AAC_FRAME  # the whole sound, at the new rate
+
+
 def test_a_model_with_one_label_dimension_has_no_plane(clips, tmp_path):
     table = predictions(50, lambda i: (0.0, 0.0))[["arousal"]]
     with pytest.raises(ConfigError, match=r"a plane of two label dimensions .* but the model predicts \['arousal'\]"):
@@ -223,6 +234,7 @@ def test_the_cli_renders_each_input_once_beside_its_csv(exported, tmp_path):
     r = cli(f"--model={exported('multimodal')}", f"--input={path}", f"--output_dir={out}", "--render")
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(os.listdir(out)) == ["summary.csv", "talk.csv", "talk.mp4"]
+    assert r.stdout.strip().splitlines()[-1].endswith(f"× real time -> {out / 'talk.csv'}, {out / 'talk.mp4'}")
     table = pd.read_csv(out / "talk.csv")
     assert list(table.columns) == ["time", *LABELS, "face_found", *predict.BOX]
     times_in, _, _ = decoded_video(path)
