@@ -6,7 +6,8 @@ who holds it (pid, host, start time, command line) into that file. A second writ
 once with one line naming the folder and the holder. A holder that ends deletes the file; a killed
 one leaves it, but its lock dies with it, so the next writer acquires the lock and overwrites the
 stale text. Folders named by a URL (``gs://``, ``s3://``, ``ram://``...) cannot be locked: there,
-one writer per folder is the user's to ensure.
+one writer per folder is the user's to ensure; so it is on a file system that takes no ``flock``
+(some NFS and FUSE mounts: ENOLCK, EOPNOTSUPP), where a warning on stderr says so.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def hold(folder: str, error: type[Exception], what: str = "folder", instead: str
     Raises ``error`` with one line when another process holds it (``{what} {folder} is locked by
     another writer, pid ... on HOST since TIME: COMMAND (FOLDER/.lock); wait for it to end, or use
     {instead}``) or when the lock file cannot be created (``{what} {folder} is not writable: ...``).
-    A ``folder`` with a URL scheme is not locked.
+    A ``folder`` with a URL scheme is not locked, nor one whose file system takes no lock (with a
+    warning).
     """
     if "://" in folder:
         yield
@@ -49,10 +51,12 @@ def hold(folder: str, error: type[Exception], what: str = "folder", instead: str
     try:
         yield
     finally:
-        _release(folder, fd)
+        if fd is not None:
+            _release(folder, fd)
 
 
-def _acquire(folder: str, error, what: str, instead: str) -> int:
+def _acquire(folder: str, error, what: str, instead: str) -> int | None:
+    """The locked file's descriptor; None where the file system takes no lock."""
     path = lock_path(folder)
     while True:
         try:
@@ -67,6 +71,11 @@ def _acquire(folder: str, error, what: str, instead: str) -> int:
             os.close(fd)
             raise error(f"{what} {folder} is locked by another writer, {holder or 'a process just starting'} "
                         f"({path}); wait for it to end, or use {instead}") from None
+        except OSError as e:  # the file system takes no flock
+            os.close(fd)
+            print(f"warning: {what} {folder} cannot be locked ({e.strerror or e}: its file system takes no "
+                  f"locks): make sure no other process writes to it meanwhile", file=sys.stderr)
+            return None
         # A holder ending deletes the file after this open and before this lock: this process
         # then holds the lock of a file no other one can open. Lock the path's current file.
         try:

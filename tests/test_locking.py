@@ -2,6 +2,7 @@
 folder that another process writes is refused with one line and changes nothing there; a killed
 writer's lock is released, so the next run succeeds."""
 
+import errno
 import os
 import shutil
 import signal
@@ -164,3 +165,19 @@ def test_a_folder_with_a_url_scheme_is_not_locked(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with locking.hold("ram://locks/a", ConfigError), locking.hold("ram://locks/a", ConfigError):
         assert os.listdir(tmp_path) == []  # nothing local stands for it
+
+
+def test_a_file_system_that_takes_no_lock_gets_a_warning_and_the_block_runs(tmp_path, monkeypatch, capsys):
+    """Some NFS and FUSE mounts refuse flock (ENOLCK, EOPNOTSUPP): no local file system here does,
+    so flock is made to refuse as they do."""
+    def refuse(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(locking.fcntl, "flock", refuse)
+    folder = tmp_path / "run"
+    with locking.hold(str(folder), ConfigError, what="run directory"):
+        (folder / "written").write_text("yes")
+    assert capsys.readouterr().err == (f"warning: run directory {folder} cannot be locked (No locks available: its "
+                                       f"file system takes no locks): make sure no other process writes to it "
+                                       f"meanwhile\n")
+    assert (folder / "written").read_text() == "yes"
