@@ -2,7 +2,8 @@
 TF-slim (tests/tf1ref/reference_graph.py, run once in a subprocess with tf-keras as Keras): the
 imported model computes what the graph computes for the audio, video and multimodal graphs,
 with the cell state clipped too, under each generation of TF1's LSTM names; trained by
-``compile_model``'s loss and optimizer, it takes the training steps the authors' graph takes;
+``compile_model``'s loss and optimizer, it takes the training steps the authors' graph takes (in
+float32, and in float64 where float32 does not resolve ResNet-50's gradients);
 missing, extra and misshapen variables are one error naming them, before anything is written;
 the imported runs export, and the export reads uint8 faces as the graph reads them / 255."""
 
