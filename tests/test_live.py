@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from emotion_e2e import config as C
+from emotion_e2e.config import TimeBase
 from emotion_e2e import live, predict
 from emotion_e2e.benchmark import live as live_bench
 from emotion_e2e import run_dir as run_lib
@@ -195,6 +196,36 @@ def test_standard_input_prints_each_chunks_rows_as_they_come_and_writes_them(run
     pd.testing.assert_frame_equal(printed, written)
     assert_same_rows(written, file_rows(predictors["audio"], clip["wav"]))
     assert "- : " not in stderr and "until the stream ended" in stderr  # the report goes to stderr with --print
+
+
+def frames_before_a_stall(ts, fifo) -> tuple[int, int]:
+    """``(grid frames given while the source stalls, all given)``: ``ts`` fed through the named
+    pipe ``fifo`` at its pace for 1 s, then stalled until no frame has come for 2 s, then ended."""
+    os.mkfifo(fifo)
+    feeder = live_bench.PacedFeed(ts, fifo, stop_after=1.0)
+    feeder.start()
+    given = []
+    reader = threading.Thread(target=lambda: given.extend(
+        time.perf_counter() for _ in live.live_frames(str(fifo), TimeBase(), ("video",))), daemon=True)
+    reader.start()
+    deadline = time.perf_counter() + 60
+    while (not given or time.perf_counter() - given[-1] < 2.0) and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    stalled = len(given)
+    feeder.release.set()  # the feed ends
+    reader.join(timeout=60)
+    return stalled, len(given)
+
+
+def test_the_decoder_holds_back_no_picture_of_a_live_source(clip, tmp_path, monkeypatch):
+    """A live picture comes as soon as the stream has closed it: while the source stalls, as many
+    grid frames are given as a decoder without threads gives (22 of the 25 the first second
+    makes: MPEG-TS and H.264's parser give a picture once the packets after it have begun). Frame
+    threading would hold back two more pictures (20)."""
+    stalled, total = frames_before_a_stall(clip["ts"], tmp_path / "feed.ts")
+    monkeypatch.setattr(live, "LIVE_THREADING", "NONE")
+    assert (stalled, total) == frames_before_a_stall(clip["ts"], tmp_path / "unthreaded.ts")
+    assert total == 25 and stalled >= total - 3
 
 
 def test_an_interrupt_ends_with_every_row_of_the_frames_read(runs, clip, tmp_path):

@@ -41,16 +41,17 @@ class PacedFeed(threading.Thread):
         import av  # noqa: PLC0415
 
         self.written, self.release, self.end = [], threading.Event(), None
-        with av.open(path) as c:  # where each packet ends in the file, and its time
-            marks, start = [], None
-            for p in c.demux():
-                if p.pts is None or p.pos is None or p.pos < 0:
-                    continue
-                start = p.pts * p.time_base if start is None else min(start, p.pts * p.time_base)
-                marks.append((float(p.pts * p.time_base), p.pos + p.size))
-        self.marks = sorted((t - float(start), pos) for t, pos in marks)
         with open(path, "rb") as f:
             self.data = f.read()
+        with av.open(path) as c:  # where each packet starts in the file, and its time
+            starts = [(p.pts * p.time_base, p.pos) for p in c.demux()
+                      if p.pts is not None and p.pos is not None and p.pos >= 0]
+        # A packet ends where the next one starts: in MPEG-TS its bytes are spread over 188-byte
+        # transport packets, beyond its start plus its size.
+        positions = sorted({pos for _, pos in starts}) + [len(self.data)]
+        end = dict(zip(positions, positions[1:]))
+        start = min(t for t, _ in starts)
+        self.marks = sorted((float(t - start), end[pos]) for t, pos in starts)
 
     def run(self):
         out = open(self.dst, "wb") if isinstance(self.dst, (str, os.PathLike)) else self.dst
