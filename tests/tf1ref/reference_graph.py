@@ -56,6 +56,7 @@ for _module in ("base", "convolutional", "core", "normalization", "pooling", "va
 
 import tensorflow.compat.v1 as tf  # noqa: E402
 import tf_slim as slim  # noqa: E402
+from tensorflow.python.autograph.core import ag_ctx  # noqa: E402
 from tf_slim.nets import resnet_v1  # noqa: E402
 
 MODELS = {"audio": ("audio",), "video": ("video",), "both": ("audio", "video")}
@@ -142,14 +143,20 @@ def build(modalities, training=False, cell_clip=CELL_CLIP, dtype=tf.float32):
     return {m: inputs[m] for m in modalities}, outputs, state[0].c
 
 
+def load(sess, values):
+    """Sets each variable of ``values`` (``(variable, array)`` pairs) in one run (``Variable.load``
+    runs once per variable, a tenth of a second each in a ResNet-50 graph)."""
+    values = list(values)  # each variable's initializer fed the value, as Variable.load does
+    sess.run([v.initializer for v, _ in values], {v.initializer.inputs[1]: value for v, value in values})
+
+
 def randomise(sess, rng):
     """Random values for what initialisers set to constants: batch-norm offsets and scales, LSTM
     and head biases. Kernels keep their random initial values."""
     ranges = {"beta": (-0.5, 0.5), "gamma": (0.5, 1.5), "bias": (-0.5, 0.5), "biases": (-0.5, 0.5)}
-    for var in tf.global_variables():
-        leaf = var.op.name.rsplit("/", 1)[-1]
-        if leaf in ranges:
-            var.load(rng.uniform(*ranges[leaf], var.shape.as_list()).astype(np.float32), sess)
+    leaves = [(var, var.op.name.rsplit("/", 1)[-1]) for var in tf.global_variables()]
+    load(sess, [(var, rng.uniform(*ranges[leaf], var.shape.as_list()).astype(np.float32))
+                for var, leaf in leaves if leaf in ranges])
 
 
 def random_statistics(sess, feed, rng):
@@ -165,9 +172,9 @@ def random_statistics(sess, feed, rng):
         scope = op.name.rsplit("/", 1)[0]
         z = sess.run(op.inputs[0], feed)
         mean, std = z.mean(axis=(0, 1, 2)), z.std(axis=(0, 1, 2))
-        for name, value in (("moving_mean", mean + rng.uniform(-0.5, 0.5, mean.shape) * std),
-                            ("moving_variance", std ** 2 * rng.uniform(0.5, 2.0, std.shape))):
-            variables[f"{scope}/{name}"].load(value.astype(np.float32), sess)
+        load(sess, [(variables[f"{scope}/{name}"], value.astype(np.float32))
+                    for name, value in (("moving_mean", mean + rng.uniform(-0.5, 0.5, mean.shape) * std),
+                                        ("moving_variance", std ** 2 * rng.uniform(0.5, 2.0, std.shape)))])
 
 
 def draw_inputs(rng, frames=FRAMES):
@@ -196,13 +203,13 @@ def drive_past_clip(sess):
     kernel[:, np.concatenate([i, j, f])] *= DRIVEN_INPUT_SCALE
     bias[i], bias[f] = SATURATING_BIAS, SATURATING_BIAS
     bias[j] = SATURATING_BIAS * np.where(driven % 2, -1.0, 1.0)
-    lstm["kernel"].load(kernel, sess)
-    lstm["bias"].load(bias, sess)
+    values = [(lstm["kernel"], kernel), (lstm["bias"], bias)]
     for name, scale in (("w_i_diag", DRIVEN_PEEPHOLE_SCALE), ("w_f_diag", DRIVEN_PEEPHOLE_SCALE),
                         ("w_o_diag", DRIVEN_OUTPUT_PEEPHOLE_SCALE)):
         value = sess.run(lstm[name])
         value[driven] *= scale
-        lstm[name].load(value, sess)
+        values.append((lstm[name], value))
+    load(sess, values)
 
 
 def write_reference(name, modalities, out_dir, rng, frames=FRAMES, prepare=None):
@@ -295,8 +302,8 @@ def write_training_reference(ckpt, modalities, path, rng, written, dtype):
         reader = tf.train.load_checkpoint(ckpt)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            for v in model_variables["weights"] + model_variables["moving"]:  # in dtype: not Saver.restore
-                v.load(reader.get_tensor(v.op.name).astype(dtype), sess)
+            load(sess, [(v, reader.get_tensor(v.op.name).astype(dtype))  # in dtype: not Saver.restore
+                        for v in model_variables["weights"] + model_variables["moving"]])
             for step in range(1, max(max(steps) for steps in written.values()) + 1):
                 loss, grads = sess.run([train_op, [g for g, _ in captured]], feed)
                 losses.append(loss)
@@ -311,6 +318,14 @@ def write_training_reference(ckpt, modalities, path, rng, written, dtype):
 
 def main(out_dir):
     tf.disable_eager_execution()
+    # tf-keras converts the call of every layer it takes for a user's subclass with AutoGraph, at
+    # every call: slim's layers, whose module is not keras.layers (see the aliases above), 0.5 s a
+    # batch norm. They branch on Python values only, which need no conversion.
+    with ag_ctx.ControlStatusCtx(status=ag_ctx.Status.DISABLED):
+        write_all(out_dir)
+
+
+def write_all(out_dir):
     rng = np.random.default_rng(SEED)
     checkpoints = {name: write_reference(name, modalities, out_dir, rng) for name, modalities in MODELS.items()}
     for (name, dtype), written in TRAINED.items():
