@@ -7,7 +7,8 @@ track's with faces="main", every live track's with faces="all", its track id whe
 several) and, per person, a panel: the current (valence, arousal) as a point on the
 valence-arousal plane and the last ``RenderConfig.history_seconds`` of both traces. The input's
 audio is copied packet for packet when MP4 holds its codec (AAC, MP3, Opus, ...), else
-re-encoded to AAC (a WAV's PCM; at the nearest higher rate AAC takes, for one it does not); the picture is H.264 (libx264, yuv420p).
+re-encoded to AAC (a WAV's PCM; at the nearest higher rate AAC takes, for one it does not); the
+picture is H.264 (libx264, yuv420p).
 
 Which prediction a frame shows: prediction frame i covers the times (step·(i-1), step·i] (its
 row's ``time`` is step·i), and a video frame shown at time t (seconds since the video stream's

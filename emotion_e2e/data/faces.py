@@ -268,11 +268,11 @@ class YuNetDetector(FaceDetector):
             data = path.read_bytes()
         except OSError as e:
             raise ConfigError(f"the YuNet model {YUNET_MODEL} is missing from the installed package "
-                                    f"({path}: {e}); reinstall emotion_e2e") from e
+                              f"({path}: {e}); reinstall emotion_e2e") from e
         digest = hashlib.sha256(data).hexdigest()
         if digest != YUNET_SHA256:
             raise ConfigError(f"{path} is not the YuNet 2023mar model: sha256 {digest} ({len(data)} bytes), "
-                                    f"expected {YUNET_SHA256}; reinstall emotion_e2e")
+                              f"expected {YUNET_SHA256}; reinstall emotion_e2e")
         self._size = None  # (w, h) the network is set up for; set on the first frame
         self._net = cv2.FaceDetectorYN.create("onnx", np.frombuffer(data, np.uint8), np.empty(0, np.uint8), (0, 0),
                                               YUNET_SCORE_THRESHOLD, YUNET_NMS_THRESHOLD, YUNET_TOP_K)

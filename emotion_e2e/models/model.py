@@ -36,7 +36,7 @@ def apply_per_frame(x, network: keras.Model, name: str):
 
 def apply_head(x, label_names, name: str = "head") -> dict:
     """A linear unit per label at every time step: ``(batch, time, features)`` →
-    ``{label: (batch, time) float32}``; the output layers are named after the labels.
+    ``{label: (batch, time)}``; the output layers are named after the labels.
 
     The head computes in the policy's variable dtype: float32 under a mixed-precision policy,
     so the loss sees float32 (float64 under the float64 policy)."""

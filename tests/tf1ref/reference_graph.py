@@ -26,9 +26,9 @@ Two more cases:
   ``emotion_train.py`` builds them, in that dtype (``write_training_reference``): the inputs and
   ``labels``, ``loss`` (one per step), and for the steps ``TRAINED`` lists by kind
   ``grad<k>/<variable>`` (the gradient of step k), ``weights<k>/<variable>`` (each trained
-  variable after step k) and ``moving<k>/<variable>`` (each moving statistic after step k). In float64 the graph is the same
-  function without float32's rounding: ResNet-50's gradients in training mode are not resolved in
-  float32 (docs/design.md §11).
+  variable after step k) and ``moving<k>/<variable>`` (each moving statistic after step k). In
+  float64 the graph is the same function without float32's rounding: ResNet-50's gradients in
+  training mode are not resolved in float32 (docs/design.md §11).
 
 The graph, as their code builds it:
 
