@@ -235,7 +235,7 @@ class _OnlineCrops:
             size = self.cfg.face.size
             return np.zeros((size, size, 3), np.uint8), False, NO_BOX
         box, eyes = self.held
-        crop = faces.crop_face(picture, box, self.cfg.face, eyes if self.cfg.face.align == "eyes" else None)
+        crop = faces.crop_face(picture, box, self.cfg.face, eyes)  # turned by the eyes only for align "eyes"
         return crop, main is not None and main.found_now, tuple(box)
 
     @property
@@ -243,10 +243,12 @@ class _OnlineCrops:
         return self.tracker.ended + len(self.tracker.live)
 
 
-def source_frames(path: str, time_base: TimeBase, kinds: tuple[str, ...]):
-    """``live_frames`` of one source, or of ``VIDEO+AUDIO`` (``split_pair``): the two read side by
-    side, each frame's picture from the first and its samples from the second, each on its own
-    time (its first picture, its first sample: time 0), to the end of the shorter."""
+def source_frames(path: str, time_base: TimeBase, modalities):
+    """``live_frames`` of one source for the streams ``modalities`` are read from, or of
+    ``VIDEO+AUDIO`` (``split_pair``): the two read side by side, each frame's picture from the
+    first and its samples from the second, each on its own time (its first picture, its first
+    sample: time 0), to the end of the shorter."""
+    kinds = tuple(STREAM_KIND[m] for m in MODALITIES if m in modalities)
     pair = split_pair(path)
     if pair is None or len(kinds) < 2:
         if pair is not None:  # one modality: the source that has it
@@ -265,9 +267,8 @@ def source_frames(path: str, time_base: TimeBase, kinds: tuple[str, ...]):
 def converter_frames(path: str, cfg: ConvertConfig, modalities, detector) -> Iterator[Frame]:
     """``live_frames`` of ``path`` as the converter's ``Frame``\\ s: audio samples, the JPEG of the
     face crop (``_OnlineCrops``), ``face_found`` and the number of face tracks so far."""
-    kinds = tuple(STREAM_KIND[m] for m in MODALITIES if m in modalities)
     crops = _OnlineCrops(cfg, detector) if "face" in modalities else None
-    for audio, picture in source_frames(path, cfg.time_base, kinds):
+    for audio, picture in source_frames(path, cfg.time_base, modalities):
         if crops is None:
             yield Frame(audio, None, False, None, None)
             continue
@@ -297,13 +298,11 @@ class TracksFrame(NamedTuple):
 def track_frames(path: str, cfg: ConvertConfig, modalities, detector) -> Iterator[TracksFrame]:
     """``live_frames`` of ``path`` with a crop for every track alive in each frame: from its first
     detection to its end (``max_gap`` frames after its last one, its box carried meanwhile)."""
-    kinds = tuple(STREAM_KIND[m] for m in MODALITIES if m in modalities)
     tracker = tracking.Tracker(cfg.face.track, history=False)
-    for audio, picture in source_frames(path, cfg.time_base, kinds):
+    for audio, picture in source_frames(path, cfg.time_base, modalities):
         tracking.track_frame(tracker, picture, detector, cfg.face, path)
         crops = tuple(
-            TrackCrop(t.id, faces.encode_jpeg(faces.crop_face(picture, t.box, cfg.face,
-                                                              t.held_eyes if cfg.face.align == "eyes" else None),
+            TrackCrop(t.id, faces.encode_jpeg(faces.crop_face(picture, t.box, cfg.face, t.held_eyes),
                                               cfg.face.jpeg_quality), t.found_now, tuple(t.box), float(t.score_now))
             for t in tracker.live)
         yield TracksFrame(audio, crops, tracker.ended + len(tracker.live))

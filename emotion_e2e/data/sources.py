@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 
+from emotion_e2e.config import MODALITIES, STREAM_KIND
 from emotion_e2e.data import demo, faces, labels, media, names
 from emotion_e2e.data.convert import ConvertConfig, Frame, Recording
 from emotion_e2e.errors import ConfigError, DataError
@@ -59,13 +60,18 @@ class MediaRecording(Recording):
         n, track = self.frame_count(cfg)
         return n, (track.names if track else ()), self.frames(cfg, n, track)
 
+    @property
+    def files(self) -> dict[str, str | None]:
+        """The file each kind of stream is read from: ``{"audio": ..., "video": ...}``."""
+        return {"audio": self.audio, "video": self.video}
+
     def media_lengths(self, cfg: ConvertConfig) -> dict[str, int]:
         """``{"audio": frames, "video": frames}``: the length of each stream ``cfg.modalities``
         needs, in frames; DataError when a needed file is not given."""
         lengths = {}
-        for modality, kind, path in (("audio", "audio", self.audio), ("face", "video", self.video)):
-            if modality not in cfg.modalities:
-                continue
+        for modality in (m for m in MODALITIES if m in cfg.modalities):
+            kind = STREAM_KIND[modality]
+            path = self.files[kind]
             if not path:
                 raise DataError(f"recording {self.recording_id}: modality {modality!r} needs a {kind} file "
                                 f"(modalities {list(cfg.modalities)}) but none was given")
@@ -78,8 +84,7 @@ class MediaRecording(Recording):
         in frames (``media_lengths`` when already measured); DataError when their lengths differ
         by more than ``cfg.max_length_mismatch``."""
         track = self._labels(cfg)
-        files = {"audio": self.audio, "video": self.video}
-        lengths = {f"{kind} ({files[kind]})": frames
+        lengths = {f"{kind} ({self.files[kind]})": frames
                    for kind, frames in (self.media_lengths(cfg) if media_lengths is None else media_lengths).items()}
         if track is not None:
             lengths["labels"] = track.num_frames
