@@ -171,7 +171,8 @@ def label_statistics(cfg: TrainConfig) -> tuple[dict | None, str]:
     names = cfg.inputs.label_names
     if not isinstance(stats, dict) or not set(names) <= set(stats):
         return None, f"{path} has no label statistics of partition {cfg.train_partition!r} for {list(names)}"
-    return {n: {k: float(stats[n][k]) for k in LABEL_STATISTICS} for n in names}, f"{path}, partition {cfg.train_partition!r}"
+    source = f"{path}, partition {cfg.train_partition!r}"
+    return {n: {k: float(stats[n][k]) for k in LABEL_STATISTICS} for n in names}, source
 
 
 def describe(cfg: TrainConfig, tb: TimeBase, tb_note: str | None, face: FaceConfig, face_note: str | None,
